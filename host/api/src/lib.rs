@@ -1,0 +1,1 @@
+//! The Everruns HTTP API.

@@ -1,0 +1,2 @@
+//! The everruns binary.
+fn main() {}

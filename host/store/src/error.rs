@@ -1,0 +1,31 @@
+//! The store's error type.
+
+/// Result alias of this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What can go wrong in the store. Callers map `NotFound` to 404, `Conflict` to 409 and
+/// `Invalid` to 422; everything else is an internal error that must not reach clients verbatim.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such entity (`entity` is e.g. "agent", `id` what was asked for).
+    #[error("{entity} `{id}` not found")]
+    NotFound { entity: &'static str, id: String },
+    /// A uniqueness constraint was violated (message says which, in user terms).
+    #[error("{0}")]
+    Conflict(String),
+    /// Input the database refused for a reason the caller can fix.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database URL or store configuration is wrong.
+    #[error("store configuration: {0}")]
+    Config(String),
+    /// Applying migrations failed.
+    #[error("migrating the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Any other database error.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored value could not be decoded (corrupt or from an incompatible version).
+    #[error("decoding stored {what}: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}

@@ -1,0 +1,4 @@
+//! SQLite implementation of the store.
+/// The SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore;
