@@ -1,1 +1,119 @@
-//! The Everruns HTTP API.
+//! The Everruns HTTP API: routes, OpenAPI document, authentication and problem+json errors.
+//!
+//! This is the only crate that knows HTTP. Modules:
+//! - `routes`: one module per resource (`agents`, `sessions`, `messages`, `api_keys`, `health`).
+//! - `error`: [`ApiError`], the single mapping of errors to RFC 9457 problem+json responses.
+//! - `json`: body and query extractors that name the offending field on bad input.
+//! - `pagination`: `?limit=&cursor=` in, `{data, next_cursor, total}` out.
+//! - `auth`: API key generation, hashing and the bearer-token middleware.
+//!
+//! [`app`] builds the complete router; [`openapi`] the OpenAPI 3.1 document, which is generated
+//! from the same route definitions so the two cannot drift apart.
+
+mod auth;
+mod error;
+mod json;
+mod pagination;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::header::ALLOW;
+use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
+use everruns_store::Store;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use auth::{GeneratedKey, KEY_PREFIX, MIN_KEY_LEN, generate_key, hash_key, key_record};
+pub use error::{ApiError, PROBLEM_JSON, Problem};
+
+/// Largest request body accepted, in bytes; larger bodies get 413.
+pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+
+/// Shared state of every handler.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Where everything is persisted.
+    pub store: Arc<dyn Store>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Everruns API",
+        description = "Durable AI agents with sandboxed WASM capabilities. Every `/v1` route \
+                       needs `Authorization: Bearer <api key>`. Errors are RFC 9457 \
+                       `application/problem+json`.",
+        license(name = "Apache-2.0"),
+    ),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+    tags(
+        (name = "agents", description = "Agents: system prompt, model and capabilities"),
+        (name = "sessions", description = "Conversations with an agent"),
+        (name = "api-keys", description = "API keys"),
+        (name = "health", description = "Liveness"),
+    )
+)]
+struct ApiDoc;
+
+/// Registers the bearer-token security scheme referenced by every `/v1` operation.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Every documented route; `auth` adds the API-key check to the `/v1` ones.
+fn documented_routes(auth: Option<&AppState>) -> OpenApiRouter<AppState> {
+    let mut v1 = OpenApiRouter::new()
+        .merge(routes::agents::router())
+        .merge(routes::sessions::router())
+        .merge(routes::messages::router())
+        .merge(routes::api_keys::router());
+    if let Some(state) = auth {
+        v1 = v1.route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
+    }
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(v1)
+        .merge(routes::health::router())
+}
+
+/// The OpenAPI 3.1 document of the API, as served at `/api-doc/openapi.json`.
+pub fn openapi() -> OpenApiDoc {
+    documented_routes(None).split_for_parts().1
+}
+
+/// The complete HTTP application.
+pub fn app(state: AppState) -> Router {
+    let (router, spec) = documented_routes(Some(&state)).split_for_parts();
+    router
+        .merge(SwaggerUi::new("/swagger-ui").url("/api-doc/openapi.json", spec))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn no_route(request: Request) -> ApiError {
+    ApiError::no_route(request.uri().path())
+}
+
+async fn method_not_allowed(request: Request) -> axum::response::Response {
+    let allow = request.headers().get(ALLOW).cloned();
+    ApiError::method_not_allowed(request.method().as_str(), allow).into_response()
+}

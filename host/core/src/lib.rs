@@ -1,4 +1,5 @@
-//! Domain types of Everruns: prefixed ids, agents, sessions, messages, API keys and pages.
+//! Domain types of Everruns: prefixed ids, agents, sessions, messages, API keys, pages and
+//! plugin key-value scopes.
 //!
 //! This crate does no I/O. Modules:
 //! - `id`: validated, prefixed identifiers (`agt_...`, `ses_...`).
@@ -7,10 +8,12 @@
 //! - `message`: the conversation's messages.
 //! - `api_key`: API key records (only hashes, never the secret).
 //! - `page`: cursor pagination shared by every list.
+//! - `kv`: scopes of the plugins' durable key-value state.
 
 mod agent;
 mod api_key;
 mod id;
+mod kv;
 mod message;
 mod page;
 mod session;
@@ -20,6 +23,7 @@ pub use agent::{
 };
 pub use api_key::{ApiKey, NewApiKey};
 pub use id::{AgentId, ApiKeyId, IdError, MessageId, SessionId};
+pub use kv::{KV_KEY_MAX, KvScope};
 pub use message::{Message, MessageRole, NewMessage};
 pub use page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
 pub use session::{NewSession, Session, SessionPatch, SessionStatus};

@@ -19,6 +19,17 @@ pub enum StoreError {
     /// The database URL or store configuration is wrong.
     #[error("store configuration: {0}")]
     Config(String),
+    /// The database could not be reached or opened when the store was opened. `target` never
+    /// contains a password.
+    #[error("cannot connect to {backend} at {target}: {detail}")]
+    Connect {
+        /// "PostgreSQL" or "SQLite".
+        backend: &'static str,
+        /// `host:port/database` or the SQLite file.
+        target: String,
+        /// The cause, as the driver reported it.
+        detail: String,
+    },
     /// Applying migrations failed.
     #[error("migrating the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -28,4 +39,14 @@ pub enum StoreError {
     /// A stored value could not be decoded (corrupt or from an incompatible version).
     #[error("decoding stored {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },
+}
+
+impl StoreError {
+    /// [`StoreError::NotFound`] for `entity` with the id asked for.
+    pub(crate) fn not_found(entity: &'static str, id: &impl ToString) -> Self {
+        Self::NotFound {
+            entity,
+            id: id.to_string(),
+        }
+    }
 }

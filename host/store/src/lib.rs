@@ -5,18 +5,30 @@
 //! - `postgres`: [`PgStore`], the production and multi-process store.
 //! - `sqlite`: [`SqliteStore`], the embedded single-file default.
 //! - `connect`: [`connect`] picks the implementation from a URL and applies migrations.
+//! - `codec`: column encodings both backends share (timestamps, JSON, enums) and the
+//!   classification of constraint violations.
+//! - `paging`: turning an over-fetched row list into a [`Page`].
+//!
+//! Both backends keep the same semantics, checked by one conformance suite:
+//! - lists are in id order (ids are time ordered) and resume strictly after the cursor;
+//! - timestamps are taken in Rust, truncated to microseconds, so what a write returns equals
+//!   what a later read returns;
+//! - read-then-write operations are single statements or run under a lock (PostgreSQL
+//!   advisory lock, SQLite `BEGIN IMMEDIATE`), so they are safe across processes.
 //!
 //! This crate knows nothing about HTTP; it is the only crate that contains SQL.
 
+mod codec;
 mod connect;
 mod error;
+mod paging;
 mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
 use everruns_core::{
-    Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Message, NewAgent, NewApiKey, NewMessage,
-    NewSession, Page, PageRequest, Session, SessionId, SessionPatch,
+    Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, KvScope, Message, NewAgent, NewApiKey,
+    NewMessage, NewSession, Page, PageRequest, Session, SessionId, SessionPatch,
 };
 
 pub use connect::{StoreConfig, connect};
@@ -77,6 +89,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn authenticate_api_key(&self, hash: &str) -> Result<Option<ApiKey>>;
     /// All keys, revoked ones included, in id order.
     async fn list_api_keys(&self, page: &PageRequest) -> Result<Page<ApiKey>>;
-    /// Marks the key revoked; NotFound when absent. Revoking twice is fine.
+    /// Marks the key revoked; NotFound when absent. Revoking twice is fine and keeps the first
+    /// `revoked_at`.
     async fn revoke_api_key(&self, id: &ApiKeyId) -> Result<ApiKey>;
+
+    // ---- plugin key-value state ----
+    // Keys are 1..=KV_KEY_MAX bytes without NUL (`StoreError::Invalid` otherwise); values are
+    // opaque bytes. Entries are not deleted with the agent or session their owner names.
+    /// The value stored under `key`, if any.
+    async fn kv_get(&self, scope: &KvScope, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Stores `value` under `key`, replacing any previous value.
+    async fn kv_set(&self, scope: &KvScope, key: &str, value: &[u8]) -> Result<()>;
+    /// Removes `key`; `true` when it existed.
+    async fn kv_delete(&self, scope: &KvScope, key: &str) -> Result<bool>;
+    /// Up to `limit` keys starting with `prefix` (taken literally: `%` and `_` are not
+    /// wildcards), in byte order.
+    async fn kv_list(&self, scope: &KvScope, prefix: &str, limit: u32) -> Result<Vec<String>>;
 }

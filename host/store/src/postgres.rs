@@ -1,4 +1,607 @@
 //! PostgreSQL implementation of the store.
-/// The PostgreSQL store.
-#[derive(Debug)]
-pub struct PgStore;
+//!
+//! JSON documents are bound as text and cast to `json` in SQL, and read back with `::text`,
+//! so the stored text is exactly what was written. Timestamps are `timestamptz` (microsecond
+//! precision, matching [`codec::now`]).
+
+use async_trait::async_trait;
+use everruns_core::{
+    Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, KvScope, Message, MessageId, NewAgent, NewApiKey,
+    NewMessage, NewSession, Page, PageRequest, Session, SessionId, SessionPatch, SessionStatus,
+};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{PgConnection, Row};
+
+use crate::codec::{self, from_json_text, parse_id, reject_nul, to_json_text};
+use crate::{Result, Store, StoreError, paging};
+
+/// The PostgreSQL schema, embedded at build time.
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// Transaction-scoped advisory lock serialising [`Store::create_first_api_key`] across
+/// processes. The value is arbitrary but must never change (ASCII "everruns").
+const FIRST_API_KEY_LOCK: i64 = 0x6576_6572_7275_6e73;
+
+macro_rules! agent_columns {
+    () => {
+        "id, name, system_prompt, model::text AS model, capabilities::text AS capabilities, \
+         archived, created_at, updated_at"
+    };
+}
+macro_rules! session_columns {
+    () => {
+        "id, agent_id, title, status, created_at, updated_at"
+    };
+}
+macro_rules! message_columns {
+    () => {
+        "id, session_id, role, content, metadata::text AS metadata, created_at"
+    };
+}
+macro_rules! api_key_columns {
+    () => {
+        "id, name, prefix, created_at, last_used_at, revoked_at"
+    };
+}
+
+/// The PostgreSQL store: a connection pool over a migrated database. Safe to share between
+/// any number of server processes.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Wraps a pool whose database has been migrated (see [`crate::connect`]).
+    pub(crate) fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Applies pending migrations on `conn`. sqlx holds a session-level advisory lock keyed on
+    /// the database name while it migrates, so concurrent callers wait for each other; the
+    /// caller passes a dedicated connection so that, should migrating fail half-way, the lock
+    /// dies with the connection instead of going back into a pool.
+    pub(crate) async fn migrate(conn: &mut PgConnection) -> Result<()> {
+        MIGRATOR.run_direct(conn).await?;
+        Ok(())
+    }
+}
+
+fn agent_from_row(row: &PgRow) -> Result<Agent> {
+    Ok(Agent {
+        id: parse_id("agent id", row.try_get("id")?, AgentId::parse)?,
+        name: row.try_get("name")?,
+        system_prompt: row.try_get("system_prompt")?,
+        model: from_json_text("agent model settings", row.try_get("model")?)?,
+        capabilities: from_json_text("agent capabilities", row.try_get("capabilities")?)?,
+        archived: row.try_get("archived")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn session_from_row(row: &PgRow) -> Result<Session> {
+    Ok(Session {
+        id: parse_id("session id", row.try_get("id")?, SessionId::parse)?,
+        agent_id: parse_id("agent id", row.try_get("agent_id")?, AgentId::parse)?,
+        title: row.try_get("title")?,
+        status: codec::parse_status(row.try_get("status")?)?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn message_from_row(row: &PgRow) -> Result<Message> {
+    Ok(Message {
+        id: parse_id("message id", row.try_get("id")?, MessageId::parse)?,
+        session_id: parse_id("session id", row.try_get("session_id")?, SessionId::parse)?,
+        role: codec::parse_role(row.try_get("role")?)?,
+        content: row.try_get("content")?,
+        metadata: from_json_text("message metadata", row.try_get("metadata")?)?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn api_key_from_row(row: &PgRow) -> Result<ApiKey> {
+    Ok(ApiKey {
+        id: parse_id("API key id", row.try_get("id")?, ApiKeyId::parse)?,
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// Inserts a key record with `executor` (the pool, or a transaction).
+async fn insert_api_key<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    new: &NewApiKey,
+) -> Result<ApiKey> {
+    let key = ApiKey {
+        id: ApiKeyId::new(),
+        name: new.name.clone(),
+        prefix: new.prefix.clone(),
+        created_at: codec::now(),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    sqlx::query(
+        "INSERT INTO api_keys (id, name, prefix, hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(key.id.as_str())
+    .bind(&key.name)
+    .bind(&key.prefix)
+    .bind(&new.hash)
+    .bind(key.created_at)
+    .execute(executor)
+    .await
+    .map_err(|err| codec::api_key_conflict(err, new))?;
+    Ok(key)
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- agents ----
+
+    async fn create_agent(&self, new: NewAgent) -> Result<Agent> {
+        reject_nul("an agent name", &new.name)?;
+        reject_nul("a system prompt", &new.system_prompt)?;
+        let model = to_json_text("agent model settings", &new.model)?;
+        let capabilities = to_json_text("agent capabilities", &new.capabilities)?;
+        let now = codec::now();
+        let agent = Agent {
+            id: AgentId::new(),
+            name: new.name,
+            system_prompt: new.system_prompt,
+            model: new.model,
+            capabilities: new.capabilities,
+            archived: false,
+            created_at: now,
+            updated_at: now,
+        };
+        sqlx::query(
+            "INSERT INTO agents \
+             (id, name, system_prompt, model, capabilities, archived, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4::json, $5::json, FALSE, $6, $6)",
+        )
+        .bind(agent.id.as_str())
+        .bind(&agent.name)
+        .bind(&agent.system_prompt)
+        .bind(model)
+        .bind(capabilities)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|err| codec::agent_name_conflict(err, &agent.name))?;
+        Ok(agent)
+    }
+
+    async fn get_agent(&self, id: &AgentId) -> Result<Agent> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            agent_columns!(),
+            " FROM agents WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => agent_from_row(&row),
+            None => Err(StoreError::not_found("agent", id)),
+        }
+    }
+
+    async fn list_agents(&self, page: &PageRequest) -> Result<Page<Agent>> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents")
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            agent_columns!(),
+            " FROM agents WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(paging::fetch_limit(page))
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows
+            .iter()
+            .map(agent_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paging::finish(page, items, total, |a| a.id.to_string()))
+    }
+
+    async fn update_agent(&self, id: &AgentId, patch: AgentPatch) -> Result<Agent> {
+        if let Some(name) = &patch.name {
+            reject_nul("an agent name", name)?;
+        }
+        if let Some(prompt) = &patch.system_prompt {
+            reject_nul("a system prompt", prompt)?;
+        }
+        let model = patch
+            .model
+            .as_ref()
+            .map(|m| to_json_text("agent model settings", m))
+            .transpose()?;
+        let capabilities = patch
+            .capabilities
+            .as_ref()
+            .map(|c| to_json_text("agent capabilities", c))
+            .transpose()?;
+        let row = sqlx::query(concat!(
+            "UPDATE agents SET \
+               name = COALESCE($2, name), \
+               system_prompt = COALESCE($3, system_prompt), \
+               model = COALESCE($4::json, model), \
+               capabilities = COALESCE($5::json, capabilities), \
+               archived = COALESCE($6, archived), \
+               updated_at = $7 \
+             WHERE id = $1 RETURNING ",
+            agent_columns!()
+        ))
+        .bind(id.as_str())
+        .bind(patch.name.as_deref())
+        .bind(patch.system_prompt.as_deref())
+        .bind(model)
+        .bind(capabilities)
+        .bind(patch.archived)
+        .bind(codec::now())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|err| {
+            codec::agent_name_conflict(err, patch.name.as_deref().unwrap_or_default())
+        })?;
+        match row {
+            Some(row) => agent_from_row(&row),
+            None => Err(StoreError::not_found("agent", id)),
+        }
+    }
+
+    async fn delete_agent(&self, id: &AgentId) -> Result<()> {
+        let done = sqlx::query("DELETE FROM agents WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("agent", id));
+        }
+        Ok(())
+    }
+
+    // ---- sessions ----
+
+    async fn create_session(&self, new: NewSession) -> Result<Session> {
+        if let Some(title) = &new.title {
+            reject_nul("a session title", title)?;
+        }
+        let now = codec::now();
+        let session = Session {
+            id: SessionId::new(),
+            agent_id: new.agent_id,
+            title: new.title,
+            status: SessionStatus::Idle,
+            created_at: now,
+            updated_at: now,
+        };
+        // Inserting only when the agent exists reports an unknown agent without relying on
+        // the driver's foreign key error; the error still covers a concurrent delete.
+        let done = sqlx::query(
+            "INSERT INTO sessions (id, agent_id, title, status, created_at, updated_at) \
+             SELECT $1, $2, $3, $4, $5, $5 WHERE EXISTS (SELECT 1 FROM agents WHERE id = $2)",
+        )
+        .bind(session.id.as_str())
+        .bind(session.agent_id.as_str())
+        .bind(session.title.as_deref())
+        .bind(session.status.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        match done {
+            Ok(done) if done.rows_affected() == 1 => Ok(session),
+            Ok(_) => Err(StoreError::not_found("agent", &session.agent_id)),
+            Err(err) if codec::is_foreign_key_violation(&err) => {
+                Err(StoreError::not_found("agent", &session.agent_id))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn get_session(&self, id: &SessionId) -> Result<Session> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => session_from_row(&row),
+            None => Err(StoreError::not_found("session", id)),
+        }
+    }
+
+    async fn list_sessions(
+        &self,
+        agent: Option<&AgentId>,
+        page: &PageRequest,
+    ) -> Result<Page<Session>> {
+        let agent = agent.map(AgentId::as_str);
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sessions WHERE ($1::text IS NULL OR agent_id = $1)",
+        )
+        .bind(agent)
+        .fetch_one(&self.pool)
+        .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE ($1::text IS NULL OR agent_id = $1) AND id > $2 \
+             ORDER BY id LIMIT $3"
+        ))
+        .bind(agent)
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(paging::fetch_limit(page))
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows
+            .iter()
+            .map(session_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paging::finish(page, items, total, |s| s.id.to_string()))
+    }
+
+    async fn update_session(&self, id: &SessionId, patch: SessionPatch) -> Result<Session> {
+        if let Some(Some(title)) = &patch.title {
+            reject_nul("a session title", title)?;
+        }
+        let row = sqlx::query(concat!(
+            "UPDATE sessions SET \
+               title = CASE WHEN $2 THEN $3 ELSE title END, \
+               updated_at = $4 \
+             WHERE id = $1 RETURNING ",
+            session_columns!()
+        ))
+        .bind(id.as_str())
+        .bind(patch.title.is_some())
+        .bind(patch.title.flatten())
+        .bind(codec::now())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => session_from_row(&row),
+            None => Err(StoreError::not_found("session", id)),
+        }
+    }
+
+    async fn delete_session(&self, id: &SessionId) -> Result<()> {
+        let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("session", id));
+        }
+        Ok(())
+    }
+
+    // ---- messages ----
+
+    async fn append_message(&self, new: NewMessage) -> Result<Message> {
+        reject_nul("message content", &new.content)?;
+        let metadata = to_json_text("message metadata", &new.metadata)?;
+        let message = Message {
+            id: MessageId::new(),
+            session_id: new.session_id,
+            role: new.role,
+            content: new.content,
+            metadata: new.metadata,
+            created_at: codec::now(),
+        };
+        let done = sqlx::query(
+            "INSERT INTO messages (id, session_id, role, content, metadata, created_at) \
+             SELECT $1, $2, $3, $4, $5::json, $6 \
+             WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $2)",
+        )
+        .bind(message.id.as_str())
+        .bind(message.session_id.as_str())
+        .bind(message.role.as_str())
+        .bind(&message.content)
+        .bind(metadata)
+        .bind(message.created_at)
+        .execute(&self.pool)
+        .await;
+        match done {
+            Ok(done) if done.rows_affected() == 1 => Ok(message),
+            Ok(_) => Err(StoreError::not_found("session", &message.session_id)),
+            Err(err) if codec::is_foreign_key_violation(&err) => {
+                Err(StoreError::not_found("session", &message.session_id))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn list_messages(
+        &self,
+        session: &SessionId,
+        page: &PageRequest,
+    ) -> Result<Page<Message>> {
+        let (exists, total): (bool, i64) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = $1), \
+                    (SELECT COUNT(*) FROM messages WHERE session_id = $1)",
+        )
+        .bind(session.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        if !exists {
+            return Err(StoreError::not_found("session", session));
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE session_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(session.as_str())
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(paging::fetch_limit(page))
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows
+            .iter()
+            .map(message_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paging::finish(page, items, total, |m| m.id.to_string()))
+    }
+
+    // ---- API keys ----
+
+    async fn create_api_key(&self, new: NewApiKey) -> Result<ApiKey> {
+        codec::check_new_api_key(&new)?;
+        insert_api_key(&self.pool, &new).await
+    }
+
+    async fn create_first_api_key(&self, new: NewApiKey) -> Result<Option<ApiKey>> {
+        codec::check_new_api_key(&new)?;
+        let mut tx = self.pool.begin().await?;
+        // Every process takes the same lock before looking, so exactly one sees no keys. Under
+        // READ COMMITTED the check below runs on a snapshot taken after the lock was granted,
+        // i.e. after the previous holder committed.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(FIRST_API_KEY_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys)")
+            .fetch_one(&mut *tx)
+            .await?;
+        if exists {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let key = insert_api_key(&mut *tx, &new).await?;
+        tx.commit().await?;
+        Ok(Some(key))
+    }
+
+    async fn authenticate_api_key(&self, hash: &str) -> Result<Option<ApiKey>> {
+        let row = sqlx::query(concat!(
+            "UPDATE api_keys SET last_used_at = $2 \
+             WHERE hash = $1 AND revoked_at IS NULL RETURNING ",
+            api_key_columns!()
+        ))
+        .bind(hash)
+        .bind(codec::now())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn list_api_keys(&self, page: &PageRequest) -> Result<Page<ApiKey>> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            api_key_columns!(),
+            " FROM api_keys WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(page.after.as_deref().unwrap_or(""))
+        .bind(paging::fetch_limit(page))
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows
+            .iter()
+            .map(api_key_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paging::finish(page, items, total, |k| k.id.to_string()))
+    }
+
+    async fn revoke_api_key(&self, id: &ApiKeyId) -> Result<ApiKey> {
+        let row = sqlx::query(concat!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING ",
+            api_key_columns!()
+        ))
+        .bind(id.as_str())
+        .bind(codec::now())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => api_key_from_row(&row),
+            None => Err(StoreError::not_found("API key", id)),
+        }
+    }
+
+    // ---- plugin key-value state ----
+
+    async fn kv_get(&self, scope: &KvScope, key: &str) -> Result<Option<Vec<u8>>> {
+        codec::check_kv_key(scope, key)?;
+        let value = sqlx::query_scalar(
+            "SELECT value FROM plugin_kv WHERE plugin = $1 AND owner = $2 AND key = $3",
+        )
+        .bind(&scope.plugin)
+        .bind(&scope.owner)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(value)
+    }
+
+    async fn kv_set(&self, scope: &KvScope, key: &str, value: &[u8]) -> Result<()> {
+        codec::check_kv_key(scope, key)?;
+        sqlx::query(
+            "INSERT INTO plugin_kv (plugin, owner, key, value, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (plugin, owner, key) \
+             DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
+        )
+        .bind(&scope.plugin)
+        .bind(&scope.owner)
+        .bind(key)
+        .bind(value)
+        .bind(codec::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn kv_delete(&self, scope: &KvScope, key: &str) -> Result<bool> {
+        codec::check_kv_key(scope, key)?;
+        let done =
+            sqlx::query("DELETE FROM plugin_kv WHERE plugin = $1 AND owner = $2 AND key = $3")
+                .bind(&scope.plugin)
+                .bind(&scope.owner)
+                .bind(key)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn kv_list(&self, scope: &KvScope, prefix: &str, limit: u32) -> Result<Vec<String>> {
+        codec::check_kv_scope(scope)?;
+        reject_nul("a key prefix", prefix)?;
+        // `key >= prefix` lets the primary key index start at the prefix; `starts_with` takes
+        // the prefix literally (no LIKE wildcards to escape).
+        let keys = sqlx::query_scalar(
+            "SELECT key FROM plugin_kv \
+             WHERE plugin = $1 AND owner = $2 AND key >= $3 AND starts_with(key, $3) \
+             ORDER BY key LIMIT $4",
+        )
+        .bind(&scope.plugin)
+        .bind(&scope.owner)
+        .bind(prefix)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(keys)
+    }
+}

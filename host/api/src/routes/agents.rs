@@ -1,0 +1,385 @@
+//! `/v1/agents`: create, list, read, update and delete agents.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use everruns_core::{
+    AGENT_NAME_MAX, Agent, AgentId, AgentPatch, CapabilityRef, ModelSettings, NewAgent,
+    SYSTEM_PROMPT_MAX,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, BodyErrors, FieldError, QueryErrors, check_fields};
+use crate::json::{ApiJson, ApiQuery};
+use crate::pagination::{ListResponse, PageParams};
+
+/// Most capabilities one agent may enable.
+const MAX_CAPABILITIES: usize = 64;
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_agents, create_agent))
+        .routes(routes!(get_agent, update_agent, delete_agent))
+}
+
+/// Which model an agent uses; missing fields fall back to the server's defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettingsBody {
+    /// Provider name; absent means the server's default provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Model name as the provider knows it; absent means the provider's default model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Sampling temperature, 0 to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 2.0)]
+    pub temperature: Option<f64>,
+    /// Maximum tokens per model response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub max_tokens: Option<u32>,
+    /// Maximum steps (LLM calls and tool calls) per run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_steps: Option<u32>,
+}
+
+/// A capability enabled on an agent, with the agent's configuration for it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilityBody {
+    /// Capability id, e.g. `current_time`.
+    pub id: String,
+    /// Configuration object for this capability (validated against its schema).
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+/// Body of `POST /v1/agents`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgent {
+    /// Unique name, 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200, example = "support-bot")]
+    pub name: String,
+    /// System prompt (up to 256 KiB).
+    #[serde(default)]
+    #[schema(example = "You are a helpful assistant.")]
+    pub system_prompt: String,
+    /// Model settings; omitted fields use the server defaults.
+    #[serde(default)]
+    pub model: ModelSettingsBody,
+    /// Ordered list of capabilities; their prompt fragments are added in this order.
+    #[serde(default)]
+    pub capabilities: Vec<CapabilityBody>,
+}
+
+/// Body of `PATCH /v1/agents/{id}`: only the fields present change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAgent {
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: Option<String>,
+    pub system_prompt: Option<String>,
+    /// Replaces the model settings as a whole.
+    pub model: Option<ModelSettingsBody>,
+    /// Replaces the capability list as a whole.
+    pub capabilities: Option<Vec<CapabilityBody>>,
+    /// Archived agents stay readable but take no new sessions.
+    pub archived: Option<bool>,
+}
+
+/// An agent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentResponse {
+    #[schema(example = "agt_0192f3c4a1b27c3d8e9f0a1b2c3d4e5f")]
+    pub id: String,
+    pub name: String,
+    pub system_prompt: String,
+    pub model: ModelSettingsBody,
+    pub capabilities: Vec<CapabilityBody>,
+    pub archived: bool,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<Agent> for AgentResponse {
+    fn from(agent: Agent) -> Self {
+        Self {
+            id: agent.id.to_string(),
+            name: agent.name,
+            system_prompt: agent.system_prompt,
+            model: ModelSettingsBody {
+                provider: agent.model.provider,
+                model: agent.model.model,
+                temperature: agent.model.temperature,
+                max_tokens: agent.model.max_tokens,
+                max_steps: agent.model.max_steps,
+            },
+            capabilities: agent
+                .capabilities
+                .into_iter()
+                .map(|c| CapabilityBody {
+                    id: c.id,
+                    config: c.config,
+                })
+                .collect(),
+            archived: agent.archived,
+            created_at: agent.created_at,
+            updated_at: agent.updated_at,
+        }
+    }
+}
+
+/// Parses an agent id from a path; a malformed id cannot exist, so it is a 404.
+pub(crate) fn agent_id(raw: &str) -> ApiResult<AgentId> {
+    AgentId::parse(raw).map_err(|e| ApiError::not_found(format!("agent not found: {e}")))
+}
+
+fn validate_name(name: &str, errors: &mut Vec<FieldError>) {
+    let len = name.chars().count();
+    if name.trim().is_empty() {
+        errors.push(FieldError::new("name", "must not be empty"));
+    } else if len > AGENT_NAME_MAX {
+        errors.push(FieldError::new(
+            "name",
+            format!("must be at most {AGENT_NAME_MAX} characters (got {len})"),
+        ));
+    } else if name.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            "name",
+            "must not contain control characters",
+        ));
+    } else if name.trim() != name {
+        errors.push(FieldError::new(
+            "name",
+            "must not start or end with whitespace",
+        ));
+    }
+}
+
+fn validate_prompt(prompt: &str, errors: &mut Vec<FieldError>) {
+    if prompt.len() > SYSTEM_PROMPT_MAX {
+        errors.push(FieldError::new(
+            "system_prompt",
+            format!("must be at most {SYSTEM_PROMPT_MAX} bytes"),
+        ));
+    }
+}
+
+fn validate_model(model: &ModelSettingsBody, errors: &mut Vec<FieldError>) -> ModelSettings {
+    for (name, value) in [
+        ("model.provider", &model.provider),
+        ("model.model", &model.model),
+    ] {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.trim().is_empty() || v.len() > 200)
+        {
+            errors.push(FieldError::new(name, "must be 1 to 200 characters"));
+        }
+    }
+    if let Some(t) = model.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        errors.push(FieldError::new(
+            "model.temperature",
+            "must be between 0 and 2",
+        ));
+    }
+    if model.max_tokens == Some(0) {
+        errors.push(FieldError::new("model.max_tokens", "must be at least 1"));
+    }
+    if let Some(s) = model.max_steps
+        && !(1..=1000).contains(&s)
+    {
+        errors.push(FieldError::new(
+            "model.max_steps",
+            "must be between 1 and 1000",
+        ));
+    }
+    ModelSettings {
+        provider: model.provider.clone(),
+        model: model.model.clone(),
+        temperature: model.temperature,
+        max_tokens: model.max_tokens,
+        max_steps: model.max_steps,
+    }
+}
+
+fn validate_capabilities(
+    caps: &[CapabilityBody],
+    errors: &mut Vec<FieldError>,
+) -> Vec<CapabilityRef> {
+    if caps.len() > MAX_CAPABILITIES {
+        errors.push(FieldError::new(
+            "capabilities",
+            format!("at most {MAX_CAPABILITIES} capabilities per agent"),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, cap) in caps.iter().enumerate() {
+        let valid_id = !cap.id.is_empty()
+            && cap.id.len() <= 64
+            && cap
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        if !valid_id {
+            errors.push(FieldError::new(
+                format!("capabilities[{i}].id"),
+                "must be 1 to 64 characters of letters, digits, `_`, `-` or `.`",
+            ));
+        } else if !seen.insert(cap.id.as_str()) {
+            errors.push(FieldError::new(
+                format!("capabilities[{i}].id"),
+                format!("capability `{}` is listed twice", cap.id),
+            ));
+        }
+        if !cap.config.is_object() {
+            errors.push(FieldError::new(
+                format!("capabilities[{i}].config"),
+                "must be a JSON object",
+            ));
+        }
+    }
+    caps.iter()
+        .map(|c| CapabilityRef {
+            id: c.id.clone(),
+            config: c.config.clone(),
+        })
+        .collect()
+}
+
+/// List agents.
+#[utoipa::path(
+    get, path = "/v1/agents", tag = "agents",
+    params(PageParams),
+    responses(
+        (status = 200, description = "A page of agents", body = ListResponse<AgentResponse>),
+        QueryErrors,
+    )
+)]
+async fn list_agents(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> ApiResult<Json<ListResponse<AgentResponse>>> {
+    let page = state.store.list_agents(&params.to_request()?).await?;
+    Ok(Json(ListResponse::from_page(page, AgentResponse::from)))
+}
+
+/// Create an agent.
+#[utoipa::path(
+    post, path = "/v1/agents", tag = "agents",
+    request_body = CreateAgent,
+    responses(
+        (status = 201, description = "The agent was created", body = AgentResponse),
+        BodyErrors,
+    )
+)]
+async fn create_agent(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateAgent>,
+) -> ApiResult<(StatusCode, Json<AgentResponse>)> {
+    let mut errors = Vec::new();
+    validate_name(&body.name, &mut errors);
+    validate_prompt(&body.system_prompt, &mut errors);
+    let model = validate_model(&body.model, &mut errors);
+    let capabilities = validate_capabilities(&body.capabilities, &mut errors);
+    check_fields(errors)?;
+    let agent = state
+        .store
+        .create_agent(NewAgent {
+            name: body.name,
+            system_prompt: body.system_prompt,
+            model,
+            capabilities,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(agent.into())))
+}
+
+/// Get an agent.
+#[utoipa::path(
+    get, path = "/v1/agents/{id}", tag = "agents",
+    params(("id" = String, Path, description = "Agent id (`agt_...`)")),
+    responses(
+        (status = 200, description = "The agent", body = AgentResponse),
+        QueryErrors,
+    )
+)]
+async fn get_agent(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentResponse>> {
+    let agent = state.store.get_agent(&agent_id(&id)?).await?;
+    Ok(Json(agent.into()))
+}
+
+/// Update an agent (only the fields present change).
+#[utoipa::path(
+    patch, path = "/v1/agents/{id}", tag = "agents",
+    params(("id" = String, Path, description = "Agent id (`agt_...`)")),
+    request_body = UpdateAgent,
+    responses(
+        (status = 200, description = "The updated agent", body = AgentResponse),
+        BodyErrors,
+    )
+)]
+async fn update_agent(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateAgent>,
+) -> ApiResult<Json<AgentResponse>> {
+    let id = agent_id(&id)?;
+    let mut errors = Vec::new();
+    if let Some(name) = &body.name {
+        validate_name(name, &mut errors);
+    }
+    if let Some(prompt) = &body.system_prompt {
+        validate_prompt(prompt, &mut errors);
+    }
+    let model = body.model.as_ref().map(|m| validate_model(m, &mut errors));
+    let capabilities = body
+        .capabilities
+        .as_ref()
+        .map(|c| validate_capabilities(c, &mut errors));
+    check_fields(errors)?;
+    let patch = AgentPatch {
+        name: body.name,
+        system_prompt: body.system_prompt,
+        model,
+        capabilities,
+        archived: body.archived,
+    };
+    let agent = state.store.update_agent(&id, patch).await?;
+    Ok(Json(agent.into()))
+}
+
+/// Delete an agent with its sessions and messages.
+#[utoipa::path(
+    delete, path = "/v1/agents/{id}", tag = "agents",
+    params(("id" = String, Path, description = "Agent id (`agt_...`)")),
+    responses(
+        (status = 204, description = "The agent was deleted"),
+        QueryErrors,
+    )
+)]
+async fn delete_agent(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.store.delete_agent(&agent_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,7 @@
+//! One module per resource; each exposes `router()` with its documented routes.
+
+pub(crate) mod agents;
+pub(crate) mod api_keys;
+pub(crate) mod health;
+pub(crate) mod messages;
+pub(crate) mod sessions;

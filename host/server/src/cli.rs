@@ -1,0 +1,72 @@
+//! The command line: `everruns serve` and the admin subcommands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Everruns: durable AI agents with sandboxed WASM capabilities.
+#[derive(Debug, Parser)]
+#[command(name = "everruns", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand understands. Each can also come from the environment or from
+/// `everruns.toml`; a flag wins over the environment, which wins over the file.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// Directory for the embedded database, plugins and caches [env: EVERRUNS_DATA_DIR]
+    /// [default: ./.everruns]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// PostgreSQL URL (postgres://user@host/db); without it the embedded SQLite file in the
+    /// data directory is used [env: DATABASE_URL or EVERRUNS_DATABASE_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Configuration file [env: EVERRUNS_CONFIG] [default: ./everruns.toml when present]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log format: `text` or `json` (filter with RUST_LOG, e.g. RUST_LOG=everruns=debug)
+    /// [env: EVERRUNS_LOG_FORMAT] [default: text]
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API server.
+    Serve(ServeArgs),
+    /// Manage API keys.
+    #[command(name = "api-key", subcommand)]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ServeArgs {
+    /// Address to listen on [env: EVERRUNS_LISTEN] [default: 127.0.0.1:9000]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key and print it (it is shown only this once).
+    Create {
+        /// A name to recognise the key by.
+        name: String,
+    },
+    /// List API keys (name, prefix, status).
+    List,
+    /// Revoke an API key by id (`key_...`) or name.
+    Revoke {
+        /// Key id or name.
+        key: String,
+    },
+}

@@ -1,0 +1,44 @@
+//! The `everruns` binary as a library: configuration, telemetry, wiring, CLI subcommands and
+//! shutdown. `main.rs` only parses arguments and calls [`run`].
+//!
+//! Modules:
+//! - `cli`: the command line (clap).
+//! - `config`: one typed configuration tree (defaults, `everruns.toml`, `EVERRUNS_*`, flags).
+//! - `telemetry`: the tracing subscriber (text or JSON, `RUST_LOG`).
+//! - `server`: [`Server`]: opens the store, creates the first API key, serves HTTP until shutdown.
+//! - `shutdown`: SIGINT/SIGTERM become one cancellation token.
+//! - `commands`: the admin subcommands (`api-key ...`).
+
+mod cli;
+mod commands;
+mod config;
+mod server;
+mod shutdown;
+mod telemetry;
+
+pub use cli::Cli;
+pub use config::{Config, LogFormat};
+pub use server::Server;
+
+use std::process::ExitCode;
+
+/// Runs the command the user asked for and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

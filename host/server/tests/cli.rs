@@ -1,0 +1,268 @@
+//! The `everruns` binary as a user runs it: `serve` on SQLite and PostgreSQL, the first-start
+//! key, graceful shutdown on SIGTERM, and the `api-key` subcommands.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use everruns_testkit::TestDb;
+
+const BIN: &str = env!("CARGO_BIN_EXE_everruns");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn everruns(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("EVERRUNS_DATABASE_URL")
+        .env_remove("EVERRUNS_BOOTSTRAP_API_KEY")
+        .env_remove("EVERRUNS_LISTEN")
+        .env_remove("EVERRUNS_DATA_DIR")
+        .current_dir(data_dir);
+    cmd
+}
+
+/// A running `everruns serve` process, killed on drop.
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn serve(mut cmd: Command) -> Served {
+    let port = free_port();
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().expect("start everruns");
+    let served = Served {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{}/health", served.base)).await
+            && r.status() == 200
+        {
+            return served;
+        }
+        assert!(Instant::now() < deadline, "server did not become healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn status_with_key(base: &str, key: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{base}/v1/agents"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn help_documents_every_option() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "--listen",
+        "EVERRUNS_LISTEN",
+        "--data-dir",
+        "EVERRUNS_DATA_DIR",
+        "DATABASE_URL",
+        "--config",
+        "--log-format",
+    ] {
+        assert!(
+            help.contains(needle),
+            "`serve --help` lacks {needle}:\n{help}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn first_start_prints_a_working_key_once_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = serve(everruns(dir.path())).await;
+    assert!(
+        dir.path().join("everruns.db").exists(),
+        "SQLite file in the data dir"
+    );
+
+    // The key is printed on stdout, once.
+    let stdout = served.child.stdout.take().unwrap();
+    let key = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .map(|l| l.trim().to_owned())
+            .find(|l| l.starts_with("evr_"))
+    })
+    .await
+    .unwrap()
+    .expect("a key was printed");
+    assert_eq!(status_with_key(&served.base, &key).await, 200);
+    assert_eq!(status_with_key(&served.base, "evr_wrong").await, 401);
+
+    sigterm(&served.child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "graceful exit: {status:?}");
+
+    // A second start does not create (or print) another key.
+    let mut again = serve(everruns(dir.path())).await;
+    let base = again.base.clone();
+    assert_eq!(status_with_key(&base, &key).await, 200);
+    sigterm(&again.child);
+    let out = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut again.child.stdout.take().unwrap(), &mut text).unwrap();
+        text
+    })
+    .await
+    .unwrap();
+    assert!(!out.contains("evr_"), "second start printed a key: {out}");
+}
+
+#[tokio::test]
+async fn api_key_commands_and_bootstrap_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = "evr_bootstrap_key_for_tests_0001";
+    let mut cmd = everruns(dir.path());
+    cmd.env("EVERRUNS_BOOTSTRAP_API_KEY", bootstrap);
+    let served = serve(cmd).await;
+    assert_eq!(status_with_key(&served.base, bootstrap).await, 200);
+
+    let out = everruns(dir.path())
+        .args(["api-key", "create", "deploy"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let key = stdout
+        .lines()
+        .find(|l| l.starts_with("evr_"))
+        .expect("key printed")
+        .to_owned();
+    assert_eq!(status_with_key(&served.base, &key).await, 200);
+
+    let out = everruns(dir.path())
+        .args(["api-key", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8(out.stdout).unwrap();
+    assert!(list.contains("deploy") && list.contains("admin"), "{list}");
+    assert!(!list.contains(&key), "list never shows the key");
+    assert!(list.contains(&key[..12]), "list shows the prefix: {list}");
+
+    let out = everruns(dir.path())
+        .args(["api-key", "revoke", "deploy"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(status_with_key(&served.base, &key).await, 401);
+    let list = String::from_utf8(
+        everruns(dir.path())
+            .args(["api-key", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(list.contains("revoked"), "{list}");
+
+    let out = everruns(dir.path())
+        .args(["api-key", "revoke", "nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no API key"));
+}
+
+#[tokio::test]
+async fn database_url_selects_postgres() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = "evr_bootstrap_key_for_tests_0002";
+    let mut cmd = everruns(dir.path());
+    cmd.env("DATABASE_URL", db.url())
+        .env("EVERRUNS_BOOTSTRAP_API_KEY", key);
+    let served = serve(cmd).await;
+    let health: serde_json::Value = reqwest::get(format!("{}/health", served.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["store"], "postgres");
+    assert_eq!(status_with_key(&served.base, key).await, 200);
+    assert!(
+        !dir.path().join("everruns.db").exists(),
+        "no SQLite file with PostgreSQL"
+    );
+    drop(served);
+    db.cleanup().await;
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = everruns(dir.path())
+        .args(["serve"])
+        .env("DATABASE_URL", "mysql://nope")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("postgres://"), "{err}");
+
+    let out = everruns(dir.path())
+        .args(["serve"])
+        .env("EVERRUNS_BOOTSTRAP_API_KEY", "short")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
+}

@@ -1,0 +1,105 @@
+//! Spawns the real Everruns server in-process on 127.0.0.1:0 and talks to it over HTTP.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use everruns_server::{Config, LogFormat, Server};
+use secrecy::SecretString;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The admin key every test server is bootstrapped with.
+pub const TEST_API_KEY: &str = "evr_test_admin_key_0123456789abcdef";
+
+/// A server running for one test.
+#[derive(Debug)]
+pub struct TestApp {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: String,
+    /// The admin API key.
+    pub api_key: String,
+    /// An HTTP client (no default auth header: use [`TestApp::get`] and friends for that).
+    pub client: reqwest::Client,
+    data_dir: PathBuf,
+    database_url: Option<String>,
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    /// Starts a server with its data in `data_dir` and, when `database_url` is given, its
+    /// database in PostgreSQL (else SQLite inside `data_dir`).
+    pub async fn start(data_dir: &Path, database_url: Option<&str>) -> Self {
+        let config = Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.to_path_buf(),
+            database_url: database_url.map(|u| SecretString::from(u.to_owned())),
+            database_max_connections: 5,
+            log_format: LogFormat::Text,
+            bootstrap_api_key: Some(SecretString::from(TEST_API_KEY.to_owned())),
+        };
+        let server = Server::build(&config)
+            .await
+            .unwrap_or_else(|e| panic!("test server failed to start: {e:#}"));
+        let addr = server.local_addr();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(server.run(shutdown.clone()));
+        Self {
+            addr,
+            base_url: format!("http://{addr}"),
+            api_key: TEST_API_KEY.to_owned(),
+            client: reqwest::Client::new(),
+            data_dir: data_dir.to_path_buf(),
+            database_url: database_url.map(str::to_owned),
+            shutdown,
+            handle,
+        }
+    }
+
+    /// Stops the server gracefully and waits until it has.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        match self.handle.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("test server failed: {e:#}"),
+            Err(e) => panic!("test server task panicked: {e}"),
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data directory and database.
+    pub async fn restart(self) -> Self {
+        let data_dir = self.data_dir.clone();
+        let database_url = self.database_url.clone();
+        self.stop().await;
+        Self::start(&data_dir, database_url.as_deref()).await
+    }
+
+    /// Absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// An authenticated GET.
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path)).bearer_auth(&self.api_key)
+    }
+
+    /// An authenticated POST.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.url(path)).bearer_auth(&self.api_key)
+    }
+
+    /// An authenticated PATCH.
+    pub fn patch(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.patch(self.url(path)).bearer_auth(&self.api_key)
+    }
+
+    /// An authenticated DELETE.
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(&self.api_key)
+    }
+}
