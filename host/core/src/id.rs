@@ -104,6 +104,10 @@ prefixed_id!(
     MessageId, "msg_", "message"
 );
 prefixed_id!(
+    /// Identifies a run: the agent's work in answer to one user message.
+    RunId, "run_", "run"
+);
+prefixed_id!(
     /// Identifies an API key record (not the secret key itself).
     ApiKeyId, "key_", "API key"
 );

@@ -15,6 +15,11 @@ pub(crate) fn now() -> Timestamp {
     Utc::now().trunc_subsecs(6)
 }
 
+/// `ts` at the precision both backends store, for timestamps that come from callers.
+pub(crate) fn truncate(ts: Timestamp) -> Timestamp {
+    ts.trunc_subsecs(6)
+}
+
 /// SQLite's timestamp text: RFC 3339 in UTC with exactly six fractional digits, so that lexical
 /// order is time order.
 pub(crate) fn timestamp_to_text(ts: &Timestamp) -> String {

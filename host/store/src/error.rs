@@ -1,10 +1,13 @@
 //! The store's error type.
 
+use everruns_core::RunId;
+
 /// Result alias of this crate.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// What can go wrong in the store. Callers map `NotFound` to 404, `Conflict` to 409 and
-/// `Invalid` to 422; everything else is an internal error that must not reach clients verbatim.
+/// `Invalid` to 422; `LeaseLost` tells the executor to stop working on that run; everything
+/// else is an internal error that must not reach clients verbatim.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No such entity (`entity` is e.g. "agent", `id` what was asked for).
@@ -16,6 +19,11 @@ pub enum StoreError {
     /// Input the database refused for a reason the caller can fix.
     #[error("{0}")]
     Invalid(String),
+    /// A fenced write for a run whose lease is no longer the caller's: another worker took the
+    /// run over (the lease token changed) or the run was finished. Nothing was written; the
+    /// caller must stop working on the run.
+    #[error("the lease on run `{run_id}` was lost")]
+    LeaseLost { run_id: RunId },
     /// The database URL or store configuration is wrong.
     #[error("store configuration: {0}")]
     Config(String),

@@ -8,13 +8,21 @@
 //! - `codec`: column encodings both backends share (timestamps, JSON, enums) and the
 //!   classification of constraint violations.
 //! - `paging`: turning an over-fetched row list into a [`Page`].
+//! - `run_codec`: the backend-independent parts of runs, steps and events (the events the
+//!   store writes itself, input checks, counter conversions).
 //!
 //! Both backends keep the same semantics, checked by one conformance suite:
 //! - lists are in id order (ids are time ordered) and resume strictly after the cursor;
 //! - timestamps are taken in Rust, truncated to microseconds, so what a write returns equals
 //!   what a later read returns;
 //! - read-then-write operations are single statements or run under a lock (PostgreSQL
-//!   advisory lock, SQLite `BEGIN IMMEDIATE`), so they are safe across processes.
+//!   advisory lock or row lock, SQLite `BEGIN IMMEDIATE`), so they are safe across processes;
+//! - a session's events are numbered by `sessions.last_event_seq`, bumped in the transaction
+//!   that inserts them: strictly increasing, without gaps, in commit order;
+//! - every write a worker makes for a run is fenced: it carries the [`Lease`] and the store
+//!   checks the lease token in the same transaction, writing nothing
+//!   ([`StoreError::LeaseLost`]) once another claim has taken the run over. Lease expiry is
+//!   judged by the database's clock on PostgreSQL, so several processes agree.
 //!
 //! This crate knows nothing about HTTP; it is the only crate that contains SQL.
 
@@ -23,12 +31,16 @@ mod connect;
 mod error;
 mod paging;
 mod postgres;
+mod run_codec;
 mod sqlite;
 
 use async_trait::async_trait;
+use std::time::Duration;
+
 use everruns_core::{
-    Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, KvScope, Message, NewAgent, NewApiKey,
-    NewMessage, NewSession, Page, PageRequest, Session, SessionId, SessionPatch,
+    Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Event, KvScope, Lease, Message, NewAgent,
+    NewApiKey, NewEvent, NewMessage, NewSession, NewStep, Page, PageRequest, RecordedStep, Run,
+    RunId, RunStatus, Session, SessionId, SessionPatch, StartedRun, Step, Usage,
 };
 
 pub use connect::{StoreConfig, connect};
@@ -105,4 +117,90 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Up to `limit` keys starting with `prefix` (taken literally: `%` and `_` are not
     /// wildcards), in byte order.
     async fn kv_list(&self, scope: &KvScope, prefix: &str, limit: u32) -> Result<Vec<String>>;
+
+    // ---- runs ----
+    // A session executes one run at a time, in the order the runs were started; the others
+    // wait `queued`. "Active" below means not terminal (queued, running, waiting, cancelling).
+
+    /// Starts a run in one transaction: the user message, a `queued` run, and the events
+    /// `message.created` and `run.queued`; the session becomes `running`. When
+    /// `idempotency_key` names a run already started in this session, that run and its message
+    /// are returned with `created: false` and nothing is written. An unknown session is
+    /// [`StoreError::NotFound`].
+    async fn start_run(
+        &self,
+        session: &SessionId,
+        content: String,
+        idempotency_key: Option<String>,
+    ) -> Result<StartedRun>;
+
+    /// Claims the oldest claimable run for `owner`, with a lease of `lease` from now. Claimable
+    /// is: `queued` and the first active run of its session, or `running`/`cancelling` with
+    /// an expired lease (a takeover). The claim bumps the lease token, moves `queued` to
+    /// `running` (a `cancelling` run stays `cancelling`), sets `started_at` once, and on a
+    /// takeover increments `recovery_attempts` (reset by [`Store::record_step`]); the caller
+    /// decides when too many takeovers without progress fail the run (with
+    /// [`Store::finish_run`]). Two claimers never get the same run with the same token.
+    async fn claim_run(&self, owner: &str, lease: Duration) -> Result<Option<(Run, Lease)>>;
+
+    /// Extends the lease to `duration` from now. [`StoreError::LeaseLost`] when the run was
+    /// taken over or finished.
+    async fn renew_lease(&self, lease: &Lease, duration: Duration) -> Result<()>;
+
+    /// Appends events for the leased run (fenced), returning them with their sequence numbers.
+    async fn append_events(&self, lease: &Lease, events: Vec<NewEvent>) -> Result<Vec<Event>>;
+
+    /// Records a finished step (fenced), in one transaction: the step row (a second record of
+    /// the same `step_no` is [`StoreError::Conflict`]), the step's message if any, the events,
+    /// and on the run `steps_completed + 1`, `usage + usage_delta`, `recovery_attempts = 0`.
+    async fn record_step(
+        &self,
+        lease: &Lease,
+        step: NewStep,
+        events: Vec<NewEvent>,
+        usage_delta: Usage,
+    ) -> Result<RecordedStep>;
+
+    /// The steps of a run by `step_no`; an unknown run is [`StoreError::NotFound`].
+    async fn list_steps(&self, run: &RunId) -> Result<Vec<Step>>;
+
+    /// Ends the run (fenced) with a terminal `status` (anything else is
+    /// [`StoreError::Invalid`]) and `error`, appending `events`, releasing the lease, and
+    /// setting the session `idle` unless another run of it is active.
+    async fn finish_run(
+        &self,
+        lease: &Lease,
+        status: RunStatus,
+        error: Option<String>,
+        events: Vec<NewEvent>,
+    ) -> Result<Run>;
+
+    /// Asks a run to stop. `queued` or `waiting` (no worker holds it): `cancelled` at once,
+    /// with a `run.cancelled` event. `running`: `cancelling`, for its worker to finish.
+    /// `cancelling` or terminal: returned unchanged. An unknown run is NotFound.
+    async fn request_cancel(&self, run: &RunId) -> Result<Run>;
+
+    /// [`StoreError::NotFound`] when absent.
+    async fn get_run(&self, run: &RunId) -> Result<Run>;
+
+    /// Runs of a session in id (creation) order; an unknown session is NotFound.
+    async fn list_runs(&self, session: &SessionId, page: &PageRequest) -> Result<Page<Run>>;
+
+    /// The session's active run that goes first (the one executing, or next to), if any; an
+    /// unknown session is NotFound.
+    async fn active_run(&self, session: &SessionId) -> Result<Option<Run>>;
+
+    // ---- events ----
+
+    /// Up to `limit` (clamped to 1..=1000) events of the session with `seq > after_seq`, in
+    /// sequence order; an unknown session is NotFound.
+    async fn list_events(
+        &self,
+        session: &SessionId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>>;
+
+    /// The sequence number of the session's last event (0 when none); NotFound when absent.
+    async fn last_event_seq(&self, session: &SessionId) -> Result<i64>;
 }

@@ -2,12 +2,18 @@
 //!
 //! JSON documents are bound as text and cast to `json` in SQL, and read back with `::text`,
 //! so the stored text is exactly what was written. Timestamps are `timestamptz` (microsecond
-//! precision, matching [`codec::now`]).
+//! precision, matching [`codec::now`]). Runs, steps and events live in the `runs` submodule.
+
+mod runs;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use everruns_core::{
-    Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, KvScope, Message, MessageId, NewAgent, NewApiKey,
-    NewMessage, NewSession, Page, PageRequest, Session, SessionId, SessionPatch, SessionStatus,
+    Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Event, KvScope, Lease, Message, MessageId,
+    NewAgent, NewApiKey, NewEvent, NewMessage, NewSession, NewStep, Page, PageRequest,
+    RecordedStep, Run, RunId, RunStatus, Session, SessionId, SessionPatch, SessionStatus,
+    StartedRun, Step, Usage,
 };
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgRow};
@@ -603,5 +609,83 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(keys)
+    }
+
+    // ---- runs ----
+
+    async fn start_run(
+        &self,
+        session: &SessionId,
+        content: String,
+        idempotency_key: Option<String>,
+    ) -> Result<StartedRun> {
+        runs::start_run(&self.pool, session, content, idempotency_key).await
+    }
+
+    async fn claim_run(&self, owner: &str, lease: Duration) -> Result<Option<(Run, Lease)>> {
+        runs::claim_run(&self.pool, owner, lease).await
+    }
+
+    async fn renew_lease(&self, lease: &Lease, duration: Duration) -> Result<()> {
+        runs::renew_lease(&self.pool, lease, duration).await
+    }
+
+    async fn append_events(&self, lease: &Lease, events: Vec<NewEvent>) -> Result<Vec<Event>> {
+        runs::append_events(&self.pool, lease, events).await
+    }
+
+    async fn record_step(
+        &self,
+        lease: &Lease,
+        step: NewStep,
+        events: Vec<NewEvent>,
+        usage_delta: Usage,
+    ) -> Result<RecordedStep> {
+        runs::record_step(&self.pool, lease, step, events, usage_delta).await
+    }
+
+    async fn list_steps(&self, run: &RunId) -> Result<Vec<Step>> {
+        runs::list_steps(&self.pool, run).await
+    }
+
+    async fn finish_run(
+        &self,
+        lease: &Lease,
+        status: RunStatus,
+        error: Option<String>,
+        events: Vec<NewEvent>,
+    ) -> Result<Run> {
+        runs::finish_run(&self.pool, lease, status, error, events).await
+    }
+
+    async fn request_cancel(&self, run: &RunId) -> Result<Run> {
+        runs::request_cancel(&self.pool, run).await
+    }
+
+    async fn get_run(&self, run: &RunId) -> Result<Run> {
+        runs::get_run(&self.pool, run).await
+    }
+
+    async fn list_runs(&self, session: &SessionId, page: &PageRequest) -> Result<Page<Run>> {
+        runs::list_runs(&self.pool, session, page).await
+    }
+
+    async fn active_run(&self, session: &SessionId) -> Result<Option<Run>> {
+        runs::active_run(&self.pool, session).await
+    }
+
+    // ---- events ----
+
+    async fn list_events(
+        &self,
+        session: &SessionId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
+        runs::list_events(&self.pool, session, after_seq, limit).await
+    }
+
+    async fn last_event_seq(&self, session: &SessionId) -> Result<i64> {
+        runs::last_event_seq(&self.pool, session).await
     }
 }

@@ -1,0 +1,871 @@
+//! Runs, steps and events on PostgreSQL.
+//!
+//! Locking: a fenced write first locks its run row (`FOR UPDATE`, or the `UPDATE` that checks
+//! the token), then the session row (to number its events). Starting a run locks only the
+//! session row. So locks are always taken run before session, and claims, which lock a run
+//! row with `SKIP LOCKED`, never wait. Lease expiry is judged by the database's `now()`, so
+//! every process agrees on it whatever its own clock says.
+
+use std::time::Duration;
+
+use everruns_core::{
+    Event, Lease, Message, MessageId, MessageRole, NewEvent, NewStep, Page, PageRequest,
+    RecordedStep, Run, RunId, RunStatus, SessionId, StartedRun, Step, Timestamp, Usage,
+};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{PgConnection, Row};
+
+use crate::codec::{self, from_json_text, parse_id, reject_nul, to_json_text};
+use crate::run_codec::{self, active_statuses};
+use crate::{Result, StoreError, paging};
+
+macro_rules! run_columns {
+    () => {
+        "id, session_id, status, trigger_message_id, idempotency_key, lease_owner, lease_token, \
+         lease_expires_at, recovery_attempts, steps_completed, error, input_tokens, \
+         output_tokens, created_at, started_at, finished_at, updated_at"
+    };
+}
+macro_rules! step_columns {
+    () => {
+        "run_id, step_no, kind, input::text AS input, output::text AS output, status, attempt, \
+         capability_id, digest, started_at, finished_at"
+    };
+}
+macro_rules! event_columns {
+    () => {
+        "session_id, seq, event_type, payload::text AS payload, run_id, created_at"
+    };
+}
+
+/// The fence every worker write passes: the run is still leased by this token and owner.
+macro_rules! fenced {
+    () => {
+        "id = $1 AND lease_token = $2 AND lease_owner = $3 \
+         AND status IN ('running', 'cancelling')"
+    };
+}
+
+fn run_from_row(row: &PgRow) -> Result<Run> {
+    Ok(Run {
+        id: parse_id("run id", row.try_get("id")?, RunId::parse)?,
+        session_id: parse_id("session id", row.try_get("session_id")?, SessionId::parse)?,
+        status: run_codec::parse_run_status(row.try_get("status")?)?,
+        trigger_message_id: parse_id(
+            "message id",
+            row.try_get("trigger_message_id")?,
+            MessageId::parse,
+        )?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_token: row.try_get("lease_token")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        recovery_attempts: run_codec::to_u32(
+            "run recovery attempts",
+            row.try_get("recovery_attempts")?,
+        )?,
+        steps_completed: run_codec::to_u32("run steps completed", row.try_get("steps_completed")?)?,
+        error: row.try_get("error")?,
+        usage: Usage {
+            input_tokens: run_codec::to_u64("run input tokens", row.try_get("input_tokens")?)?,
+            output_tokens: run_codec::to_u64("run output tokens", row.try_get("output_tokens")?)?,
+        },
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn step_from_row(row: &PgRow) -> Result<Step> {
+    Ok(Step {
+        run_id: parse_id("run id", row.try_get("run_id")?, RunId::parse)?,
+        step_no: run_codec::to_u32("step number", row.try_get("step_no")?)?,
+        kind: run_codec::parse_step_kind(row.try_get("kind")?)?,
+        input: from_json_text("step input", row.try_get("input")?)?,
+        output: from_json_text("step output", row.try_get("output")?)?,
+        status: run_codec::parse_step_status(row.try_get("status")?)?,
+        attempt: run_codec::to_u32("step attempt", row.try_get("attempt")?)?,
+        capability_id: row.try_get("capability_id")?,
+        digest: row.try_get("digest")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn event_from_row(row: &PgRow) -> Result<Event> {
+    let run_id: Option<&str> = row.try_get("run_id")?;
+    Ok(Event {
+        session_id: parse_id("session id", row.try_get("session_id")?, SessionId::parse)?,
+        seq: row.try_get("seq")?,
+        event_type: run_codec::parse_event_type(row.try_get("event_type")?)?,
+        payload: from_json_text("event payload", row.try_get("payload")?)?,
+        run_id: run_id
+            .map(|id| parse_id("run id", id, RunId::parse))
+            .transpose()?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn message_from_row(row: &PgRow) -> Result<Message> {
+    Ok(Message {
+        id: parse_id("message id", row.try_get("id")?, MessageId::parse)?,
+        session_id: parse_id("session id", row.try_get("session_id")?, SessionId::parse)?,
+        role: codec::parse_role(row.try_get("role")?)?,
+        content: row.try_get("content")?,
+        metadata: from_json_text("message metadata", row.try_get("metadata")?)?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Takes `count` sequence numbers of the session (locking its row until commit) and returns
+/// the last one; `None` when the session does not exist.
+async fn take_seqs(
+    conn: &mut PgConnection,
+    session: &SessionId,
+    count: usize,
+) -> Result<Option<i64>> {
+    let last = sqlx::query_scalar(
+        "UPDATE sessions SET last_event_seq = last_event_seq + $2 WHERE id = $1 \
+         RETURNING last_event_seq",
+    )
+    .bind(session.as_str())
+    .bind(i64::try_from(count).unwrap_or(i64::MAX))
+    .fetch_optional(conn)
+    .await?;
+    Ok(last)
+}
+
+/// Inserts `events` numbered up to `last_seq` (taken with [`take_seqs`]) in one statement.
+async fn insert_events(
+    conn: &mut PgConnection,
+    session: &SessionId,
+    last_seq: i64,
+    run: Option<&RunId>,
+    events: Vec<NewEvent>,
+    now: Timestamp,
+) -> Result<Vec<Event>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let first = last_seq - i64::try_from(events.len()).unwrap_or(i64::MAX) + 1;
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let payloads = events
+        .iter()
+        .map(|e| to_json_text("event payload", &e.payload))
+        .collect::<Result<Vec<_>>>()?;
+    // One statement whatever the number of events, so it is prepared once.
+    sqlx::query(
+        "INSERT INTO events (session_id, seq, event_type, payload, run_id, created_at) \
+         SELECT $1, $2 + e.ord - 1, e.event_type, e.payload::json, $3, $4 \
+         FROM UNNEST($5::text[], $6::text[]) WITH ORDINALITY AS e (event_type, payload, ord)",
+    )
+    .bind(session.as_str())
+    .bind(first)
+    .bind(run.map(RunId::as_str))
+    .bind(now)
+    .bind(&types)
+    .bind(&payloads)
+    .execute(conn)
+    .await?;
+    Ok(events
+        .into_iter()
+        .zip(first..)
+        .map(|(event, seq)| Event {
+            session_id: session.clone(),
+            seq,
+            event_type: event.event_type,
+            payload: event.payload,
+            run_id: run.cloned(),
+            created_at: now,
+        })
+        .collect())
+}
+
+/// Sets the session `idle` unless one of its runs is still active. Like `start_run` setting
+/// it `running`, this is bookkeeping, not an edit: `updated_at` stays. Run after the session
+/// row is locked ([`take_seqs`]): under READ COMMITTED this statement's snapshot then
+/// includes every run a concurrent `start_run` committed.
+async fn settle_session_status(conn: &mut PgConnection, session: &SessionId) -> Result<()> {
+    sqlx::query(concat!(
+        "UPDATE sessions SET status = 'idle' \
+         WHERE id = $1 AND status <> 'idle' AND NOT EXISTS \
+           (SELECT 1 FROM runs WHERE session_id = $1 AND status IN ",
+        active_statuses!(),
+        ")"
+    ))
+    .bind(session.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The earliest active run of the session queued before `queue_seq`.
+async fn first_active_before(
+    conn: &mut PgConnection,
+    session: &SessionId,
+    queue_seq: i64,
+) -> Result<Option<RunId>> {
+    let id: Option<String> = sqlx::query_scalar(concat!(
+        "SELECT id FROM runs WHERE session_id = $1 AND queue_seq < $2 AND status IN ",
+        active_statuses!(),
+        " ORDER BY queue_seq LIMIT 1"
+    ))
+    .bind(session.as_str())
+    .bind(queue_seq)
+    .fetch_optional(conn)
+    .await?;
+    id.map(|id| parse_id("run id", &id, RunId::parse))
+        .transpose()
+}
+
+/// The run started with `key` in the session, as `start_run` returns it for a repeated key.
+async fn started_by_key(
+    conn: &mut PgConnection,
+    session: &SessionId,
+    key: &str,
+) -> Result<Option<StartedRun>> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        run_columns!(),
+        ", queue_seq FROM runs WHERE session_id = $1 AND idempotency_key = $2"
+    ))
+    .bind(session.as_str())
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let run = run_from_row(&row)?;
+    let queue_seq: i64 = row.try_get("queue_seq")?;
+    let message = sqlx::query(
+        "SELECT id, session_id, role, content, metadata::text AS metadata, created_at \
+         FROM messages WHERE id = $1",
+    )
+    .bind(run.trigger_message_id.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    let queued_behind = if run.status.is_terminal() {
+        None
+    } else {
+        first_active_before(conn, session, queue_seq).await?
+    };
+    Ok(Some(StartedRun {
+        run,
+        message: message_from_row(&message)?,
+        created: false,
+        queued_behind,
+    }))
+}
+
+pub(super) async fn start_run(
+    pool: &PgPool,
+    session: &SessionId,
+    content: String,
+    idempotency_key: Option<String>,
+) -> Result<StartedRun> {
+    reject_nul("message content", &content)?;
+    run_codec::check_idempotency_key(idempotency_key.as_deref())?;
+    // A retried request usually finds its run here, without taking any lock.
+    if let Some(key) = &idempotency_key {
+        let mut conn = pool.acquire().await?;
+        if let Some(found) = started_by_key(&mut conn, session, key).await? {
+            return Ok(found);
+        }
+    }
+
+    let mut tx = pool.begin().await?;
+    // Locking the session row first serialises the starts of one session: the idempotency
+    // check below cannot race, and queue positions follow commit order.
+    let last_seq: Option<i64> = sqlx::query_scalar(
+        "UPDATE sessions SET last_event_seq = last_event_seq + 2, status = 'running' \
+         WHERE id = $1 RETURNING last_event_seq",
+    )
+    .bind(session.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(last_seq) = last_seq else {
+        return Err(StoreError::not_found("session", session));
+    };
+    if let Some(key) = &idempotency_key
+        && let Some(found) = started_by_key(&mut tx, session, key).await?
+    {
+        tx.rollback().await?;
+        return Ok(found);
+    }
+    let queue_seq = last_seq;
+    let queued_behind = first_active_before(&mut tx, session, queue_seq).await?;
+
+    let now = codec::now();
+    let message = Message {
+        id: MessageId::new(),
+        session_id: session.clone(),
+        role: MessageRole::User,
+        content,
+        metadata: serde_json::Value::Null,
+        created_at: now,
+    };
+    let run = Run {
+        id: RunId::new(),
+        session_id: session.clone(),
+        status: RunStatus::Queued,
+        trigger_message_id: message.id.clone(),
+        idempotency_key,
+        lease_owner: None,
+        lease_token: 0,
+        lease_expires_at: None,
+        recovery_attempts: 0,
+        steps_completed: 0,
+        error: None,
+        usage: Usage::default(),
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        updated_at: now,
+    };
+    sqlx::query(
+        "INSERT INTO messages (id, session_id, role, content, metadata, created_at) \
+         VALUES ($1, $2, $3, $4, 'null'::json, $5)",
+    )
+    .bind(message.id.as_str())
+    .bind(session.as_str())
+    .bind(message.role.as_str())
+    .bind(&message.content)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO runs (id, session_id, queue_seq, status, trigger_message_id, \
+         idempotency_key, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(run.id.as_str())
+    .bind(session.as_str())
+    .bind(queue_seq)
+    .bind(run.status.as_str())
+    .bind(message.id.as_str())
+    .bind(run.idempotency_key.as_deref())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let events = run_codec::start_events(&run.id, &message, queued_behind.as_ref());
+    insert_events(
+        &mut tx,
+        session,
+        last_seq,
+        Some(&run.id),
+        events.into(),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StartedRun {
+        run,
+        message,
+        created: true,
+        queued_behind,
+    })
+}
+
+pub(super) async fn claim_run(
+    pool: &PgPool,
+    owner: &str,
+    lease: Duration,
+) -> Result<Option<(Run, Lease)>> {
+    run_codec::check_owner(owner)?;
+    // The sub-select picks the oldest claimable run and locks it, skipping rows other
+    // claimers (or fenced writers) hold; the outer UPDATE takes it. A queued run is claimable
+    // only at the head of its session's queue; a running or cancelling one only once its lease
+    // has expired (a takeover, counted in recovery_attempts).
+    let row = sqlx::query(concat!(
+        "UPDATE runs SET \
+           status = CASE WHEN status = 'queued' THEN 'running' ELSE status END, \
+           lease_owner = $1, \
+           lease_token = lease_token + 1, \
+           lease_expires_at = now() + make_interval(secs => $2), \
+           recovery_attempts = recovery_attempts \
+             + CASE WHEN status = 'queued' THEN 0 ELSE 1 END, \
+           started_at = COALESCE(started_at, $3), \
+           updated_at = $3 \
+         WHERE id = ( \
+           SELECT c.id FROM runs c \
+           WHERE c.status IN ('queued', 'running', 'cancelling') \
+             AND CASE WHEN c.status = 'queued' \
+                   THEN NOT EXISTS (SELECT 1 FROM runs o \
+                     WHERE o.session_id = c.session_id AND o.queue_seq < c.queue_seq \
+                       AND o.status IN ",
+        active_statuses!(),
+        ") ELSE c.lease_expires_at < now() END \
+           ORDER BY c.created_at, c.id LIMIT 1 \
+           FOR UPDATE SKIP LOCKED) \
+         RETURNING ",
+        run_columns!()
+    ))
+    .bind(owner)
+    .bind(run_codec::lease_micros(lease) as f64 / 1e6)
+    .bind(codec::now())
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let run = run_from_row(&row)?;
+    let lease = Lease {
+        run_id: run.id.clone(),
+        owner: owner.to_owned(),
+        token: run.lease_token,
+    };
+    Ok(Some((run, lease)))
+}
+
+pub(super) async fn renew_lease(pool: &PgPool, lease: &Lease, duration: Duration) -> Result<()> {
+    let done = sqlx::query(concat!(
+        "UPDATE runs SET lease_expires_at = now() + make_interval(secs => $4), updated_at = $5 \
+         WHERE ",
+        fenced!()
+    ))
+    .bind(lease.run_id.as_str())
+    .bind(lease.token)
+    .bind(&lease.owner)
+    .bind(run_codec::lease_micros(duration) as f64 / 1e6)
+    .bind(codec::now())
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(run_codec::lease_lost(lease));
+    }
+    Ok(())
+}
+
+/// Locks the leased run's row until commit, or fails with LeaseLost. A concurrent claim
+/// either waits for this transaction or has already changed the token, which this
+/// statement then sees (READ COMMITTED re-checks a row updated while it waited).
+async fn fence(conn: &mut PgConnection, lease: &Lease) -> Result<SessionId> {
+    let session: Option<String> = sqlx::query_scalar(concat!(
+        "SELECT session_id FROM runs WHERE ",
+        fenced!(),
+        " FOR UPDATE"
+    ))
+    .bind(lease.run_id.as_str())
+    .bind(lease.token)
+    .bind(&lease.owner)
+    .fetch_optional(conn)
+    .await?;
+    match session {
+        Some(id) => parse_id("session id", &id, SessionId::parse),
+        None => Err(run_codec::lease_lost(lease)),
+    }
+}
+
+/// The event rows of `events` numbered up to `last_seq`, as [`insert_events`] or the
+/// single-statement writes below stored them.
+fn numbered(
+    session: &SessionId,
+    last_seq: i64,
+    run: &RunId,
+    events: Vec<NewEvent>,
+    now: Timestamp,
+) -> Vec<Event> {
+    let first = last_seq - i64::try_from(events.len()).unwrap_or(i64::MAX) + 1;
+    events
+        .into_iter()
+        .zip(first..)
+        .map(|(event, seq)| Event {
+            session_id: session.clone(),
+            seq,
+            event_type: event.event_type,
+            payload: event.payload,
+            run_id: Some(run.clone()),
+            created_at: now,
+        })
+        .collect()
+}
+
+/// Event types and payload texts, bound as two arrays and unnested in SQL.
+fn event_arrays(events: &[NewEvent]) -> Result<(Vec<&'static str>, Vec<String>)> {
+    let types = events.iter().map(|e| e.event_type.as_str()).collect();
+    let payloads = events
+        .iter()
+        .map(|e| to_json_text("event payload", &e.payload))
+        .collect::<Result<_>>()?;
+    Ok((types, payloads))
+}
+
+pub(super) async fn append_events(
+    pool: &PgPool,
+    lease: &Lease,
+    events: Vec<NewEvent>,
+) -> Result<Vec<Event>> {
+    if events.is_empty() {
+        // Nothing to write, but the caller still learns whether its lease holds.
+        let mut conn = pool.acquire().await?;
+        fence(&mut conn, lease).await?;
+        return Ok(Vec::new());
+    }
+    let (types, payloads) = event_arrays(&events)?;
+    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    let now = codec::now();
+    // One statement (one round trip, its own transaction): lock the leased run, take the
+    // sequence numbers from the session row, insert. Each part reads the one before, so locks
+    // are taken run before session, and nothing is written when the fence finds no row.
+    let row: Option<(String, i64)> = sqlx::query_as(concat!(
+        "WITH fence AS (SELECT session_id FROM runs WHERE ",
+        fenced!(),
+        " FOR UPDATE), \
+         seq AS (UPDATE sessions s SET last_event_seq = s.last_event_seq + $4 FROM fence \
+           WHERE s.id = fence.session_id RETURNING s.id, s.last_event_seq), \
+         ev AS (INSERT INTO events (session_id, seq, event_type, payload, run_id, created_at) \
+           SELECT seq.id, seq.last_event_seq - $4 + e.ord, e.event_type, e.payload::json, $1, $5 \
+           FROM seq, UNNEST($6::text[], $7::text[]) WITH ORDINALITY AS e (event_type, payload, ord)) \
+         SELECT id, last_event_seq FROM seq"
+    ))
+    .bind(lease.run_id.as_str())
+    .bind(lease.token)
+    .bind(&lease.owner)
+    .bind(count)
+    .bind(now)
+    .bind(&types)
+    .bind(&payloads)
+    .fetch_optional(pool)
+    .await?;
+    let Some((session, last_seq)) = row else {
+        return Err(run_codec::lease_lost(lease));
+    };
+    let session = parse_id("session id", &session, SessionId::parse)?;
+    Ok(numbered(&session, last_seq, &lease.run_id, events, now))
+}
+
+pub(super) async fn record_step(
+    pool: &PgPool,
+    lease: &Lease,
+    new: NewStep,
+    events: Vec<NewEvent>,
+    usage_delta: Usage,
+) -> Result<RecordedStep> {
+    run_codec::check_new_step(&new)?;
+    let input = to_json_text("step input", &new.input)?;
+    let output = to_json_text("step output", &new.output)?;
+    let metadata = new
+        .message
+        .as_ref()
+        .map(|m| to_json_text("message metadata", &m.metadata))
+        .transpose()?;
+    let (types, payloads) = event_arrays(&events)?;
+    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    let now = codec::now();
+    let step = Step {
+        run_id: lease.run_id.clone(),
+        step_no: new.step_no,
+        kind: new.kind,
+        input: new.input,
+        output: new.output,
+        status: new.status,
+        attempt: new.attempt,
+        capability_id: new.capability_id,
+        digest: new.digest,
+        started_at: codec::truncate(new.started_at),
+        finished_at: now,
+    };
+
+    // The whole record in one statement (one round trip, its own transaction). `fence`
+    // checks the lease and bumps the run's counters; every other part selects FROM it, so a
+    // stale lease writes nothing, and a duplicate step (a unique violation) aborts it all.
+    // Locks are taken run before session, as everywhere else.
+    let row: Option<(String, Option<i64>)> = sqlx::query_as(concat!(
+        "WITH fence AS (UPDATE runs SET steps_completed = steps_completed + 1, \
+           input_tokens = input_tokens + $4, output_tokens = output_tokens + $5, \
+           recovery_attempts = 0, updated_at = $6 \
+           WHERE ",
+        fenced!(),
+        " RETURNING session_id), \
+         step AS (INSERT INTO steps (run_id, step_no, kind, input, output, status, attempt, \
+           capability_id, digest, started_at, finished_at) \
+           SELECT $1, $7, $8, $9::json, $10::json, $11, $12, $13, $14, $15, $6 FROM fence), \
+         msg AS (INSERT INTO messages (id, session_id, role, content, metadata, created_at) \
+           SELECT $16, fence.session_id, $17, $18, $19::json, $6 FROM fence \
+           WHERE $16::text IS NOT NULL), \
+         seq AS (UPDATE sessions s SET last_event_seq = s.last_event_seq + $20 FROM fence \
+           WHERE s.id = fence.session_id AND $20 > 0 RETURNING s.id, s.last_event_seq), \
+         ev AS (INSERT INTO events (session_id, seq, event_type, payload, run_id, created_at) \
+           SELECT seq.id, seq.last_event_seq - $20 + e.ord, e.event_type, e.payload::json, $1, $6 \
+           FROM seq, UNNEST($21::text[], $22::text[]) WITH ORDINALITY AS e (event_type, payload, ord)) \
+         SELECT fence.session_id, (SELECT last_event_seq FROM seq) FROM fence"
+    ))
+    .bind(lease.run_id.as_str())
+    .bind(lease.token)
+    .bind(&lease.owner)
+    .bind(run_codec::to_i64(usage_delta.input_tokens))
+    .bind(run_codec::to_i64(usage_delta.output_tokens))
+    .bind(now)
+    .bind(i64::from(step.step_no))
+    .bind(step.kind.as_str())
+    .bind(input)
+    .bind(output)
+    .bind(step.status.as_str())
+    .bind(i64::from(step.attempt))
+    .bind(step.capability_id.as_deref())
+    .bind(step.digest.as_deref())
+    .bind(step.started_at)
+    .bind(new.message.as_ref().map(|m| m.id.as_str()))
+    .bind(new.message.as_ref().map(|m| m.role.as_str()))
+    .bind(new.message.as_ref().map(|m| m.content.as_str()))
+    .bind(metadata)
+    .bind(count)
+    .bind(&types)
+    .bind(&payloads)
+    .fetch_optional(pool)
+    .await
+    .map_err(|err| {
+        if is_duplicate_step(&err) {
+            run_codec::duplicate_step(&step.run_id, step.step_no)
+        } else {
+            err.into()
+        }
+    })?;
+    let Some((session, last_seq)) = row else {
+        return Err(run_codec::lease_lost(lease));
+    };
+    let session = parse_id("session id", &session, SessionId::parse)?;
+    let message = new.message.map(|m| Message {
+        id: m.id,
+        session_id: session.clone(),
+        role: m.role,
+        content: m.content,
+        metadata: m.metadata,
+        created_at: now,
+    });
+    let events = match last_seq {
+        Some(last_seq) => numbered(&session, last_seq, &lease.run_id, events, now),
+        None => Vec::new(),
+    };
+    Ok(RecordedStep {
+        step,
+        message,
+        events,
+    })
+}
+
+/// Whether `err` is the steps primary key refusing a second record of a step (and not, say,
+/// a duplicate message id in the same statement).
+fn is_duplicate_step(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if db.is_unique_violation() && db.constraint() == Some("steps_pkey"))
+}
+
+pub(super) async fn list_steps(pool: &PgPool, run: &RunId) -> Result<Vec<Step>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        step_columns!(),
+        " FROM steps WHERE run_id = $1 ORDER BY step_no"
+    ))
+    .bind(run.as_str())
+    .fetch_all(pool)
+    .await?;
+    if rows.is_empty() {
+        // Tells "no steps yet" from "no such run".
+        get_run(pool, run).await?;
+    }
+    rows.iter().map(step_from_row).collect()
+}
+
+pub(super) async fn finish_run(
+    pool: &PgPool,
+    lease: &Lease,
+    status: RunStatus,
+    error: Option<String>,
+    events: Vec<NewEvent>,
+) -> Result<Run> {
+    run_codec::check_final_status(status)?;
+    if let Some(error) = &error {
+        reject_nul("a run error", error)?;
+    }
+    let now = codec::now();
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(concat!(
+        "UPDATE runs SET status = $4, error = $5, finished_at = $6, updated_at = $6, \
+           lease_owner = NULL, lease_expires_at = NULL \
+         WHERE ",
+        fenced!(),
+        " RETURNING ",
+        run_columns!()
+    ))
+    .bind(lease.run_id.as_str())
+    .bind(lease.token)
+    .bind(&lease.owner)
+    .bind(status.as_str())
+    .bind(error.as_deref())
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Err(run_codec::lease_lost(lease));
+    };
+    let run = run_from_row(&row)?;
+    let last = take_seqs(&mut tx, &run.session_id, events.len())
+        .await?
+        .ok_or_else(|| StoreError::not_found("session", &run.session_id))?;
+    insert_events(&mut tx, &run.session_id, last, Some(&run.id), events, now).await?;
+    settle_session_status(&mut tx, &run.session_id).await?;
+    tx.commit().await?;
+    Ok(run)
+}
+
+pub(super) async fn request_cancel(pool: &PgPool, id: &RunId) -> Result<Run> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM runs WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Err(StoreError::not_found("run", id));
+    };
+    let run = run_from_row(&row)?;
+    let now = codec::now();
+    let run = match run.status {
+        RunStatus::Queued | RunStatus::Waiting => {
+            // No worker holds it: cancelled now, and the session's queue moves on.
+            let row = sqlx::query(concat!(
+                "UPDATE runs SET status = 'cancelled', finished_at = $2, updated_at = $2, \
+                   lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE id = $1 RETURNING ",
+                run_columns!()
+            ))
+            .bind(id.as_str())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let run = run_from_row(&row)?;
+            let last = take_seqs(&mut tx, &run.session_id, 1)
+                .await?
+                .ok_or_else(|| StoreError::not_found("session", &run.session_id))?;
+            let event = run_codec::cancelled_event(&run);
+            insert_events(
+                &mut tx,
+                &run.session_id,
+                last,
+                Some(&run.id),
+                vec![event],
+                now,
+            )
+            .await?;
+            settle_session_status(&mut tx, &run.session_id).await?;
+            run
+        }
+        RunStatus::Running => {
+            let row = sqlx::query(concat!(
+                "UPDATE runs SET status = 'cancelling', updated_at = $2 WHERE id = $1 \
+                 RETURNING ",
+                run_columns!()
+            ))
+            .bind(id.as_str())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            run_from_row(&row)?
+        }
+        RunStatus::Cancelling | RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled => {
+            run
+        }
+    };
+    tx.commit().await?;
+    Ok(run)
+}
+
+pub(super) async fn get_run(pool: &PgPool, id: &RunId) -> Result<Run> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM runs WHERE id = $1"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some(row) => run_from_row(&row),
+        None => Err(StoreError::not_found("run", id)),
+    }
+}
+
+pub(super) async fn list_runs(
+    pool: &PgPool,
+    session: &SessionId,
+    page: &PageRequest,
+) -> Result<Page<Run>> {
+    let (exists, total): (bool, i64) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = $1), \
+                (SELECT COUNT(*) FROM runs WHERE session_id = $1)",
+    )
+    .bind(session.as_str())
+    .fetch_one(pool)
+    .await?;
+    if !exists {
+        return Err(StoreError::not_found("session", session));
+    }
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM runs WHERE session_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+    ))
+    .bind(session.as_str())
+    .bind(page.after.as_deref().unwrap_or(""))
+    .bind(paging::fetch_limit(page))
+    .fetch_all(pool)
+    .await?;
+    let items = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
+    Ok(paging::finish(page, items, total, |r| r.id.to_string()))
+}
+
+pub(super) async fn active_run(pool: &PgPool, session: &SessionId) -> Result<Option<Run>> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM runs WHERE session_id = $1 AND status IN ",
+        active_statuses!(),
+        " ORDER BY queue_seq LIMIT 1"
+    ))
+    .bind(session.as_str())
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some(row) => Ok(Some(run_from_row(&row)?)),
+        None => {
+            last_event_seq(pool, session).await?;
+            Ok(None)
+        }
+    }
+}
+
+pub(super) async fn list_events(
+    pool: &PgPool,
+    session: &SessionId,
+    after_seq: i64,
+    limit: u32,
+) -> Result<Vec<Event>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+    ))
+    .bind(session.as_str())
+    .bind(after_seq)
+    .bind(i64::from(limit.clamp(1, run_codec::MAX_EVENTS_PAGE)))
+    .fetch_all(pool)
+    .await?;
+    if rows.is_empty() {
+        // Tells "nothing new" from "no such session".
+        last_event_seq(pool, session).await?;
+    }
+    rows.iter().map(event_from_row).collect()
+}
+
+pub(super) async fn last_event_seq(pool: &PgPool, session: &SessionId) -> Result<i64> {
+    let seq = sqlx::query_scalar("SELECT last_event_seq FROM sessions WHERE id = $1")
+        .bind(session.as_str())
+        .fetch_optional(pool)
+        .await?;
+    seq.ok_or_else(|| StoreError::not_found("session", session))
+}

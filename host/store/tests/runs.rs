@@ -1,0 +1,1056 @@
+//! The durable-execution part of the store conformance suite: runs, leases, steps and the
+//! event log. Each case runs against SQLite and PostgreSQL on a fresh database
+//! (`sqlite::<case>` and `postgres::<case>`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use everruns_core::{
+    EventType, Lease, MessageId, MessageRole, ModelSettings, NewAgent, NewEvent, NewSession,
+    NewStep, PageRequest, Run, RunId, RunStatus, SessionId, SessionStatus, StepKind, StepMessage,
+    StepStatus, Usage,
+};
+use everruns_store::{Store, StoreConfig, StoreError, connect};
+use everruns_testkit::TestDb;
+use serde_json::json;
+
+/// Instantiates every case once per backend, as `sqlite::<case>` and `postgres::<case>`.
+macro_rules! conformance {
+    ($($case:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let db = everruns_testkit::TestDb::sqlite();
+                    super::$case(&db).await;
+                    db.cleanup().await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let db = everruns_testkit::TestDb::postgres().await;
+                    super::$case(&db).await;
+                    db.cleanup().await;
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    starting_a_run_writes_message_run_and_events_at_once,
+    idempotency_keys_return_the_same_run_and_write_nothing,
+    racing_starts_with_one_key_create_one_run,
+    unknown_sessions_and_runs_are_not_found,
+    runs_of_a_session_queue_behind_each_other,
+    claims_take_the_oldest_run_and_one_per_session,
+    concurrent_claimers_never_share_a_run,
+    expired_leases_are_taken_over_with_a_new_token,
+    stale_leases_write_nothing,
+    steps_are_recorded_with_their_message_usage_and_events,
+    a_step_is_recorded_only_once,
+    event_sequences_have_no_gaps_under_concurrent_writers,
+    finishing_runs_releases_the_lease_and_the_session,
+    cancel_depends_on_where_the_run_is,
+    events_are_listed_in_pages_after_a_sequence_number,
+    runs_are_listed_and_deleted_with_their_session,
+);
+
+// ---- helpers ----
+
+const LEASE: Duration = Duration::from_secs(60);
+
+async fn open(db: &TestDb) -> Arc<dyn Store> {
+    connect(&StoreConfig {
+        url: db.url().to_owned(),
+        max_connections: 8,
+    })
+    .await
+    .unwrap_or_else(|err| panic!("opening the {} store: {err}", db.backend()))
+}
+
+/// A fresh agent (named `name`) with one session.
+async fn session(store: &Arc<dyn Store>, name: &str) -> SessionId {
+    let agent = store
+        .create_agent(NewAgent {
+            name: name.to_owned(),
+            system_prompt: String::new(),
+            model: ModelSettings::default(),
+            capabilities: Vec::new(),
+        })
+        .await
+        .unwrap();
+    store
+        .create_session(NewSession {
+            agent_id: agent.id,
+            title: None,
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+async fn start(store: &Arc<dyn Store>, session: &SessionId, content: &str) -> Run {
+    store
+        .start_run(session, content.to_owned(), None)
+        .await
+        .unwrap()
+        .run
+}
+
+async fn claim(store: &Arc<dyn Store>, owner: &str) -> (Run, Lease) {
+    store
+        .claim_run(owner, LEASE)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{owner} finds a claimable run"))
+}
+
+fn llm_step(step_no: u32) -> NewStep {
+    NewStep {
+        step_no,
+        kind: StepKind::Llm,
+        input: json!({ "messages": step_no }),
+        output: json!({ "text": format!("answer {step_no}") }),
+        status: StepStatus::Completed,
+        attempt: 1,
+        capability_id: None,
+        digest: None,
+        started_at: chrono::Utc::now(),
+        message: None,
+    }
+}
+
+fn delta(text: &str) -> NewEvent {
+    NewEvent::new(EventType::MessageDelta, json!({ "text": text }))
+}
+
+fn assert_lease_lost<T: std::fmt::Debug>(result: everruns_store::Result<T>, run: &RunId) {
+    match result {
+        Err(StoreError::LeaseLost { run_id }) => assert_eq!(&run_id, run),
+        other => panic!("expected the lease on {run} to be lost, got {other:?}"),
+    }
+}
+
+fn assert_not_found<T: std::fmt::Debug>(result: everruns_store::Result<T>, entity: &str) {
+    match result {
+        Err(StoreError::NotFound { entity: e, .. }) => assert_eq!(e, entity),
+        other => panic!("expected {entity} not found, got {other:?}"),
+    }
+}
+
+/// Every event of the session, checking that sequence numbers are 1, 2, 3, ... and end at
+/// the session's counter.
+async fn all_events(store: &Arc<dyn Store>, session: &SessionId) -> Vec<everruns_core::Event> {
+    let events = store.list_events(session, 0, 1000).await.unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let expected: Vec<i64> = (1..=events.len() as i64).collect();
+    assert_eq!(
+        seqs, expected,
+        "sequence numbers have no gaps or duplicates"
+    );
+    assert_eq!(
+        store.last_event_seq(session).await.unwrap(),
+        events.len() as i64
+    );
+    assert!(events.iter().all(|e| &e.session_id == session));
+    events
+}
+
+// ---- starting runs ----
+
+async fn starting_a_run_writes_message_run_and_events_at_once(db: &TestDb) {
+    let store = open(db).await;
+    let session = session(&store, "starter").await;
+    assert_eq!(store.last_event_seq(&session).await.unwrap(), 0);
+
+    let started = store
+        .start_run(&session, "hello".to_owned(), Some("key-1".to_owned()))
+        .await
+        .unwrap();
+    assert!(started.created);
+    assert_eq!(started.queued_behind, None);
+    let run = &started.run;
+    assert_eq!(run.session_id, session);
+    assert_eq!(run.status, RunStatus::Queued);
+    assert_eq!(run.trigger_message_id, started.message.id);
+    assert_eq!(run.idempotency_key.as_deref(), Some("key-1"));
+    assert_eq!((run.lease_owner.as_deref(), run.lease_token), (None, 0));
+    assert_eq!((run.steps_completed, run.recovery_attempts), (0, 0));
+    assert_eq!(run.usage, Usage::default());
+    assert_eq!((run.started_at, run.finished_at), (None, None));
+    assert_eq!(started.message.role, MessageRole::User);
+    assert_eq!(started.message.content, "hello");
+
+    assert_eq!(&store.get_run(&run.id).await.unwrap(), run);
+    let messages = store
+        .list_messages(&session, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(messages.items, vec![started.message.clone()]);
+    assert_eq!(
+        store.get_session(&session).await.unwrap().status,
+        SessionStatus::Running
+    );
+
+    let events = all_events(&store, &session).await;
+    let types: Vec<_> = events.iter().map(|e| e.event_type).collect();
+    assert_eq!(types, [EventType::MessageCreated, EventType::RunQueued]);
+    assert!(events.iter().all(|e| e.run_id.as_ref() == Some(&run.id)));
+    assert_eq!(events[0].payload["message_id"], started.message.id.as_str());
+    assert_eq!(events[0].payload["role"], "user");
+    assert_eq!(events[0].payload["content"], "hello");
+    assert_eq!(events[1].payload["run_id"], run.id.as_str());
+    assert_eq!(events[1].payload["queued_behind"], serde_json::Value::Null);
+    assert_eq!(store.list_steps(&run.id).await.unwrap(), vec![]);
+}
+
+async fn idempotency_keys_return_the_same_run_and_write_nothing(db: &TestDb) {
+    let store = open(db).await;
+    let session = session(&store, "retrier").await;
+    let other = session_2(&store).await;
+    let first = store
+        .start_run(&session, "once".to_owned(), Some("k".to_owned()))
+        .await
+        .unwrap();
+
+    let again = store
+        .start_run(&session, "once, retried".to_owned(), Some("k".to_owned()))
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.run, first.run);
+    assert_eq!(
+        again.message, first.message,
+        "the original message comes back"
+    );
+    assert_eq!(store.last_event_seq(&session).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .list_messages(&session, &PageRequest::default())
+            .await
+            .unwrap()
+            .total,
+        1
+    );
+
+    // Other keys, no key (any number of times) and the same key elsewhere are new runs.
+    let other_key = store
+        .start_run(&session, "b".to_owned(), Some("k2".to_owned()))
+        .await
+        .unwrap();
+    let no_key_1 = store
+        .start_run(&session, "c".to_owned(), None)
+        .await
+        .unwrap();
+    let no_key_2 = store
+        .start_run(&session, "d".to_owned(), None)
+        .await
+        .unwrap();
+    let elsewhere = store
+        .start_run(&other, "e".to_owned(), Some("k".to_owned()))
+        .await
+        .unwrap();
+    let ids: HashSet<_> = [&first, &other_key, &no_key_1, &no_key_2, &elsewhere]
+        .iter()
+        .map(|s| {
+            assert!(s.created);
+            s.run.id.clone()
+        })
+        .collect();
+    assert_eq!(ids.len(), 5);
+    // A repeated key of a queued run still says what it waits for.
+    let repeated = store
+        .start_run(&session, "b".to_owned(), Some("k2".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(repeated.queued_behind, Some(first.run.id.clone()));
+    assert_eq!(store.last_event_seq(&session).await.unwrap(), 8);
+
+    let empty = store
+        .start_run(&session, "x".to_owned(), Some(String::new()))
+        .await;
+    assert!(matches!(empty, Err(StoreError::Invalid(_))), "{empty:?}");
+}
+
+async fn session_2(store: &Arc<dyn Store>) -> SessionId {
+    session(store, "second agent").await
+}
+
+async fn racing_starts_with_one_key_create_one_run(db: &TestDb) {
+    let store = open(db).await;
+    let session = session(&store, "racer").await;
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            let session = session.clone();
+            tokio::spawn(async move {
+                store
+                    .start_run(&session, format!("try {i}"), Some("same".to_owned()))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    assert_eq!(results.iter().filter(|r| r.created).count(), 1);
+    let ids: HashSet<_> = results.iter().map(|r| r.run.id.clone()).collect();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(all_events(&store, &session).await.len(), 2);
+}
+
+async fn unknown_sessions_and_runs_are_not_found(db: &TestDb) {
+    let store = open(db).await;
+    let ghost = SessionId::new();
+    assert_not_found(
+        store.start_run(&ghost, "hi".to_owned(), None).await,
+        "session",
+    );
+    assert_not_found(
+        store
+            .start_run(&ghost, "hi".to_owned(), Some("k".to_owned()))
+            .await,
+        "session",
+    );
+    assert_not_found(store.list_events(&ghost, 0, 10).await, "session");
+    assert_not_found(store.last_event_seq(&ghost).await, "session");
+    assert_not_found(
+        store.list_runs(&ghost, &PageRequest::default()).await,
+        "session",
+    );
+    assert_not_found(store.active_run(&ghost).await, "session");
+    let run = RunId::new();
+    assert_not_found(store.get_run(&run).await, "run");
+    assert_not_found(store.list_steps(&run).await, "run");
+    assert_not_found(store.request_cancel(&run).await, "run");
+    let lease = Lease {
+        run_id: run.clone(),
+        owner: "w".to_owned(),
+        token: 1,
+    };
+    assert_lease_lost(store.append_events(&lease, vec![delta("x")]).await, &run);
+    assert!(store.claim_run("w", LEASE).await.unwrap().is_none());
+}
+
+// ---- claiming ----
+
+async fn runs_of_a_session_queue_behind_each_other(db: &TestDb) {
+    let store = open(db).await;
+    let session = session(&store, "queue").await;
+    let first = store
+        .start_run(&session, "one".to_owned(), None)
+        .await
+        .unwrap();
+    let second = store
+        .start_run(&session, "two".to_owned(), None)
+        .await
+        .unwrap();
+    let third = store
+        .start_run(&session, "three".to_owned(), None)
+        .await
+        .unwrap();
+    assert_eq!(first.queued_behind, None);
+    assert_eq!(second.queued_behind, Some(first.run.id.clone()));
+    assert_eq!(third.queued_behind, Some(first.run.id.clone()));
+    let queued = all_events(&store, &session).await;
+    assert_eq!(queued[3].payload["queued_behind"], first.run.id.as_str());
+    assert_eq!(
+        store.active_run(&session).await.unwrap(),
+        Some(first.run.clone())
+    );
+
+    for expected in [&first, &second, &third] {
+        let (run, lease) = claim(&store, "worker").await;
+        assert_eq!(run.id, expected.run.id, "runs execute in the order sent");
+        assert!(
+            store.claim_run("worker", LEASE).await.unwrap().is_none(),
+            "one run per session at a time"
+        );
+        assert_eq!(
+            store.get_session(&session).await.unwrap().status,
+            SessionStatus::Running
+        );
+        store
+            .finish_run(&lease, RunStatus::Completed, None, vec![])
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.active_run(&session).await.unwrap(), None);
+    assert_eq!(
+        store.get_session(&session).await.unwrap().status,
+        SessionStatus::Idle
+    );
+}
+
+async fn claims_take_the_oldest_run_and_one_per_session(db: &TestDb) {
+    let store = open(db).await;
+    let mut firsts = Vec::new();
+    for s in 0..3 {
+        let session = session(&store, &format!("agent {s}")).await;
+        firsts.push(start(&store, &session, "first").await);
+        start(&store, &session, "second").await;
+    }
+    let mut claimed = Vec::new();
+    for _ in 0..3 {
+        let (run, lease) = claim(&store, "w1").await;
+        assert_eq!(run.status, RunStatus::Running);
+        assert_eq!(run.lease_owner.as_deref(), Some("w1"));
+        assert_eq!(run.lease_token, 1);
+        assert_eq!(lease.token, 1);
+        assert_eq!(lease.run_id, run.id);
+        assert!(run.started_at.is_some());
+        assert!(run.lease_expires_at.is_some_and(|at| at > run.created_at));
+        assert_eq!(run.recovery_attempts, 0);
+        assert_eq!(store.get_run(&run.id).await.unwrap(), run);
+        claimed.push(run.id);
+    }
+    let expected: Vec<_> = firsts.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(claimed, expected, "oldest first, one per session");
+    assert!(store.claim_run("w2", LEASE).await.unwrap().is_none());
+}
+
+async fn concurrent_claimers_never_share_a_run(db: &TestDb) {
+    const RUNS: usize = 10;
+    const CLAIMERS: usize = 16;
+    let store = open(db).await;
+    let mut started = HashSet::new();
+    for s in 0..RUNS {
+        let session = session(&store, &format!("agent {s}")).await;
+        started.insert(start(&store, &session, "go").await.id);
+    }
+    let tasks: Vec<_> = (0..CLAIMERS)
+        .map(|c| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                while let Some((run, lease)) =
+                    store.claim_run(&format!("w{c}"), LEASE).await.unwrap()
+                {
+                    assert_eq!(run.lease_owner.as_deref(), Some(lease.owner.as_str()));
+                    mine.push(run.id);
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for task in tasks {
+        claimed.extend(task.await.unwrap());
+    }
+    assert_eq!(claimed.len(), RUNS, "every run claimed exactly once");
+    assert_eq!(claimed.into_iter().collect::<HashSet<_>>(), started);
+}
+
+async fn expired_leases_are_taken_over_with_a_new_token(db: &TestDb) {
+    let store = open(db).await;
+    let session = session(&store, "crashy").await;
+    let run = start(&store, &session, "survive").await;
+    let (claimed, old) = store
+        .claim_run("dead worker", Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, run.id);
+    // The lease is the thing under test: wait it out.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let (taken, new) = claim(&store, "rescuer").await;
+    assert_eq!(taken.id, run.id);
+    assert_eq!(taken.status, RunStatus::Running);
+    assert_eq!(new.token, old.token + 1);
+    assert_eq!(taken.lease_owner.as_deref(), Some("rescuer"));
+    assert_eq!(taken.recovery_attempts, 1);
+    assert_eq!(taken.started_at, claimed.started_at, "started once");
+    assert!(store.claim_run("other", LEASE).await.unwrap().is_none());
+
+    // The rescuer's lease holds; renewing keeps it live.
+    store.renew_lease(&new, LEASE).await.unwrap();
+    assert_lease_lost(store.renew_lease(&old, LEASE).await, &run.id);
+
+    // A second expiry without progress counts again; progress resets the count.
+    store
+        .renew_lease(&new, Duration::from_millis(1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (again, third) = claim(&store, "third").await;
+    assert_eq!(again.recovery_attempts, 2);
+    assert_eq!(third.token, new.token + 1);
+    store
+        .record_step(&third, llm_step(0), vec![], Usage::default())
+        .await
+        .unwrap();
+    let progressed = store.get_run(&run.id).await.unwrap();
+    assert_eq!(progressed.recovery_attempts, 0);
+    assert_eq!(progressed.steps_completed, 1);
+}
+
+async fn stale_leases_write_nothing(db: &TestDb) {
+    let store = open(db).await;
+    let session = session(&store, "fenced").await;
+    let run = start(&store, &session, "fence me").await;
+    let (_, old) = store
+        .claim_run("paused worker", Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .record_step(&old, llm_step(0), vec![delta("before")], Usage::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (_, new) = claim(&store, "rescuer").await;
+    let before_run = store.get_run(&run.id).await.unwrap();
+    let before_steps = store.list_steps(&run.id).await.unwrap();
+    let before_events = all_events(&store, &session).await;
+    let before_messages = store
+        .list_messages(&session, &PageRequest::default())
+        .await
+        .unwrap();
+
+    let mut step = llm_step(1);
+    step.message = Some(StepMessage {
+        id: MessageId::new(),
+        role: MessageRole::Assistant,
+        content: "stale".to_owned(),
+        metadata: json!(null),
+    });
+    assert_lease_lost(
+        store
+            .record_step(
+                &old,
+                step,
+                vec![delta("stale")],
+                Usage {
+                    input_tokens: 5,
+                    output_tokens: 5,
+                },
+            )
+            .await,
+        &run.id,
+    );
+    assert_lease_lost(
+        store.append_events(&old, vec![delta("stale")]).await,
+        &run.id,
+    );
+    assert_lease_lost(
+        store
+            .finish_run(&old, RunStatus::Failed, Some("stale".to_owned()), vec![])
+            .await,
+        &run.id,
+    );
+    assert_lease_lost(store.renew_lease(&old, LEASE).await, &run.id);
+    let forged = Lease {
+        owner: "someone else".to_owned(),
+        ..new.clone()
+    };
+    assert_lease_lost(
+        store.append_events(&forged, vec![delta("x")]).await,
+        &run.id,
+    );
+
+    assert_eq!(store.get_run(&run.id).await.unwrap(), before_run);
+    assert_eq!(store.list_steps(&run.id).await.unwrap(), before_steps);
+    assert_eq!(all_events(&store, &session).await, before_events);
+    assert_eq!(
+        store
+            .list_messages(&session, &PageRequest::default())
+            .await
+            .unwrap(),
+        before_messages
+    );
+
+    // The current holder writes fine, and once it has finished nobody can write.
+    store
+        .append_events(&new, vec![delta("fresh")])
+        .await
+        .unwrap();
+    store
+        .finish_run(&new, RunStatus::Completed, None, vec![])
+        .await
+        .unwrap();
+    assert_lease_lost(
+        store.append_events(&new, vec![delta("late")]).await,
+        &run.id,
+    );
+    assert_lease_lost(
+        store
+            .record_step(&new, llm_step(1), vec![], Usage::default())
+            .await,
+        &run.id,
+    );
+}
+
+// ---- steps ----
+
+async fn steps_are_recorded_with_their_message_usage_and_events(db: &TestDb) {
+    let store = open(db).await;
+    let session = session(&store, "journal").await;
+    let run = start(&store, &session, "what time is it?").await;
+    let (_, lease) = claim(&store, "w").await;
+
+    let llm = llm_step(0);
+    let recorded = store
+        .record_step(
+            &lease,
+            llm.clone(),
+            vec![NewEvent::new(
+                EventType::StepCompleted,
+                json!({ "step_no": 0 }),
+            )],
+            Usage {
+                input_tokens: 10,
+                output_tokens: 3,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(recorded.step.run_id, run.id);
+    assert_eq!(recorded.step.step_no, 0);
+    assert_eq!(recorded.step.output, llm.output);
+    assert_eq!(recorded.message, None);
+    assert_eq!(recorded.events.len(), 1);
+    assert_eq!(recorded.events[0].seq, 3);
+    assert_eq!(recorded.events[0].run_id.as_ref(), Some(&run.id));
+
+    let answer_id = MessageId::new();
+    let tool = NewStep {
+        step_no: 1,
+        kind: StepKind::Tool,
+        input: json!({ "tool": "now" }),
+        output: json!({ "content": "noon" }),
+        status: StepStatus::Failed,
+        attempt: 2,
+        capability_id: Some("current_time".to_owned()),
+        digest: Some("sha256:abc".to_owned()),
+        started_at: chrono::Utc::now(),
+        message: Some(StepMessage {
+            id: answer_id.clone(),
+            role: MessageRole::Tool,
+            content: "noon".to_owned(),
+            metadata: json!({ "tool_call_id": "call_1" }),
+        }),
+    };
+    let recorded_tool = store
+        .record_step(
+            &lease,
+            tool,
+            vec![
+                NewEvent::new(EventType::ToolCompleted, json!({ "call": "call_1" })),
+                NewEvent::new(EventType::Usage, json!({ "input_tokens": 1 })),
+            ],
+            Usage {
+                input_tokens: 1,
+                output_tokens: 2,
+            },
+        )
+        .await
+        .unwrap();
+    let message = recorded_tool.message.clone().expect("the tool message");
+    assert_eq!(message.id, answer_id);
+    assert_eq!(message.session_id, session);
+    assert_eq!(
+        recorded_tool
+            .events
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>(),
+        [4, 5]
+    );
+
+    let steps = store.list_steps(&run.id).await.unwrap();
+    assert_eq!(steps, vec![recorded.step, recorded_tool.step]);
+    assert_eq!(steps[1].kind, StepKind::Tool);
+    assert_eq!(steps[1].status, StepStatus::Failed);
+    assert_eq!(steps[1].attempt, 2);
+    assert_eq!(steps[1].capability_id.as_deref(), Some("current_time"));
+    assert_eq!(steps[1].digest.as_deref(), Some("sha256:abc"));
+    let messages = store
+        .list_messages(&session, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(messages.items.last(), Some(&message));
+
+    let run = store.get_run(&run.id).await.unwrap();
+    assert_eq!(run.steps_completed, 2);
+    assert_eq!(
+        run.usage,
+        Usage {
+            input_tokens: 11,
+            output_tokens: 5
+        }
+    );
+    let stored = all_events(&store, &session).await;
+    assert_eq!(
+        &stored[2..],
+        &[recorded.events, recorded_tool.events].concat()[..]
+    );
+}
+
+async fn a_step_is_recorded_only_once(db: &TestDb) {
+    let store = open(db).await;
+    let session = session(&store, "once").await;
+    let run = start(&store, &session, "go").await;
+    let (_, lease) = claim(&store, "w").await;
+    store
+        .record_step(
+            &lease,
+            llm_step(0),
+            vec![delta("a")],
+            Usage {
+                input_tokens: 1,
+                output_tokens: 1,
+            },
+        )
+        .await
+        .unwrap();
+    let before_run = store.get_run(&run.id).await.unwrap();
+    let before_events = all_events(&store, &session).await;
+
+    let mut again = llm_step(0);
+    again.output = json!({ "text": "different" });
+    again.message = Some(StepMessage {
+        id: MessageId::new(),
+        role: MessageRole::Assistant,
+        content: "twice".to_owned(),
+        metadata: json!(null),
+    });
+    let result = store
+        .record_step(
+            &lease,
+            again,
+            vec![delta("b")],
+            Usage {
+                input_tokens: 1,
+                output_tokens: 1,
+            },
+        )
+        .await;
+    match result {
+        Err(StoreError::Conflict(msg)) => {
+            assert!(msg.contains("step 0"), "{msg}");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.get_run(&run.id).await.unwrap(), before_run);
+    assert_eq!(all_events(&store, &session).await, before_events);
+    let steps = store.list_steps(&run.id).await.unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].output, llm_step(0).output);
+    assert_eq!(
+        store
+            .list_messages(&session, &PageRequest::default())
+            .await
+            .unwrap()
+            .total,
+        1,
+        "only the user message"
+    );
+    // The lease is still good after the refused duplicate.
+    store
+        .record_step(&lease, llm_step(1), vec![], Usage::default())
+        .await
+        .unwrap();
+}
+
+// ---- events ----
+
+async fn event_sequences_have_no_gaps_under_concurrent_writers(db: &TestDb) {
+    const WRITERS: usize = 8;
+    const BATCHES: usize = 10;
+    const STARTERS: usize = 4;
+    let store = open(db).await;
+    let busy = session(&store, "busy").await;
+    let quiet = session(&store, "quiet").await;
+    start(&store, &busy, "first").await;
+    start(&store, &quiet, "first").await;
+    let (_, busy_lease) = claim(&store, "w").await;
+    let (_, quiet_lease) = claim(&store, "w").await;
+
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        for lease in [busy_lease.clone(), quiet_lease.clone()] {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for b in 0..BATCHES {
+                    // Batches of 1 to 3 events, tagged so each writer's order can be checked.
+                    let batch = (0..=(b % 3))
+                        .map(|i| {
+                            NewEvent::new(
+                                EventType::MessageDelta,
+                                json!({ "writer": w, "batch": b, "i": i }),
+                            )
+                        })
+                        .collect();
+                    let written = store.append_events(&lease, batch).await.unwrap();
+                    let seqs: Vec<i64> = written.iter().map(|e| e.seq).collect();
+                    assert!(
+                        seqs.windows(2).all(|p| p[1] == p[0] + 1),
+                        "a batch is contiguous"
+                    );
+                }
+            }));
+        }
+    }
+    for s in 0..STARTERS {
+        let store = store.clone();
+        let busy = busy.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .start_run(&busy, format!("more {s}"), None)
+                .await
+                .unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.expect("a writer failed");
+    }
+
+    let per_batch: usize = (0..BATCHES).map(|b| b % 3 + 1).sum();
+    let busy_events = all_events(&store, &busy).await;
+    assert_eq!(busy_events.len(), 2 + WRITERS * per_batch + STARTERS * 2);
+    let quiet_events = all_events(&store, &quiet).await;
+    assert_eq!(
+        quiet_events.len(),
+        2 + WRITERS * per_batch,
+        "another session's sequence is its own"
+    );
+    for events in [&busy_events, &quiet_events] {
+        let mut per_writer: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+        for event in events
+            .iter()
+            .filter(|e| e.event_type == EventType::MessageDelta)
+        {
+            let p = &event.payload;
+            per_writer
+                .entry(p["writer"].as_u64().unwrap())
+                .or_default()
+                .push((p["batch"].as_u64().unwrap(), p["i"].as_u64().unwrap()));
+        }
+        for (writer, seen) in per_writer {
+            let mut sorted = seen.clone();
+            sorted.sort();
+            assert_eq!(seen, sorted, "writer {writer}'s events are in its order");
+        }
+    }
+}
+
+async fn events_are_listed_in_pages_after_a_sequence_number(db: &TestDb) {
+    let store = open(db).await;
+    let session = session(&store, "pager").await;
+    start(&store, &session, "go").await;
+    let (_, lease) = claim(&store, "w").await;
+    let written = store
+        .append_events(&lease, (0..23).map(|i| delta(&i.to_string())).collect())
+        .await
+        .unwrap();
+    assert_eq!(written.first().map(|e| e.seq), Some(3));
+    assert_eq!(written.last().map(|e| e.seq), Some(25));
+
+    let mut after = 0;
+    let mut pages = Vec::new();
+    loop {
+        let page = store.list_events(&session, after, 10).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.iter().all(|e| e.seq > after));
+        after = page.last().unwrap().seq;
+        pages.push(page.len());
+    }
+    assert_eq!(pages, [10, 10, 5]);
+    let tail = store.list_events(&session, 20, 100).await.unwrap();
+    assert_eq!(tail, written[18..].to_vec(), "reads back what was written");
+    assert_eq!(store.list_events(&session, 25, 10).await.unwrap(), vec![]);
+    assert_eq!(store.list_events(&session, 0, 0).await.unwrap().len(), 1);
+    assert_eq!(
+        store.append_events(&lease, vec![]).await.unwrap(),
+        vec![],
+        "an empty append writes nothing"
+    );
+    assert_eq!(store.last_event_seq(&session).await.unwrap(), 25);
+}
+
+// ---- finishing and cancelling ----
+
+async fn finishing_runs_releases_the_lease_and_the_session(db: &TestDb) {
+    let store = open(db).await;
+    let session = session(&store, "finisher").await;
+    let run = start(&store, &session, "go").await;
+    let (_, lease) = claim(&store, "w").await;
+    let invalid = store
+        .finish_run(&lease, RunStatus::Running, None, vec![])
+        .await;
+    assert!(
+        matches!(invalid, Err(StoreError::Invalid(_))),
+        "{invalid:?}"
+    );
+
+    let finished = store
+        .finish_run(
+            &lease,
+            RunStatus::Failed,
+            Some("the provider is down".to_owned()),
+            vec![NewEvent::new(
+                EventType::RunFailed,
+                json!({ "error": "the provider is down" }),
+            )],
+        )
+        .await
+        .unwrap();
+    assert_eq!(finished.status, RunStatus::Failed);
+    assert_eq!(finished.error.as_deref(), Some("the provider is down"));
+    assert!(finished.finished_at.is_some());
+    assert_eq!(
+        (finished.lease_owner, finished.lease_expires_at),
+        (None, None)
+    );
+    assert_eq!(
+        finished.lease_token, lease.token,
+        "the token never goes back"
+    );
+    assert_eq!(
+        store.get_run(&run.id).await.unwrap().status,
+        RunStatus::Failed
+    );
+    assert_eq!(
+        store.get_session(&session).await.unwrap().status,
+        SessionStatus::Idle
+    );
+    let events = all_events(&store, &session).await;
+    assert_eq!(events.last().unwrap().event_type, EventType::RunFailed);
+    assert!(store.claim_run("w", LEASE).await.unwrap().is_none());
+    assert_lease_lost(
+        store
+            .finish_run(&lease, RunStatus::Completed, None, vec![])
+            .await,
+        &run.id,
+    );
+
+    // A new message makes the session busy again.
+    start(&store, &session, "again").await;
+    assert_eq!(
+        store.get_session(&session).await.unwrap().status,
+        SessionStatus::Running
+    );
+}
+
+async fn cancel_depends_on_where_the_run_is(db: &TestDb) {
+    let store = open(db).await;
+    let session = session(&store, "canceller").await;
+    let running = start(&store, &session, "long").await;
+    let queued = start(&store, &session, "later").await;
+    let (_, lease) = store
+        .claim_run("w", Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Queued: cancelled at once, with an event; the run ahead is unaffected.
+    let cancelled = store.request_cancel(&queued.id).await.unwrap();
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    assert!(cancelled.finished_at.is_some());
+    let events = all_events(&store, &session).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.event_type, EventType::RunCancelled);
+    assert_eq!(last.run_id.as_ref(), Some(&queued.id));
+    assert_eq!(
+        store.get_session(&session).await.unwrap().status,
+        SessionStatus::Running
+    );
+
+    // Running: cancelling, for its worker to finish; asking again changes nothing.
+    let cancelling = store.request_cancel(&running.id).await.unwrap();
+    assert_eq!(cancelling.status, RunStatus::Cancelling);
+    assert_eq!(cancelling.lease_token, lease.token);
+    assert_eq!(store.request_cancel(&running.id).await.unwrap(), cancelling);
+    let seq = store.last_event_seq(&session).await.unwrap();
+
+    // An expired lease nobody took over is still the holder's: it can renew it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store
+        .renew_lease(&lease, Duration::from_millis(1))
+        .await
+        .unwrap();
+    // A cancelling run whose worker died is taken over and stays cancelling.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (taken, new) = claim(&store, "rescuer").await;
+    assert_eq!(taken.id, running.id);
+    assert_eq!(taken.status, RunStatus::Cancelling);
+    store
+        .append_events(&new, vec![delta("cancelling still streams")])
+        .await
+        .unwrap();
+    let done = store
+        .finish_run(
+            &new,
+            RunStatus::Cancelled,
+            None,
+            vec![NewEvent::new(EventType::RunCancelled, json!({}))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Cancelled);
+    assert_eq!(store.last_event_seq(&session).await.unwrap(), seq + 2);
+    assert_eq!(
+        store.get_session(&session).await.unwrap().status,
+        SessionStatus::Idle
+    );
+
+    // Terminal runs stay as they are.
+    assert_eq!(store.request_cancel(&running.id).await.unwrap(), done);
+    assert_eq!(store.request_cancel(&queued.id).await.unwrap(), cancelled);
+    assert_eq!(store.last_event_seq(&session).await.unwrap(), seq + 2);
+}
+
+async fn runs_are_listed_and_deleted_with_their_session(db: &TestDb) {
+    let store = open(db).await;
+    let session = session(&store, "lister").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(start(&store, &session, &format!("m{i}")).await.id);
+    }
+    let first = store
+        .list_runs(&session, &PageRequest::first(3))
+        .await
+        .unwrap();
+    assert_eq!(first.total, 5);
+    assert_eq!(
+        first.items.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        ids[..3]
+    );
+    let rest = store
+        .list_runs(
+            &session,
+            &PageRequest {
+                limit: 3,
+                after: first.next_cursor.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.items.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        ids[3..]
+    );
+    assert_eq!(rest.next_cursor, None);
+
+    let (run, lease) = claim(&store, "w").await;
+    store
+        .record_step(&lease, llm_step(0), vec![delta("x")], Usage::default())
+        .await
+        .unwrap();
+    store.delete_session(&session).await.unwrap();
+    assert_not_found(store.get_run(&run.id).await, "run");
+    assert_not_found(store.list_steps(&run.id).await, "run");
+    assert_not_found(store.list_events(&session, 0, 10).await, "session");
+    assert_lease_lost(store.append_events(&lease, vec![delta("y")]).await, &run.id);
+    assert!(store.claim_run("w", LEASE).await.unwrap().is_none());
+}
