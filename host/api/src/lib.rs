@@ -1,7 +1,8 @@
 //! The Everruns HTTP API: routes, OpenAPI document, authentication and problem+json errors.
 //!
 //! This is the only crate that knows HTTP. Modules:
-//! - `routes`: one module per resource (`agents`, `sessions`, `messages`, `api_keys`, `health`).
+//! - `routes`: one module per resource (`agents`, `sessions`, `messages`, `runs`, `events`,
+//!   `api_keys`, `health`).
 //! - `error`: [`ApiError`], the single mapping of errors to RFC 9457 problem+json responses.
 //! - `json`: body and query extractors that name the offending field on bad input.
 //! - `pagination`: `?limit=&cursor=` in, `{data, next_cursor, total}` out.
@@ -42,6 +43,35 @@ pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
 pub struct AppState {
     /// Where everything is persisted.
     pub store: Arc<dyn Store>,
+    /// Wakes this process's executor when a run was queued or cancelled.
+    pub wake: Wake,
+}
+
+/// Wakes the executor after a run was queued or cancelled. Without a local worker (API-only
+/// process) it does nothing: workers elsewhere find the run by polling.
+#[derive(Clone)]
+pub struct Wake(Arc<dyn Fn() + Send + Sync>);
+
+impl Wake {
+    /// Calls `f` on every wake-up.
+    pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// A wake-up that does nothing.
+    pub fn none() -> Self {
+        Self::new(|| {})
+    }
+
+    pub(crate) fn wake(&self) {
+        (self.0)();
+    }
+}
+
+impl std::fmt::Debug for Wake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Wake")
+    }
 }
 
 #[derive(OpenApi)]
@@ -58,6 +88,7 @@ pub struct AppState {
     tags(
         (name = "agents", description = "Agents: system prompt, model and capabilities"),
         (name = "sessions", description = "Conversations with an agent"),
+        (name = "runs", description = "Runs: the agent answering a message, step by step"),
         (name = "api-keys", description = "API keys"),
         (name = "health", description = "Liveness"),
     )
@@ -83,7 +114,9 @@ fn documented_routes(auth: Option<&AppState>) -> OpenApiRouter<AppState> {
         .merge(routes::agents::router())
         .merge(routes::sessions::router())
         .merge(routes::messages::router())
-        .merge(routes::api_keys::router());
+        .merge(routes::api_keys::router())
+        .merge(routes::runs::router())
+        .merge(routes::events::router());
     if let Some(state) = auth {
         v1 = v1.route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
     }

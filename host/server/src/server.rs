@@ -50,7 +50,10 @@ impl Server {
             store = self.store.backend(),
             "everruns is serving"
         );
-        let app = everruns_api::app(AppState { store: self.store });
+        let app = everruns_api::app(AppState {
+            store: self.store,
+            wake: everruns_api::Wake::none(),
+        });
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await

@@ -7,6 +7,7 @@
 //! - `connect`: [`connect`] picks the implementation from a URL and applies migrations.
 //! - `codec`: column encodings both backends share (timestamps, JSON, enums) and the
 //!   classification of constraint violations.
+//! - `signal`: [`EventSignal`], wakes SSE readers after writes that appended events.
 //! - `paging`: turning an over-fetched row list into a [`Page`].
 //! - `run_codec`: the backend-independent parts of runs, steps and events (the events the
 //!   store writes itself, input checks, counter conversions).
@@ -32,6 +33,7 @@ mod error;
 mod paging;
 mod postgres;
 mod run_codec;
+mod signal;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -46,6 +48,7 @@ use everruns_core::{
 pub use connect::{StoreConfig, connect};
 pub use error::{Result, StoreError};
 pub use postgres::PgStore;
+pub use signal::EventSignal;
 pub use sqlite::SqliteStore;
 
 /// Everything the server persists. Both implementations pass the same conformance suite
@@ -54,6 +57,10 @@ pub use sqlite::SqliteStore;
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is, e.g. "postgres" or "sqlite" (for logs and `/health`).
     fn backend(&self) -> &'static str;
+
+    /// Bumped after every committed write of this store value that appended events; SSE
+    /// readers wait on it (and poll, for writes made by other processes).
+    fn event_signal(&self) -> EventSignal;
 
     /// Cheap round trip to the database.
     async fn ping(&self) -> Result<()>;

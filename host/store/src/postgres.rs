@@ -20,6 +20,7 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{PgConnection, Row};
 
 use crate::codec::{self, from_json_text, parse_id, reject_nul, to_json_text};
+use crate::signal::{self, EventSignal};
 use crate::{Result, Store, StoreError, paging};
 
 /// The PostgreSQL schema, embedded at build time.
@@ -56,12 +57,16 @@ macro_rules! api_key_columns {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    signal: EventSignal,
 }
 
 impl PgStore {
     /// Wraps a pool whose database has been migrated (see [`crate::connect`]).
     pub(crate) fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            signal: EventSignal::default(),
+        }
     }
 
     /// Applies pending migrations on `conn`. sqlx holds a session-level advisory lock keyed on
@@ -149,6 +154,10 @@ async fn insert_api_key<'e>(
 
 #[async_trait]
 impl Store for PgStore {
+    fn event_signal(&self) -> EventSignal {
+        self.signal.clone()
+    }
+
     fn backend(&self) -> &'static str {
         "postgres"
     }
@@ -619,7 +628,10 @@ impl Store for PgStore {
         content: String,
         idempotency_key: Option<String>,
     ) -> Result<StartedRun> {
-        runs::start_run(&self.pool, session, content, idempotency_key).await
+        signal::after(
+            &self.signal,
+            runs::start_run(&self.pool, session, content, idempotency_key).await,
+        )
     }
 
     async fn claim_run(&self, owner: &str, lease: Duration) -> Result<Option<(Run, Lease)>> {
@@ -631,7 +643,10 @@ impl Store for PgStore {
     }
 
     async fn append_events(&self, lease: &Lease, events: Vec<NewEvent>) -> Result<Vec<Event>> {
-        runs::append_events(&self.pool, lease, events).await
+        signal::after(
+            &self.signal,
+            runs::append_events(&self.pool, lease, events).await,
+        )
     }
 
     async fn record_step(
@@ -641,7 +656,10 @@ impl Store for PgStore {
         events: Vec<NewEvent>,
         usage_delta: Usage,
     ) -> Result<RecordedStep> {
-        runs::record_step(&self.pool, lease, step, events, usage_delta).await
+        signal::after(
+            &self.signal,
+            runs::record_step(&self.pool, lease, step, events, usage_delta).await,
+        )
     }
 
     async fn list_steps(&self, run: &RunId) -> Result<Vec<Step>> {
@@ -655,11 +673,14 @@ impl Store for PgStore {
         error: Option<String>,
         events: Vec<NewEvent>,
     ) -> Result<Run> {
-        runs::finish_run(&self.pool, lease, status, error, events).await
+        signal::after(
+            &self.signal,
+            runs::finish_run(&self.pool, lease, status, error, events).await,
+        )
     }
 
     async fn request_cancel(&self, run: &RunId) -> Result<Run> {
-        runs::request_cancel(&self.pool, run).await
+        signal::after(&self.signal, runs::request_cancel(&self.pool, run).await)
     }
 
     async fn get_run(&self, run: &RunId) -> Result<Run> {

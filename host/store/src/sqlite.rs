@@ -26,6 +26,7 @@ use crate::codec::{
     self, from_json_text, parse_id, reject_nul, timestamp_from_text, timestamp_to_text,
     to_json_text,
 };
+use crate::signal::{self, EventSignal};
 use crate::{Result, Store, StoreError, paging};
 
 /// The SQLite schema, embedded at build time.
@@ -56,12 +57,16 @@ macro_rules! api_key_columns {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    signal: EventSignal,
 }
 
 impl SqliteStore {
     /// Wraps a pool whose database has been migrated (see [`crate::connect`]).
     pub(crate) fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            signal: EventSignal::default(),
+        }
     }
 
     /// Applies pending migrations. sqlx takes no lock on SQLite, so the whole run happens in
@@ -161,6 +166,10 @@ async fn insert_api_key<'e>(
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn event_signal(&self) -> EventSignal {
+        self.signal.clone()
+    }
+
     fn backend(&self) -> &'static str {
         "sqlite"
     }
@@ -626,7 +635,10 @@ impl Store for SqliteStore {
         content: String,
         idempotency_key: Option<String>,
     ) -> Result<StartedRun> {
-        runs::start_run(&self.pool, session, content, idempotency_key).await
+        signal::after(
+            &self.signal,
+            runs::start_run(&self.pool, session, content, idempotency_key).await,
+        )
     }
 
     async fn claim_run(&self, owner: &str, lease: Duration) -> Result<Option<(Run, Lease)>> {
@@ -638,7 +650,10 @@ impl Store for SqliteStore {
     }
 
     async fn append_events(&self, lease: &Lease, events: Vec<NewEvent>) -> Result<Vec<Event>> {
-        runs::append_events(&self.pool, lease, events).await
+        signal::after(
+            &self.signal,
+            runs::append_events(&self.pool, lease, events).await,
+        )
     }
 
     async fn record_step(
@@ -648,7 +663,10 @@ impl Store for SqliteStore {
         events: Vec<NewEvent>,
         usage_delta: Usage,
     ) -> Result<RecordedStep> {
-        runs::record_step(&self.pool, lease, step, events, usage_delta).await
+        signal::after(
+            &self.signal,
+            runs::record_step(&self.pool, lease, step, events, usage_delta).await,
+        )
     }
 
     async fn list_steps(&self, run: &RunId) -> Result<Vec<Step>> {
@@ -662,11 +680,14 @@ impl Store for SqliteStore {
         error: Option<String>,
         events: Vec<NewEvent>,
     ) -> Result<Run> {
-        runs::finish_run(&self.pool, lease, status, error, events).await
+        signal::after(
+            &self.signal,
+            runs::finish_run(&self.pool, lease, status, error, events).await,
+        )
     }
 
     async fn request_cancel(&self, run: &RunId) -> Result<Run> {
-        runs::request_cancel(&self.pool, run).await
+        signal::after(&self.signal, runs::request_cancel(&self.pool, run).await)
     }
 
     async fn get_run(&self, run: &RunId) -> Result<Run> {

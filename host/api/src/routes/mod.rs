@@ -2,6 +2,8 @@
 
 pub(crate) mod agents;
 pub(crate) mod api_keys;
+pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod messages;
+pub(crate) mod runs;
 pub(crate) mod sessions;

@@ -1,0 +1,186 @@
+//! `GET /v1/sessions/{id}/events`: the session's durable event log, as a live
+//! `text/event-stream` (resumable with `Last-Event-ID` or `?since=`) or as JSON pages.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::http::header::ACCEPT;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use everruns_core::{Event, SessionId};
+use futures::stream::Stream;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, QueryErrors};
+use crate::json::ApiQuery;
+use crate::routes::sessions::session_id;
+
+/// Events read from the store per query.
+const BATCH: u32 = 500;
+/// How often a live stream re-reads the log when nothing in this process woke it.
+const POLL: Duration = Duration::from_millis(200);
+/// Heartbeat comment interval, so proxies keep the stream open.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(session_events))
+}
+
+/// Query parameters of the event log.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventParams {
+    /// Return events with a sequence number greater than this (default 0: from the start).
+    #[param(minimum = 0)]
+    pub since: Option<i64>,
+    /// Events per JSON page, 1 to 500 (default 100). Ignored for SSE.
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+}
+
+/// One event of a session's log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventResponse {
+    /// Per-session sequence number: 1, 2, 3, ... without gaps.
+    pub seq: i64,
+    /// Event type, e.g. `run.completed`, `message.delta`.
+    #[serde(rename = "type")]
+    #[schema(example = "message.completed")]
+    pub event_type: String,
+    pub run_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<Event> for EventResponse {
+    fn from(e: Event) -> Self {
+        Self {
+            seq: e.seq,
+            event_type: e.event_type.as_str().to_owned(),
+            run_id: e.run_id.map(|r| r.to_string()),
+            data: e.payload,
+            created_at: e.created_at,
+        }
+    }
+}
+
+/// A page of events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    pub data: Vec<EventResponse>,
+    /// Pass as `since` to read on; absent when this page reached the end of the log.
+    pub next_since: Option<i64>,
+}
+
+/// The session's events. With `Accept: text/event-stream` this is a live SSE stream: each
+/// event has `id:` = sequence number, `event:` = type and `data:` = the event as JSON;
+/// reconnecting with `Last-Event-ID` (or `?since=`) replays exactly the events missed, then
+/// continues live. Otherwise a JSON page of the log.
+#[utoipa::path(
+    get, path = "/v1/sessions/{id}/events", tag = "sessions",
+    params(
+        ("id" = String, Path, description = "Session id (`ses_...`)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume an SSE stream after this sequence number"),
+        EventParams,
+    ),
+    responses(
+        (status = 200, description = "Events as JSON, or a `text/event-stream`",
+         content((EventPage = "application/json"), (String = "text/event-stream"))),
+        QueryErrors,
+    )
+)]
+async fn session_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiQuery(params): ApiQuery<EventParams>,
+) -> ApiResult<Response> {
+    let session = session_id(&id)?;
+    state.store.get_session(&session).await?;
+    let since = match headers.get("last-event-id") {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .filter(|v| *v >= 0)
+            .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be a sequence number"))?,
+        None => params.since.unwrap_or(0),
+    };
+    if since < 0 {
+        return Err(ApiError::bad_request(
+            "invalid query parameter `since`: must be 0 or more",
+        ));
+    }
+    let wants_sse = headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if wants_sse {
+        let stream = live(state, session, since);
+        return Ok(Sse::new(stream)
+            .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
+            .into_response());
+    }
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=BATCH).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid query parameter `limit`: must be between 1 and 500",
+        ));
+    }
+    let events = state.store.list_events(&session, since, limit).await?;
+    let next_since = (events.len() as u32 == limit)
+        .then(|| events.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(EventPage {
+        data: events.into_iter().map(EventResponse::from).collect(),
+        next_since,
+    })
+    .into_response())
+}
+
+/// Replays from `since`, then follows the log. Ends only when the client goes away (which
+/// never affects runs) or the store fails.
+fn live(
+    state: AppState,
+    session: SessionId,
+    since: i64,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    async_stream::stream! {
+        let mut last = since;
+        let mut signal = state.store.event_signal().subscribe();
+        loop {
+            let batch = match state.store.list_events(&session, last, BATCH).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(error = %e, session = %session, "reading events for SSE failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let full = batch.len() as u32 == BATCH;
+            for event in batch {
+                last = event.seq;
+                let event_type = event.event_type.as_str();
+                let body = serde_json::to_string(&EventResponse::from(event))
+                    .unwrap_or_else(|_| "{}".to_owned());
+                yield Ok(SseEvent::default().id(last.to_string()).event(event_type).data(body));
+            }
+            if !full {
+                // Woken by writes in this process; the poll picks up other processes' writes.
+                tokio::select! {
+                    _ = signal.changed() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+            }
+        }
+    }
+}
