@@ -30,7 +30,14 @@ fn main() -> anyhow::Result<()> {
 fn build_guest(target: &Path) -> anyhow::Result<PathBuf> {
     let guests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/guests");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "well-behaved"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "well-behaved",
+        ])
         .arg("--target-dir")
         .arg(target)
         .current_dir(&guests)
@@ -72,7 +79,10 @@ async fn plugin_call() -> anyhow::Result<()> {
 
     let t = Instant::now();
     let plugin = runtime.load_plugin(&dir).await?;
-    println!("cold load (compile + cache write): {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "cold load (compile + cache write): {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
 
     let t = Instant::now();
     for _ in 0..10 {
@@ -91,7 +101,8 @@ async fn plugin_call() -> anyhow::Result<()> {
         let t = Instant::now();
         let out = plugin.call_tool(&ctx, &call).await;
         let took = t.elapsed();
-        out.result.map_err(|e| anyhow::anyhow!("call failed: {e}"))?;
+        out.result
+            .map_err(|e| anyhow::anyhow!("call failed: {e}"))?;
         if i >= WARMUP {
             fresh.push(took);
         }
@@ -108,7 +119,9 @@ async fn plugin_call() -> anyhow::Result<()> {
     let reused_p50 = percentile(&reused, 0.50);
     let reused_p99 = percentile(&reused, 0.99);
     println!("fresh store per call: p50 {fresh_p50:.1} µs, p99 {fresh_p99:.1} µs ({CALLS} calls)");
-    println!("reused instance:      p50 {reused_p50:.1} µs, p99 {reused_p99:.1} µs ({CALLS} calls)");
+    println!(
+        "reused instance:      p50 {reused_p50:.1} µs, p99 {reused_p99:.1} µs ({CALLS} calls)"
+    );
     let ratio = fresh_p50 / reused_p50.max(0.001);
     println!("isolation cost: fresh/reused p50 ratio {ratio:.1}");
     let _ = std::fs::remove_dir_all(&work);

@@ -80,8 +80,11 @@ impl CompileCache {
                 CacheStatus::Disabled,
             ));
         };
-        if path.is_file() {
-            match deserialize_file(engine, &path) {
+        if let Ok(bytes) = std::fs::read(&path) {
+            // Read rather than `deserialize_file`: that one maps the file, and anyone
+            // truncating it in place later (a careless copy over it) would crash the
+            // process with SIGBUS. A private copy costs a few ms for the largest guests.
+            match deserialize_bytes(engine, &bytes) {
                 Ok(component) => return Ok((component, CacheStatus::Hit)),
                 Err(e) => {
                     // Wasmtime checks the header and version; a stale or truncated file
@@ -101,17 +104,12 @@ impl CompileCache {
 }
 
 #[allow(unsafe_code)]
-fn deserialize_file(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
-    // SAFETY: the cache directory is written only by this runtime (atomically, via
-    // rename) and is documented as trusted; wasmtime validates the header and engine
-    // compatibility before using the code.
-    unsafe { Component::deserialize_file(engine, path) }
-}
-
-#[allow(unsafe_code)]
 fn deserialize_bytes(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
-    // SAFETY: `bytes` was produced by `Engine::precompile_component` on this very engine
-    // a moment ago.
+    // SAFETY: `bytes` was produced by `Engine::precompile_component` with an engine of
+    // the same compatibility hash (it is in the cache key): either a moment ago, or
+    // earlier into the cache directory, which only this runtime writes (atomically, via
+    // rename) and which is documented as trusted. Wasmtime also validates the header
+    // and engine compatibility before using the code.
     unsafe { Component::deserialize(engine, bytes) }
 }
 
@@ -119,11 +117,7 @@ fn deserialize_bytes(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Componen
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        uniq_suffix()
-    ));
+    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), uniq_suffix()));
     let result = (|| {
         use std::io::Write;
         let mut file = std::fs::File::create(&tmp)?;

@@ -29,7 +29,9 @@ const MEMORY_GUARD: u64 = 2 * 1024 * 1024;
 /// also feeds `Engine::precompile_compatibility_hash` and so the compile-cache key.
 pub(crate) fn build(config: &RuntimeConfig) -> Result<Engine> {
     if config.max_concurrent_calls == 0 {
-        return Err(Error::Engine("max_concurrent_calls must be at least 1".into()));
+        return Err(Error::Engine(
+            "max_concurrent_calls must be at least 1".into(),
+        ));
     }
     if config.max_memory_mib == 0 || config.max_memory_mib > 4096 {
         return Err(Error::Engine("max_memory_mib must be in 1..=4096".into()));

@@ -73,14 +73,16 @@ pub trait SecretSource: Send + Sync + std::fmt::Debug + 'static {
     async fn get(&self, plugin: &CapabilityId, name: &str) -> Result<Option<String>, BackendError>;
 }
 
+type KvMap = BTreeMap<(KvScope, String), Vec<u8>>;
+
 /// In-memory [`KvBackend`]; clones share the same data (so two runtimes can share it).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryKv {
-    data: Arc<Mutex<BTreeMap<(KvScope, String), Vec<u8>>>>,
+    data: Arc<Mutex<KvMap>>,
 }
 
 impl MemoryKv {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(KvScope, String), Vec<u8>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KvMap> {
         // A panic while holding this lock cannot leave the map half-updated (each
         // operation is one map call), so a poisoned lock is still usable.
         self.data.lock().unwrap_or_else(|p| p.into_inner())
@@ -97,7 +99,10 @@ impl KvBackend for MemoryKv {
         Ok(())
     }
     async fn delete(&self, scope: &KvScope, key: &str) -> Result<bool, BackendError> {
-        Ok(self.lock().remove(&(scope.clone(), key.to_owned())).is_some())
+        Ok(self
+            .lock()
+            .remove(&(scope.clone(), key.to_owned()))
+            .is_some())
     }
     async fn list_keys(
         &self,
@@ -142,7 +147,11 @@ impl MemorySecrets {
 
 #[async_trait]
 impl SecretSource for MemorySecrets {
-    async fn get(&self, _plugin: &CapabilityId, name: &str) -> Result<Option<String>, BackendError> {
+    async fn get(
+        &self,
+        _plugin: &CapabilityId,
+        name: &str,
+    ) -> Result<Option<String>, BackendError> {
         Ok(self.values.get(name).cloned())
     }
 }

@@ -30,9 +30,8 @@ pub(crate) struct HttpPolicy {
 }
 
 type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
-type SendFuture = Box<
-    dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send,
->;
+type SendFuture =
+    Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send>;
 
 impl WasiHttpHooks for HttpPolicy {
     fn send_request(
@@ -165,10 +164,7 @@ async fn send_checked(
                     .map_err(|_| HttpError::HttpRequestUriInvalid)?,
             };
             let connector = tokio_rustls::TlsConnector::from(tls_config());
-            let tls = connector
-                .connect(name, tcp)
-                .await
-                .map_err(HttpError::Tls)?;
+            let tls = connector.connect(name, tcp).await.map_err(HttpError::Tls)?;
             Box::new(tls)
         }
     };
@@ -186,9 +182,7 @@ async fn send_checked(
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".to_owned());
-    *request.uri_mut() = path
-        .parse()
-        .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    *request.uri_mut() = path.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
 
     // Drive the connection while waiting for the response head.
     let mut send = pin!(tokio::time::timeout(
@@ -262,15 +256,30 @@ mod tests {
 
     #[test]
     fn destinations_are_checked_against_allowed_hosts() {
-        let p = perms(&["https://api.example.com", "http://*.test.org:8080"], false);
+        let p = perms(
+            &["https://api.example.com", "http://*.test.org:8080"],
+            false,
+        );
         let ok = |u: &str| check_destination(&u.parse().unwrap(), &p);
         assert!(ok("https://api.example.com/v1?q=1").is_ok());
         assert!(ok("https://API.EXAMPLE.COM:443/").is_ok());
         assert!(ok("http://x.test.org:8080/").is_ok());
-        assert!(matches!(ok("http://api.example.com/"), Err(HttpError::HttpRequestDenied)));
-        assert!(matches!(ok("https://evil.com/"), Err(HttpError::HttpRequestDenied)));
-        assert!(matches!(ok("https://api.example.com:444/"), Err(HttpError::HttpRequestDenied)));
-        assert!(matches!(ok("http://test.org:8080/"), Err(HttpError::HttpRequestDenied)));
+        assert!(matches!(
+            ok("http://api.example.com/"),
+            Err(HttpError::HttpRequestDenied)
+        ));
+        assert!(matches!(
+            ok("https://evil.com/"),
+            Err(HttpError::HttpRequestDenied)
+        ));
+        assert!(matches!(
+            ok("https://api.example.com:444/"),
+            Err(HttpError::HttpRequestDenied)
+        ));
+        assert!(matches!(
+            ok("http://test.org:8080/"),
+            Err(HttpError::HttpRequestDenied)
+        ));
     }
 
     #[tokio::test]
@@ -287,6 +296,9 @@ mod tests {
             resolve_checked("169.254.169.254", 80, false).await,
             Err(HttpError::DestinationIpProhibited)
         ));
-        assert_eq!(resolve_checked("127.0.0.1", 80, true).await.unwrap().len(), 1);
+        assert_eq!(
+            resolve_checked("127.0.0.1", 80, true).await.unwrap().len(),
+            1
+        );
     }
 }

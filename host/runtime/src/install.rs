@@ -149,7 +149,8 @@ pub async fn install(
         let old = plugins_dir.join(format!(".removing-{id}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&old);
         std::fs::rename(&target, &old).map_err(|e| io("cannot move old install aside", e))?;
-        std::fs::rename(&staging, &target).map_err(|e| io("cannot move new install in place", e))?;
+        std::fs::rename(&staging, &target)
+            .map_err(|e| io("cannot move new install in place", e))?;
         let _ = std::fs::remove_dir_all(&old);
     } else {
         std::fs::rename(&staging, &target).map_err(|e| io("cannot move install in place", e))?;
@@ -168,8 +169,7 @@ pub fn list(plugins_dir: &Path) -> Result<Vec<InstalledPlugin>> {
     Ok(dirs
         .into_iter()
         .map(|dir| {
-            let manifest =
-                Manifest::from_file(&dir.join(MANIFEST_FILE)).map_err(|e| e.to_string());
+            let manifest = Manifest::from_file(&dir.join(MANIFEST_FILE)).map_err(|e| e.to_string());
             InstalledPlugin { dir, manifest }
         })
         .collect())

@@ -46,8 +46,8 @@ pub use cache::CacheStatus;
 pub use config::RuntimeConfig;
 pub use error::{Error, Result};
 pub use host::{
-    BackendError, KvBackend, KvOwner, KvScope, LogLevel, LogRecord, MAX_KV_KEY_BYTES,
-    MAX_KV_LIST, MAX_KV_VALUE_BYTES, MemoryKv, MemorySecrets, SecretSource,
+    BackendError, KvBackend, KvOwner, KvScope, LogLevel, LogRecord, MAX_KV_KEY_BYTES, MAX_KV_LIST,
+    MAX_KV_VALUE_BYTES, MemoryKv, MemorySecrets, SecretSource,
 };
 pub use id::CapabilityId;
 pub use install::{InstallStep, InstalledPlugin, PluginReport, check, install, list, remove};
@@ -56,8 +56,8 @@ pub use manifest::{
 };
 pub use permissions::{Grant, Grants, HostPattern, Permissions, Scheme, is_public_ip};
 pub use plugin::{
-    CallContext, CallOutcome, CapabilityInfo, Plugin, ToolCall, ToolError, ToolFailure,
-    ToolOutput, ToolSpec,
+    CallContext, CallOutcome, CapabilityInfo, Plugin, ToolCall, ToolError, ToolFailure, ToolOutput,
+    ToolSpec,
 };
 pub use registry::{LoadFailure, ScanReport};
 pub use runtime::Runtime;

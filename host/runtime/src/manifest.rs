@@ -265,7 +265,10 @@ impl Manifest {
             Some(value) => {
                 let json = toml_or_json_string(value).map_err(|m| err("config.defaults", m))?;
                 if !json.is_object() {
-                    return Err(err("config.defaults", "must be a table (JSON object)".into()));
+                    return Err(err(
+                        "config.defaults",
+                        "must be a table (JSON object)".into(),
+                    ));
                 }
                 json
             }
@@ -387,7 +390,9 @@ defaults = { units = "metric", days = 3 }
         assert_eq!(field_of("id = \"x\"\nversion = \"0.1.0\"\n"), ".");
         assert_eq!(field_of(&format!("{MINIMAL}bogus = 1\n")), "bogus");
         assert_eq!(
-            field_of(&format!("{MINIMAL}[permissions]\nallowed_hosts = [\"https://ok.com\", \"nope\"]\n")),
+            field_of(&format!(
+                "{MINIMAL}[permissions]\nallowed_hosts = [\"https://ok.com\", \"nope\"]\n"
+            )),
             "permissions.allowed_hosts[1]"
         );
         assert_eq!(
@@ -402,8 +407,14 @@ defaults = { units = "metric", days = 3 }
             field_of(&format!("{MINIMAL}[permissions]\nkvv = true\n")),
             "permissions.kvv"
         );
-        assert_eq!(field_of("id = \"Bad Id\"\nversion = \"0.1.0\"\ncomponent = \"a.wasm\"\n"), "id");
-        assert_eq!(field_of("id = \"a\"\nversion = \"1\"\ncomponent = \"a.wasm\"\n"), "version");
+        assert_eq!(
+            field_of("id = \"Bad Id\"\nversion = \"0.1.0\"\ncomponent = \"a.wasm\"\n"),
+            "id"
+        );
+        assert_eq!(
+            field_of("id = \"a\"\nversion = \"1\"\ncomponent = \"a.wasm\"\n"),
+            "version"
+        );
         assert_eq!(
             field_of("id = \"a\"\nversion = \"0.1.0\"\ncomponent = \"../a.wasm\"\n"),
             "component"

@@ -136,7 +136,9 @@ impl FromStr for HostPattern {
             && host.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             });
         let is_ip = host.parse::<IpAddr>().is_ok();
         if !(valid_name || (is_ip && !wildcard)) {
@@ -379,7 +381,10 @@ mod tests {
             "https://*.127.0.0.1",
             "https://",
         ] {
-            assert!(bad.parse::<HostPattern>().is_err(), "{bad} should be rejected");
+            assert!(
+                bad.parse::<HostPattern>().is_err(),
+                "{bad} should be rejected"
+            );
         }
     }
 
@@ -416,7 +421,13 @@ mod tests {
         ] {
             assert!(!is_public_ip(private.parse().unwrap()), "{private}");
         }
-        for public in ["8.8.8.8", "1.1.1.1", "172.32.0.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.32.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(is_public_ip(public.parse().unwrap()), "{public}");
         }
     }

@@ -13,7 +13,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::bindings::everruns::capability::types as wit;
-use crate::bindings::{PluginPre, Plugin as PluginBindings};
+use crate::bindings::{Plugin as PluginBindings, PluginPre};
 use crate::cache::{CacheStatus, CompileCache, sha256_hex};
 use crate::config::RuntimeConfig;
 use crate::engine::Ticker;
@@ -195,11 +195,17 @@ impl Plugin {
             field: field.into(),
             message,
         };
-        let memory_limit_mib = manifest.limits.memory_mib.unwrap_or(config.default_memory_mib);
+        let memory_limit_mib = manifest
+            .limits
+            .memory_mib
+            .unwrap_or(config.default_memory_mib);
         if memory_limit_mib > config.max_memory_mib {
             return Err(field_err(
                 "limits.memory_mib",
-                format!("{memory_limit_mib} exceeds the server's maximum of {} MiB", config.max_memory_mib),
+                format!(
+                    "{memory_limit_mib} exceeds the server's maximum of {} MiB",
+                    config.max_memory_mib
+                ),
             ));
         }
         if manifest.limits.fuel.is_some() && !config.fuel {
@@ -208,7 +214,10 @@ impl Plugin {
                 "fuel metering is disabled on this server".into(),
             ));
         }
-        let timeout_ms = manifest.limits.timeout_ms.unwrap_or(config.default_timeout_ms);
+        let timeout_ms = manifest
+            .limits
+            .timeout_ms
+            .unwrap_or(config.default_timeout_ms);
 
         let component_path = dir.join(&manifest.component);
         let wasm = tokio::fs::read(&component_path)
@@ -349,7 +358,11 @@ impl Plugin {
 
     /// The tools for this context (the config may change them).
     pub async fn tools_for(&self, ctx: &CallContext) -> Result<Vec<ToolSpec>> {
-        let specs = match self.invoke(None, Request::Tools(self.wit_context(ctx))).await.0? {
+        let specs = match self
+            .invoke(None, Request::Tools(self.wit_context(ctx)))
+            .await
+            .0?
+        {
             Response::Tools(t) => t,
             _ => unreachable!("invoke answers Tools with Tools"),
         };
@@ -420,7 +433,9 @@ impl Plugin {
             Ok(Response::Call(Ok(output))) => self.convert_output(output),
             Ok(Response::Call(Err(e))) => {
                 let (size, e) = match e {
-                    wit::ToolError::InvalidArguments(m) => (m.len(), ToolError::InvalidArguments(m)),
+                    wit::ToolError::InvalidArguments(m) => {
+                        (m.len(), ToolError::InvalidArguments(m))
+                    }
                     wit::ToolError::NotFound(m) => (m.len(), ToolError::NotFound(m)),
                     wit::ToolError::Failed(m) => (m.len(), ToolError::Failed(m)),
                     wit::ToolError::Denied(m) => (m.len(), ToolError::Denied(m)),
@@ -479,7 +494,10 @@ impl Plugin {
             session_id: ctx.session_id.clone(),
             run_id: ctx.run_id.clone(),
             idempotency_key: ctx.idempotency_key.clone(),
-            config: self.manifest.effective_config(ctx.config.as_ref()).to_string(),
+            config: self
+                .manifest
+                .effective_config(ctx.config.as_ref())
+                .to_string(),
         }
     }
 
@@ -495,7 +513,12 @@ impl Plugin {
         // The semaphore is sized to the instance pool and never closed.
         let _permit = match shared.permits.clone().acquire_owned().await {
             Ok(p) => p,
-            Err(_) => return (Err(Error::Engine("runtime is shutting down".into())), LogBuffer::default()),
+            Err(_) => {
+                return (
+                    Err(Error::Engine("runtime is shutting down".into())),
+                    LogBuffer::default(),
+                );
+            }
         };
         let state = HostState {
             wasi: WasiCtxBuilder::new().build(),
@@ -525,7 +548,10 @@ impl Plugin {
         if config.fuel {
             let fuel = self.fuel.unwrap_or(u64::MAX);
             if let Err(e) = store.set_fuel(fuel) {
-                return (Err(Error::Engine(crate::error::chain(&e))), LogBuffer::default());
+                return (
+                    Err(Error::Engine(crate::error::chain(&e))),
+                    LogBuffer::default(),
+                );
             }
         }
         let deadline = Instant::now() + Duration::from_millis(self.timeout_ms);
@@ -606,7 +632,8 @@ impl Plugin {
         }
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
-        let bindings: PluginBindings = self.pre.instantiate_async(&mut store).await.map_err(fail)?;
+        let bindings: PluginBindings =
+            self.pre.instantiate_async(&mut store).await.map_err(fail)?;
         let guest = bindings.everruns_capability_capability();
         let ctx = self.wit_context(ctx);
         let call = wit::ToolCall {

@@ -59,7 +59,10 @@ impl Registry {
     pub(crate) fn snapshot(&self) -> Arc<PluginMap> {
         // Writers never panic while holding the lock (they only swap an Arc), so a
         // poisoned lock still holds a consistent map.
-        self.plugins.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<Arc<Plugin>> {

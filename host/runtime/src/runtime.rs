@@ -29,7 +29,10 @@ pub struct Runtime {
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("plugins", &self.registry.snapshot().keys().collect::<Vec<_>>())
+            .field(
+                "plugins",
+                &self.registry.snapshot().keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -35,7 +35,11 @@ async fn hostile(runtime: &Runtime, tool: &str, args: Value) -> Result<ToolOutpu
         name: tool.into(),
         arguments: args,
     };
-    runtime.call_tool("hostile", &ctx(), &call).await.unwrap().result
+    runtime
+        .call_tool("hostile", &ctx(), &call)
+        .await
+        .unwrap()
+        .result
 }
 
 /// Runs `attack` while 20 well-behaved calls run alongside; all of those must succeed.
@@ -55,7 +59,10 @@ where
                 arguments: json!({"i": i}),
             };
             let started = Instant::now();
-            let out = runtime.call_tool("well-behaved", &ctx(), &call).await.unwrap();
+            let out = runtime
+                .call_tool("well-behaved", &ctx(), &call)
+                .await
+                .unwrap();
             match out.result {
                 Ok(ToolOutput::Json(v)) => assert_eq!(v["args"]["i"], json!(i)),
                 other => panic!("well-behaved call failed during attack: {other:?}"),
@@ -65,7 +72,10 @@ where
     }
     for call in calls {
         let took = call.await.unwrap();
-        assert!(took < Duration::from_secs(2), "well-behaved call took {took:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "well-behaved call took {took:?}"
+        );
     }
     attack.await.unwrap()
 }
@@ -75,7 +85,11 @@ async fn infinite_loop_times_out() {
     let (_tmp, runtime) = setup().await;
     let rt = runtime.clone();
     let started = Instant::now();
-    let result = contained(&runtime, async move { hostile(&rt, "spin", json!({})).await }).await;
+    let result = contained(
+        &runtime,
+        async move { hostile(&rt, "spin", json!({})).await },
+    )
+    .await;
     assert!(
         matches!(result, Err(ToolFailure::Runtime(Error::Timeout(1000)))),
         "{result:?}"
@@ -88,9 +102,15 @@ async fn infinite_loop_times_out() {
 async fn memory_bomb_hits_the_limit() {
     let (_tmp, runtime) = setup().await;
     let rt = runtime.clone();
-    let result = contained(&runtime, async move { hostile(&rt, "memory-bomb", json!({})).await }).await;
+    let result = contained(&runtime, async move {
+        hostile(&rt, "memory-bomb", json!({})).await
+    })
+    .await;
     assert!(
-        matches!(result, Err(ToolFailure::Runtime(Error::MemoryLimit { limit_mib: 16 }))),
+        matches!(
+            result,
+            Err(ToolFailure::Runtime(Error::MemoryLimit { limit_mib: 16 }))
+        ),
         "{result:?}"
     );
 }
@@ -99,7 +119,11 @@ async fn memory_bomb_hits_the_limit() {
 async fn deep_recursion_overflows_the_stack() {
     let (_tmp, runtime) = setup().await;
     let rt = runtime.clone();
-    let result = contained(&runtime, async move { hostile(&rt, "recurse", json!({})).await }).await;
+    let result = contained(
+        &runtime,
+        async move { hostile(&rt, "recurse", json!({})).await },
+    )
+    .await;
     assert!(
         matches!(result, Err(ToolFailure::Runtime(Error::StackOverflow))),
         "{result:?}"
@@ -110,8 +134,10 @@ async fn deep_recursion_overflows_the_stack() {
 async fn huge_output_is_refused() {
     let (_tmp, runtime) = setup().await;
     let rt = runtime.clone();
-    let result =
-        contained(&runtime, async move { hostile(&rt, "huge-output", json!({"mib": 8})).await }).await;
+    let result = contained(&runtime, async move {
+        hostile(&rt, "huge-output", json!({"mib": 8})).await
+    })
+    .await;
     assert!(
         matches!(
             result,
@@ -121,7 +147,9 @@ async fn huge_output_is_refused() {
         "{result:?}"
     );
     // Just under the limit is fine.
-    let ok = hostile(&runtime, "huge-output", json!({"mib": 0})).await.unwrap();
+    let ok = hostile(&runtime, "huge-output", json!({"mib": 0}))
+        .await
+        .unwrap();
     assert_eq!(ok, ToolOutput::Text(String::new()));
 }
 
@@ -140,10 +168,15 @@ async fn http_to_a_host_not_allowed_is_denied() {
         hostile(&rt, "http-get", json!({"url": "http://example.com/"})).await
     })
     .await;
-    assert_eq!(http_error(result), "HttpRequestDenied");
+    assert_eq!(http_error(result), "ErrorCode::HttpRequestDenied");
     // Same host, other port: also denied.
-    let result = hostile(&runtime, "http-get", json!({"url": "http://localhost:8080/"})).await;
-    assert_eq!(http_error(result), "HttpRequestDenied");
+    let result = hostile(
+        &runtime,
+        "http-get",
+        json!({"url": "http://localhost:8080/"}),
+    )
+    .await;
+    assert_eq!(http_error(result), "ErrorCode::HttpRequestDenied");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,9 +187,9 @@ async fn http_to_an_allowed_name_resolving_to_a_private_address_is_refused() {
         hostile(&rt, "http-get", json!({"url": "http://localhost:9/"})).await
     })
     .await;
-    assert_eq!(http_error(result), "DestinationIpProhibited");
+    assert_eq!(http_error(result), "ErrorCode::DestinationIpProhibited");
     let result = hostile(&runtime, "http-get", json!({"url": "http://127.0.0.1:9/"})).await;
-    assert_eq!(http_error(result), "DestinationIpProhibited");
+    assert_eq!(http_error(result), "ErrorCode::DestinationIpProhibited");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,10 +201,12 @@ async fn secrets_are_granted_by_name_only() {
     })
     .await;
     assert!(
-        matches!(&result, Err(ToolFailure::Plugin(ToolError::Denied(m))) if m == "NotGranted"),
+        matches!(&result, Err(ToolFailure::Plugin(ToolError::Denied(m))) if m == "SecretError::NotGranted"),
         "{result:?}"
     );
-    let granted = hostile(&runtime, "secret", json!({"name": "GRANTED"})).await.unwrap();
+    let granted = hostile(&runtime, "secret", json!({"name": "GRANTED"}))
+        .await
+        .unwrap();
     assert_eq!(granted, ToolOutput::Text("len=6".into()));
 }
 
@@ -179,12 +214,18 @@ async fn secrets_are_granted_by_name_only() {
 async fn no_files_env_sockets_or_stdin() {
     let (_tmp, runtime) = setup().await;
     let rt = runtime.clone();
-    let result = contained(&runtime, async move { hostile(&rt, "sandbox-probe", json!({})).await }).await;
+    let result = contained(&runtime, async move {
+        hostile(&rt, "sandbox-probe", json!({})).await
+    })
+    .await;
     let Ok(ToolOutput::Json(v)) = result else {
         panic!("unexpected {result:?}")
     };
     for (path, outcome) in v["files"].as_object().unwrap() {
-        assert!(outcome.as_str().unwrap().starts_with("error"), "{path}: {outcome}");
+        assert!(
+            outcome.as_str().unwrap().starts_with("error"),
+            "{path}: {outcome}"
+        );
     }
     assert!(v["read_dir"].as_str().unwrap().starts_with("error"), "{v}");
     assert!(v["write"].as_str().unwrap().starts_with("error"), "{v}");
@@ -208,7 +249,9 @@ async fn the_runtime_stays_healthy_after_every_attack() {
     for _ in 0..3 {
         for (tool, args) in attacks.clone() {
             let runtime = runtime.clone();
-            tasks.push(tokio::spawn(async move { hostile(&runtime, tool, args).await }));
+            tasks.push(tokio::spawn(
+                async move { hostile(&runtime, tool, args).await },
+            ));
         }
     }
     for t in tasks {
@@ -218,11 +261,17 @@ async fn the_runtime_stays_healthy_after_every_attack() {
             "{result:?}"
         );
     }
-    assert_eq!(runtime.available_slots(), runtime.config().max_concurrent_calls as usize);
+    assert_eq!(
+        runtime.available_slots(),
+        runtime.config().max_concurrent_calls as usize
+    );
     let call = ToolCall {
         name: "echo".into(),
         arguments: json!({}),
     };
-    let out = runtime.call_tool("well-behaved", &ctx(), &call).await.unwrap();
+    let out = runtime
+        .call_tool("well-behaved", &ctx(), &call)
+        .await
+        .unwrap();
     assert!(out.result.is_ok());
 }

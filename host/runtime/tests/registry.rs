@@ -30,7 +30,9 @@ fn echo() -> ToolCall {
 }
 
 async fn version_of(runtime: &Runtime) -> Result<String, Error> {
-    let out = runtime.call_tool("well-behaved", &ctx("agt_1"), &echo()).await?;
+    let out = runtime
+        .call_tool("well-behaved", &ctx("agt_1"), &echo())
+        .await?;
     match out.result {
         Ok(ToolOutput::Json(v)) => Ok(v["version"].as_str().unwrap().to_owned()),
         other => panic!("unexpected {other:?}"),
@@ -59,34 +61,62 @@ async fn hot_reload_replaces_reports_and_removes() {
 
     // A caller holding the old version keeps it while the new one is swapped in.
     let old = runtime.get("well-behaved").unwrap();
-    replace(&dir, &std::fs::read(wasm("well-behaved-v2")).unwrap(), &well_behaved_v2_manifest());
+    replace(
+        &dir,
+        &std::fs::read(wasm("well-behaved-v2")).unwrap(),
+        &well_behaved_v2_manifest(),
+    );
     let report = runtime.sync_dir(&plugins).await;
-    assert_eq!(report.replaced.len(), 1, "{report:?} {:?}", runtime.failures());
+    assert_eq!(
+        report.replaced.len(),
+        1,
+        "{report:?} {:?}",
+        runtime.failures()
+    );
     assert_eq!(version_of(&runtime).await.unwrap(), "0.2.0");
     let out = old.call_tool(&ctx("agt_1"), &echo()).await;
     assert!(matches!(out.result, Ok(ToolOutput::Json(v)) if v["version"] == "0.1.0"));
 
     // A broken version is reported; the loaded one keeps serving.
-    replace(&dir, b"\0asm garbage", &WELL_BEHAVED.replace("0.1.0", "0.3.0"));
+    replace(
+        &dir,
+        b"\0asm garbage",
+        &WELL_BEHAVED.replace("0.1.0", "0.3.0"),
+    );
     let report = runtime.sync_dir(&plugins).await;
     assert_eq!(report.failed, vec![dir.clone()]);
     let failures = runtime.failures();
     assert_eq!(failures.len(), 1);
-    assert!(failures[0].error.contains("invalid component"), "{}", failures[0].error);
+    assert!(
+        failures[0].error.contains("invalid component"),
+        "{}",
+        failures[0].error
+    );
     assert_eq!(version_of(&runtime).await.unwrap(), "0.2.0");
 
     // An invalid manifest names the field.
-    std::fs::write(dir.join("capability.toml"), format!("{WELL_BEHAVED}\n[extra]\n")).unwrap();
+    std::fs::write(
+        dir.join("capability.toml"),
+        format!("{WELL_BEHAVED}\n[extra]\n"),
+    )
+    .unwrap();
     runtime.sync_dir(&plugins).await;
     let failures = runtime.failures();
-    assert!(failures[0].error.contains("invalid manifest"), "{}", failures[0].error);
+    assert!(
+        failures[0].error.contains("invalid manifest"),
+        "{}",
+        failures[0].error
+    );
     assert_eq!(version_of(&runtime).await.unwrap(), "0.2.0");
 
     // Removing the directory unloads the plugin and clears the failure.
     std::fs::remove_dir_all(&dir).unwrap();
     let report = runtime.sync_dir(&plugins).await;
     assert_eq!(report.removed.len(), 1);
-    assert!(matches!(version_of(&runtime).await, Err(Error::NotLoaded(_))));
+    assert!(matches!(
+        version_of(&runtime).await,
+        Err(Error::NotLoaded(_))
+    ));
     assert!(runtime.failures().is_empty());
 }
 
@@ -111,7 +141,9 @@ async fn watcher_notices_new_and_removed_plugins() {
     };
     // Install through the CLI path: staged, then renamed into place.
     let src = plugin_dir(tmp.path(), "src", "well-behaved", WELL_BEHAVED);
-    everruns_runtime::install(&src, &plugins, |_| {}).await.unwrap();
+    everruns_runtime::install(&src, &plugins, |_| {})
+        .await
+        .unwrap();
     wait_for(true).await;
     assert_eq!(version_of(&runtime).await.unwrap(), "0.1.0");
 
@@ -139,23 +171,50 @@ async fn five_hundred_concurrent_calls_across_plugins() {
         tasks.push(tokio::spawn(async move {
             let agent = format!("agt_{i}");
             let (plugin, call, expect) = match i % 4 {
-                0 => ("well-behaved", ToolCall { name: "echo".into(), arguments: json!({"i": i}) },
-                      ToolOutput::Json(json!({"args": {"i": i}, "version": "0.1.0"}))),
-                1 => ("well-behaved", ToolCall { name: "greet".into(), arguments: json!({"name": agent}) },
-                      ToolOutput::Text(format!("hello, {agent}!"))),
-                2 => ("well-behaved", ToolCall { name: "count".into(), arguments: json!({}) },
-                      ToolOutput::Json(json!({"count": 1, "replayed": false, "version": "0.1.0"}))),
-                _ => ("hostile", ToolCall { name: "secret".into(), arguments: json!({"name": "GRANTED"}) },
-                      ToolOutput::Text("len=6".into())),
+                0 => (
+                    "well-behaved",
+                    ToolCall {
+                        name: "echo".into(),
+                        arguments: json!({"i": i}),
+                    },
+                    ToolOutput::Json(json!({"args": {"i": i}, "version": "0.1.0"})),
+                ),
+                1 => (
+                    "well-behaved",
+                    ToolCall {
+                        name: "greet".into(),
+                        arguments: json!({"name": agent}),
+                    },
+                    ToolOutput::Text(format!("hello, {agent}!")),
+                ),
+                2 => (
+                    "well-behaved",
+                    ToolCall {
+                        name: "count".into(),
+                        arguments: json!({}),
+                    },
+                    ToolOutput::Json(json!({"count": 1, "replayed": false, "version": "0.1.0"})),
+                ),
+                _ => (
+                    "hostile",
+                    ToolCall {
+                        name: "secret".into(),
+                        arguments: json!({"name": "GRANTED"}),
+                    },
+                    ToolOutput::Text("len=6".into()),
+                ),
             };
-            let out = runtime.call_tool(plugin, &ctx(&agent), &call).await.unwrap();
+            let out = runtime
+                .call_tool(plugin, &ctx(&agent), &call)
+                .await
+                .unwrap();
             assert_eq!(out.result.unwrap(), expect, "call {i}");
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    eprintln!("500 calls in {:?}", started.elapsed());
+    println!("500 calls in {:?}", started.elapsed());
     assert_eq!(runtime.available_slots(), 32);
 }
 
@@ -184,8 +243,11 @@ async fn compile_cache_hits_on_second_load() {
     let plugin = second.load_plugin(&dir).await.unwrap();
     let warm = t.elapsed();
     assert_eq!(plugin.cache_status(), CacheStatus::Hit);
-    eprintln!("load: cold {cold:?}, warm {warm:?}");
-    assert!(warm * 2 < cold, "cache hit ({warm:?}) not clearly faster than compile ({cold:?})");
+    println!("load: cold {cold:?}, warm {warm:?}");
+    assert!(
+        warm * 2 < cold,
+        "cache hit ({warm:?}) not clearly faster than compile ({cold:?})"
+    );
 
     // A corrupted cache entry is recompiled, not trusted.
     std::fs::write(&file, b"garbage").unwrap();

@@ -4,7 +4,7 @@
 mod support;
 
 use everruns_runtime::{
-    CallContext, MemoryKv, ToolCall, ToolError, ToolFailure, ToolOutput, LogLevel,
+    CallContext, LogLevel, MemoryKv, ToolCall, ToolError, ToolFailure, ToolOutput,
 };
 use serde_json::json;
 use support::*;
@@ -43,7 +43,10 @@ async fn well_behaved_plugin_end_to_end() {
 
     // Prompt fragment uses the default config, then the agent's override.
     let prompt = plugin.system_prompt(&ctx("agt_a", None)).await.unwrap();
-    assert_eq!(prompt.as_deref(), Some("You can greet people; say `hello`."));
+    assert_eq!(
+        prompt.as_deref(),
+        Some("You can greet people; say `hello`.")
+    );
     let mut custom = ctx("agt_a", None);
     custom.config = Some(json!({"greeting": "ahoy"}));
     let prompt = plugin.system_prompt(&custom).await.unwrap();
@@ -51,7 +54,11 @@ async fn well_behaved_plugin_end_to_end() {
 
     // A call using the config, with a log line in the trace.
     let out = runtime
-        .call_tool("well-behaved", &custom, &call("greet", json!({"name": "Ada"})))
+        .call_tool(
+            "well-behaved",
+            &custom,
+            &call("greet", json!({"name": "Ada"})),
+        )
         .await
         .unwrap();
     assert_eq!(out.result.unwrap(), ToolOutput::Text("ahoy, Ada!".into()));
@@ -74,9 +81,14 @@ async fn well_behaved_plugin_end_to_end() {
         .call_tool("well-behaved", &custom, &call("nope", json!({})))
         .await
         .unwrap();
-    assert!(matches!(out.result, Err(ToolFailure::Plugin(ToolError::NotFound(_)))));
     assert!(matches!(
-        runtime.call_tool("missing", &custom, &call("x", json!({}))).await,
+        out.result,
+        Err(ToolFailure::Plugin(ToolError::NotFound(_)))
+    ));
+    assert!(matches!(
+        runtime
+            .call_tool("missing", &custom, &call("x", json!({})))
+            .await,
         Err(everruns_runtime::Error::NotLoaded(_))
     ));
 
@@ -85,21 +97,36 @@ async fn well_behaved_plugin_end_to_end() {
         let runtime = runtime.clone();
         async move {
             match runtime
-                .call_tool("well-behaved", &ctx(agent, Some(key)), &call("count", json!({})))
+                .call_tool(
+                    "well-behaved",
+                    &ctx(agent, Some(key)),
+                    &call("count", json!({})),
+                )
                 .await
                 .unwrap()
                 .result
                 .unwrap()
             {
-                ToolOutput::Json(v) => (v["count"].as_u64().unwrap(), v["replayed"].as_bool().unwrap()),
+                ToolOutput::Json(v) => (
+                    v["count"].as_u64().unwrap(),
+                    v["replayed"].as_bool().unwrap(),
+                ),
                 other => panic!("unexpected {other:?}"),
             }
         }
     };
     assert_eq!(count("agt_a", "k1").await, (1, false));
     assert_eq!(count("agt_a", "k2").await, (2, false));
-    assert_eq!(count("agt_a", "k2").await, (2, true), "retry with the same key replays");
-    assert_eq!(count("agt_b", "k1").await, (1, false), "agents have separate state");
+    assert_eq!(
+        count("agt_a", "k2").await,
+        (2, true),
+        "retry with the same key replays"
+    );
+    assert_eq!(
+        count("agt_b", "k1").await,
+        (1, false),
+        "agents have separate state"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +137,11 @@ async fn kv_state_survives_a_runtime_restart() {
     let kv = MemoryKv::default();
     let count = |runtime: everruns_runtime::Runtime, key: &'static str| async move {
         match runtime
-            .call_tool("well-behaved", &ctx("agt_r", Some(key)), &call("count", json!({})))
+            .call_tool(
+                "well-behaved",
+                &ctx("agt_r", Some(key)),
+                &call("count", json!({})),
+            )
             .await
             .unwrap()
             .result
@@ -131,7 +162,11 @@ async fn kv_state_survives_a_runtime_restart() {
     let second = runtime_with(config(8), kv);
     second.sync_dir(&plugins).await;
     assert_eq!(count(second.clone(), "c").await, 3);
-    assert_eq!(count(second.clone(), "b").await, 2, "idempotency record survived too");
+    assert_eq!(
+        count(second.clone(), "b").await,
+        2,
+        "idempotency record survived too"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,20 +181,27 @@ async fn check_install_list_remove() {
     assert!(report.requested.kv.is_some());
 
     let mut steps = Vec::new();
-    let installed = everruns_runtime::install(&src.join("capability.toml"), &plugins, |s| {
-        steps.push(s)
-    })
-    .await
-    .unwrap();
+    let installed =
+        everruns_runtime::install(&src.join("capability.toml"), &plugins, |s| steps.push(s))
+            .await
+            .unwrap();
     assert_eq!(installed.dir, plugins.join("well-behaved"));
-    assert!(matches!(steps.last(), Some(everruns_runtime::InstallStep::Installed(_))));
+    assert!(matches!(
+        steps.last(),
+        Some(everruns_runtime::InstallStep::Installed(_))
+    ));
     assert!(plugins.join("well-behaved/plugin.wasm").is_file());
 
     // Reinstalling replaces in place.
-    everruns_runtime::install(&src, &plugins, |_| {}).await.unwrap();
+    everruns_runtime::install(&src, &plugins, |_| {})
+        .await
+        .unwrap();
     let listed = everruns_runtime::list(&plugins).unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].manifest.as_ref().unwrap().id.as_str(), "well-behaved");
+    assert_eq!(
+        listed[0].manifest.as_ref().unwrap().id.as_str(),
+        "well-behaved"
+    );
 
     // A plugin whose manifest disagrees with the component is rejected by check.
     let bad = plugin_dir(
@@ -169,7 +211,10 @@ async fn check_install_list_remove() {
         &WELL_BEHAVED.replace("id = \"well-behaved\"", "id = \"other\""),
     );
     let err = everruns_runtime::check(&bad).await.unwrap_err();
-    assert!(matches!(err, everruns_runtime::Error::InfoMismatch(_)), "{err}");
+    assert!(
+        matches!(err, everruns_runtime::Error::InfoMismatch(_)),
+        "{err}"
+    );
     // A digest mismatch is caught before compiling.
     let pinned = plugin_dir(
         tmp.path(),
@@ -178,12 +223,18 @@ async fn check_install_list_remove() {
         &format!("sha256 = \"{}\"\n{WELL_BEHAVED}", "0".repeat(64)),
     );
     let err = everruns_runtime::check(&pinned).await.unwrap_err();
-    assert!(matches!(err, everruns_runtime::Error::DigestMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, everruns_runtime::Error::DigestMismatch { .. }),
+        "{err}"
+    );
     // Not a component at all.
     let junk = plugin_dir(tmp.path(), "junk", "well-behaved", WELL_BEHAVED);
     std::fs::write(junk.join("plugin.wasm"), b"not wasm").unwrap();
     let err = everruns_runtime::check(&junk).await.unwrap_err();
-    assert!(matches!(err, everruns_runtime::Error::InvalidComponent { .. }), "{err}");
+    assert!(
+        matches!(err, everruns_runtime::Error::InvalidComponent { .. }),
+        "{err}"
+    );
 
     let removed = everruns_runtime::remove(&plugins, "well-behaved").unwrap();
     assert!(!removed.exists());

@@ -28,7 +28,13 @@ pub fn guests() -> &'static Path {
         lock.lock().unwrap();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(&cargo)
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
             .arg(&target)
             .current_dir(&guests)
             // Flags meant for the host build must not leak into the guest build.
@@ -116,7 +122,10 @@ pub fn runtime_with(config: RuntimeConfig, kv: MemoryKv) -> Runtime {
     Runtime::new(
         config,
         Arc::new(kv),
-        Arc::new(MemorySecrets::new([("GRANTED", "s3cret"), ("OTHER", "nope")])),
+        Arc::new(MemorySecrets::new([
+            ("GRANTED", "s3cret"),
+            ("OTHER", "nope"),
+        ])),
     )
     .unwrap()
 }
