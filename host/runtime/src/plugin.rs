@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -427,7 +428,13 @@ impl Plugin {
                 arguments: call.arguments.to_string(),
             },
         );
-        let (response, logs) = self.invoke(kv_scope, request).await;
+        let span = tracing::info_span!(
+            "plugin_call",
+            capability = %self.manifest.id,
+            tool = %call.name,
+            run_id = %ctx.run_id,
+        );
+        let (response, logs) = self.invoke(kv_scope, request).instrument(span).await;
         let result = match response {
             Err(e) => Err(ToolFailure::Runtime(e)),
             Ok(Response::Call(Ok(output))) => self.convert_output(output),

@@ -16,7 +16,7 @@ use crate::config::RuntimeConfig;
 use crate::engine::{self, Ticker};
 use crate::error::{Error, Result};
 use crate::host::{HostState, KvBackend, SecretSource};
-use crate::plugin::{CallContext, CallOutcome, Plugin, Shared, ToolCall};
+use crate::plugin::{CallContext, CallOutcome, Plugin, Shared, ToolCall, ToolSpec};
 use crate::registry::{self, LoadFailure, Registry, ScanReport};
 
 /// The WASM capability runtime. Clones share everything.
@@ -118,6 +118,22 @@ impl Runtime {
             .get(id)
             .ok_or_else(|| Error::NotLoaded(id.to_owned()))?;
         Ok(plugin.call_tool(ctx, call).await)
+    }
+
+    /// The system-prompt fragment of plugin `id` for this context.
+    pub async fn system_prompt(&self, id: &str, ctx: &CallContext) -> Result<Option<String>> {
+        let plugin = self
+            .get(id)
+            .ok_or_else(|| Error::NotLoaded(id.to_owned()))?;
+        plugin.system_prompt(ctx).await
+    }
+
+    /// The tools of plugin `id` for this context (the agent's config may change them).
+    pub async fn tools(&self, id: &str, ctx: &CallContext) -> Result<Vec<ToolSpec>> {
+        let plugin = self
+            .get(id)
+            .ok_or_else(|| Error::NotLoaded(id.to_owned()))?;
+        plugin.tools_for(ctx).await
     }
 
     /// Brings the registry in line with `plugins_dir`: loads new and changed plugin

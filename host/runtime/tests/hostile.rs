@@ -275,3 +275,48 @@ async fn the_runtime_stays_healthy_after_every_attack() {
         .unwrap();
     assert!(out.result.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_budget_stops_a_spinning_plugin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = HOSTILE.replace("timeout_ms = 1000", "timeout_ms = 5000\nfuel = 5000000");
+    let dir = plugin_dir(tmp.path(), "fuel", "hostile", &manifest);
+    let runtime = runtime();
+    let plugin = runtime.load_plugin(&dir).await.unwrap();
+    let call = ToolCall {
+        name: "spin".into(),
+        arguments: json!({}),
+    };
+    let started = Instant::now();
+    let out = plugin.call_tool(&ctx(), &call).await;
+    assert!(
+        matches!(out.result, Err(ToolFailure::Runtime(Error::FuelExhausted))),
+        "{:?}",
+        out.result
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_grants_narrow_what_the_manifest_asks_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = plugin_dir(tmp.path(), "hostile", "hostile", HOSTILE);
+    let mut config = config(8);
+    config
+        .grants
+        .plugins
+        .insert("hostile".into(), everruns_runtime::Grant::nothing());
+    let runtime = runtime_with(config, everruns_runtime::MemoryKv::default());
+    let plugin = runtime.load_plugin(&dir).await.unwrap();
+    assert!(plugin.permissions().allowed_hosts.is_empty());
+    assert!(plugin.permissions().secrets.is_empty());
+    runtime.insert(plugin);
+
+    let result = hostile(&runtime, "secret", json!({"name": "GRANTED"})).await;
+    assert!(
+        matches!(&result, Err(ToolFailure::Plugin(ToolError::Denied(m))) if m == "SecretError::NotGranted"),
+        "{result:?}"
+    );
+    let result = hostile(&runtime, "http-get", json!({"url": "http://localhost:9/"})).await;
+    assert_eq!(http_error(result), "ErrorCode::HttpRequestDenied");
+}
