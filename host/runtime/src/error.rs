@@ -49,6 +49,10 @@ pub enum Error {
     #[error("no capability `{0}` is loaded")]
     NotLoaded(String),
 
+    /// No plugin with this id is installed in the plugins directory.
+    #[error("no capability `{0}` is installed")]
+    NotInstalled(String),
+
     /// A capability id that is not `[a-z0-9][a-z0-9_-]{{0,63}}`.
     #[error("`{0}` is not a valid capability id (lowercase letters, digits, `-`, `_`; 1-64 chars)")]
     InvalidId(String),

@@ -25,6 +25,8 @@ pub struct PluginReport {
     pub digest: String,
     /// Its tools (default config).
     pub tools: Vec<ToolSpec>,
+    /// The component's imports (WASI and Everruns interfaces it uses).
+    pub imports: Vec<String>,
     /// What the manifest requests (before operator grants).
     pub requested: Permissions,
     /// Requested limits.
@@ -39,6 +41,7 @@ impl PluginReport {
             info: plugin.info().clone(),
             digest: plugin.digest().to_owned(),
             tools: plugin.tools().to_vec(),
+            imports: plugin.imports().to_vec(),
             requested: Permissions::effective(m, &Grants::default()),
             limits: m.limits,
         }
@@ -184,5 +187,5 @@ pub fn remove(plugins_dir: &Path, id: &str) -> Result<PathBuf> {
             return Ok(entry.dir);
         }
     }
-    Err(Error::NotLoaded(id.to_owned()))
+    Err(Error::NotInstalled(id.to_owned()))
 }

@@ -152,6 +152,7 @@ pub struct Plugin {
     pre: PluginPre<HostState>,
     info: CapabilityInfo,
     tools: Vec<ToolSpec>,
+    imports: Vec<String>,
     cache_status: CacheStatus,
     memory_limit_mib: u64,
     timeout_ms: u64,
@@ -248,6 +249,11 @@ impl Plugin {
             .map_err(|e| Error::Engine(format!("compile task failed: {e}")))??
         };
 
+        let imports = component
+            .component_type()
+            .imports(&shared.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
         let invalid = |what: &str, e: wasmtime::Error| Error::InvalidComponent {
             path: component_path.clone(),
             message: format!("{what}: {}", crate::error::chain(&e)),
@@ -273,6 +279,7 @@ impl Plugin {
             },
             manifest,
             tools: Vec::new(),
+            imports,
             cache_status,
             memory_limit_mib,
             timeout_ms,
@@ -322,6 +329,10 @@ impl Plugin {
     /// What `tools()` returned at load (empty context, default config).
     pub fn tools(&self) -> &[ToolSpec] {
         &self.tools
+    }
+    /// The component's imports (interface names, e.g. `wasi:http/outgoing-handler@0.2.4`).
+    pub fn imports(&self) -> &[String] {
+        &self.imports
     }
     /// The effective permissions.
     pub fn permissions(&self) -> &Permissions {

@@ -179,6 +179,14 @@ async fn check_install_list_remove() {
     assert_eq!(report.info.id, "well-behaved");
     assert_eq!(report.tools.len(), 4);
     assert!(report.requested.kv.is_some());
+    assert!(
+        report
+            .imports
+            .iter()
+            .any(|i| i.starts_with("everruns:capability/kv@0.1.0")),
+        "{:?}",
+        report.imports
+    );
 
     let mut steps = Vec::new();
     let installed =
@@ -239,4 +247,8 @@ async fn check_install_list_remove() {
     let removed = everruns_runtime::remove(&plugins, "well-behaved").unwrap();
     assert!(!removed.exists());
     assert!(everruns_runtime::list(&plugins).unwrap().is_empty());
+    assert!(matches!(
+        everruns_runtime::remove(&plugins, "well-behaved"),
+        Err(everruns_runtime::Error::NotInstalled(_))
+    ));
 }
