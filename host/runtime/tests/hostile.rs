@@ -320,3 +320,48 @@ async fn operator_grants_narrow_what_the_manifest_asks_for() {
     let result = hostile(&runtime, "http-get", json!({"url": "http://localhost:9/"})).await;
     assert_eq!(http_error(result), "ErrorCode::HttpRequestDenied");
 }
+
+/// A one-shot HTTP server on loopback answering 200 to every request.
+async fn local_http_server() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        // Bounded: the test makes two requests.
+        for _ in 0..2 {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await;
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_http_reaches_the_checked_address_when_private_networks_are_allowed() {
+    let port = local_http_server().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = HOSTILE.replace(
+        "allowed_hosts = [\"http://localhost:9\", \"http://127.0.0.1:9\"]",
+        &format!("allowed_hosts = [\"http://localhost:{port}\", \"http://127.0.0.1:{port}\"]"),
+    );
+    let dir = plugin_dir(tmp.path(), "hostile", "hostile", &manifest);
+    let mut config = config(8);
+    config.grants.allow_private_networks = true;
+    let runtime = runtime_with(config, everruns_runtime::MemoryKv::default());
+    runtime.insert(runtime.load_plugin(&dir).await.unwrap());
+
+    for host in ["127.0.0.1", "localhost"] {
+        let url = format!("http://{host}:{port}/hello");
+        let result = hostile(&runtime, "http-get", json!({"url": url})).await;
+        assert!(
+            matches!(&result, Ok(ToolOutput::Json(v)) if v["status"] == 200),
+            "{host}: {result:?}"
+        );
+    }
+}
