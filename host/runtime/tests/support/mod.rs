@@ -26,6 +26,12 @@ pub fn guests() -> &'static Path {
         std::fs::create_dir_all(&target).unwrap();
         let lock = std::fs::File::create(target.join(".build.lock")).unwrap();
         lock.lock().unwrap();
+        // Make sure the target is there (a no-op when it is; needs rustup otherwise).
+        let _ = Command::new("rustup")
+            .args(["target", "add", "wasm32-wasip2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(&cargo)
             .args([
