@@ -1,0 +1,63 @@
+//! The WASM capability host of Everruns: loads plugin components, sandboxes every call,
+//! and is the only crate that knows wasmtime.
+//!
+//! Module map:
+//! - `config`: [`RuntimeConfig`], the operator's knobs (pool size, limits, cache, grants).
+//! - `engine`: the one wasmtime `Engine` (async, epoch interruption, pooling allocator,
+//!   optional fuel) and the 10 ms epoch ticker thread.
+//! - `cache`: on-disk compiled-component cache keyed by sha256 + engine compatibility.
+//! - `manifest`: `capability.toml` parsing and validation ([`Manifest`]).
+//! - `permissions`: host patterns, operator [`Grants`], effective [`Permissions`],
+//!   public-address checks.
+//! - `bindings`: host bindings generated from `wit/capability.wit` (world `plugin`).
+//! - `host`: per-call store state and the `log`, `kv`, `secrets` host interfaces, with
+//!   the [`KvBackend`] and [`SecretSource`] traits the server implements.
+//! - `http`: `wasi:http` outgoing requests checked against allowed hosts and resolved
+//!   addresses (SSRF protection).
+//! - `limits`: the memory limiter, deadlines, and trap-to-[`Error`] mapping.
+//! - `plugin`: a loaded [`Plugin`] and its calls (fresh `Store` per call).
+//! - `registry`: the loaded plugin set and the plugins-directory scanner.
+//! - `runtime`: [`Runtime`], the facade the server holds.
+//! - `install`: `check` / `install` / `list` / `remove` for the CLI.
+//! - `id`: [`CapabilityId`].
+//! - `error`: [`Error`] and [`Result`].
+//!
+//! Invariants: a plugin never crashes the host (traps and limit hits become
+//! [`ToolFailure::Runtime`]); plugin-returned errors are data ([`ToolFailure::Plugin`]);
+//! nothing here reads the environment or knows HTTP routes or SQL.
+
+mod bindings;
+mod cache;
+mod config;
+mod engine;
+mod error;
+mod host;
+mod http;
+mod id;
+mod install;
+mod limits;
+mod manifest;
+mod permissions;
+mod plugin;
+mod registry;
+mod runtime;
+
+pub use cache::CacheStatus;
+pub use config::RuntimeConfig;
+pub use error::{Error, Result};
+pub use host::{
+    BackendError, KvBackend, KvOwner, KvScope, LogLevel, LogRecord, MAX_KV_KEY_BYTES, MAX_KV_LIST,
+    MAX_KV_VALUE_BYTES, MemoryKv, MemorySecrets, SecretSource,
+};
+pub use id::CapabilityId;
+pub use install::{InstallStep, InstalledPlugin, PluginReport, check, install, list, remove};
+pub use manifest::{
+    KvScopeKind, Limits, MANIFEST_FILE, MAX_TIMEOUT_MS, Manifest, RequestedPermissions,
+};
+pub use permissions::{Grant, Grants, HostPattern, Permissions, Scheme, is_public_ip};
+pub use plugin::{
+    CallContext, CallOutcome, CapabilityInfo, Plugin, ToolCall, ToolError, ToolFailure, ToolOutput,
+    ToolSpec,
+};
+pub use registry::{LoadFailure, ScanReport};
+pub use runtime::Runtime;
