@@ -690,3 +690,21 @@ async fn missing_model_and_bad_base_url_are_rejected() {
         LlmClient::new(config(ProviderKind::OpenAi, "not a url".into(), "k")).expect_err("bad url");
     assert!(err.to_string().contains("invalid base URL"), "{err}");
 }
+
+/// The executor spawns calls on a multi-threaded runtime and shares one client.
+#[test]
+fn client_and_call_future_are_send() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>(_: &T) {}
+    assert_send_sync::<LlmClient>();
+    let client = LlmClient::new(config(
+        ProviderKind::OpenAi,
+        "http://127.0.0.1:9/v1".into(),
+        "k",
+    ))
+    .expect("valid config");
+    let req = request("hi");
+    let mut on_event = |_: StreamEvent| {};
+    let fut = client.stream(&req, &mut on_event);
+    assert_send(&fut);
+}
