@@ -3,9 +3,13 @@
 //! Modules:
 //! - `app`: [`TestApp`], the real server spawned in-process on port 0, driven over HTTP.
 //! - `db`: [`TestDb`], a fresh PostgreSQL database or SQLite file per test.
+//! - `fake_llm`: [`FakeLlm`], an HTTP server speaking the OpenAI and Anthropic streaming wire
+//!   formats, scripted per test with [`Reply`]s, recording every request.
 
 mod app;
 mod db;
+mod fake_llm;
 
 pub use app::{TEST_API_KEY, TestApp};
 pub use db::{DEFAULT_TEST_DATABASE_URL, TEST_DATABASE_URL_ENV, TestDb};
+pub use fake_llm::{FAKE_LLM_API_KEY, FakeLlm, FakeToolCall, RecordedRequest, Reply, WireFormat};

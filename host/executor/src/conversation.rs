@@ -1,0 +1,155 @@
+//! Rebuilds the model's view of a session from stored messages: every earlier run's trigger
+//! message and the messages that run produced, in queue order, up to the run being executed.
+//!
+//! Messages a run produces carry `metadata.run_id`, so a message queued behind an active run
+//! never leaks into that run's conversation.
+
+use std::collections::{HashMap, HashSet};
+
+use everruns_core::{MAX_PAGE_LIMIT, Message, MessageRole, PageRequest, Run};
+use everruns_llm::{ChatMessage, ToolCall};
+use everruns_store::{Store, StoreError};
+use serde_json::{Value, json};
+
+/// Metadata of an assistant message with tool calls.
+pub fn assistant_metadata(run: &Run, tool_calls: &[ToolCall]) -> Value {
+    json!({
+        "run_id": run.id.as_str(),
+        "tool_calls": tool_calls
+            .iter()
+            .map(|c| json!({"id": c.id, "name": c.name, "arguments": c.arguments}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// Metadata of a tool result message.
+pub fn tool_metadata(run: &Run, call: &ToolCall, is_error: bool) -> Value {
+    json!({
+        "run_id": run.id.as_str(),
+        "tool_call_id": call.id,
+        "tool_name": call.name,
+        "is_error": is_error,
+    })
+}
+
+/// The conversation the model sees for `run`.
+pub async fn load(store: &dyn Store, run: &Run) -> Result<Vec<ChatMessage>, StoreError> {
+    let runs = all_runs(store, run).await?;
+    let messages = all_messages(store, run).await?;
+
+    let by_id: HashMap<&str, &Message> = messages.iter().map(|m| (m.id.as_str(), m)).collect();
+    let mut produced: HashMap<&str, Vec<&Message>> = HashMap::new();
+    for message in &messages {
+        if let Some(run_id) = message.metadata.get("run_id").and_then(Value::as_str) {
+            produced.entry(run_id).or_default().push(message);
+        }
+    }
+
+    let mut out = Vec::new();
+    for earlier in runs.iter().filter(|r| r.id <= run.id) {
+        if let Some(trigger) = by_id.get(earlier.trigger_message_id.as_str()) {
+            out.push(ChatMessage::user(trigger.content.clone()));
+        }
+        if let Some(list) = produced.get(earlier.id.as_str()) {
+            push_run_messages(&mut out, list);
+        }
+    }
+    Ok(out)
+}
+
+/// Appends one run's assistant and tool messages, closing any tool call left without a result
+/// (a cancelled or failed run) so the conversation stays valid for every provider.
+fn push_run_messages(out: &mut Vec<ChatMessage>, list: &[&Message]) {
+    let mut open: Vec<ToolCall> = Vec::new();
+    for message in list {
+        match message.role {
+            MessageRole::Assistant => {
+                close_open_calls(out, &mut open);
+                let tool_calls = tool_calls_of(&message.metadata);
+                open = tool_calls.clone();
+                out.push(ChatMessage::Assistant {
+                    content: message.content.clone(),
+                    tool_calls,
+                });
+            }
+            MessageRole::Tool => {
+                let id = message
+                    .metadata
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                open.retain(|c| c.id != id);
+                out.push(ChatMessage::Tool {
+                    tool_call_id: id,
+                    content: message.content.clone(),
+                    is_error: message
+                        .metadata
+                        .get("is_error")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                });
+            }
+            MessageRole::User => {}
+        }
+    }
+    close_open_calls(out, &mut open);
+}
+
+fn close_open_calls(out: &mut Vec<ChatMessage>, open: &mut Vec<ToolCall>) {
+    for call in open.drain(..) {
+        out.push(ChatMessage::Tool {
+            tool_call_id: call.id,
+            content: "error: this tool call did not finish (the run was stopped)".to_owned(),
+            is_error: true,
+        });
+    }
+}
+
+/// Tool calls stored in an assistant message's metadata.
+pub fn tool_calls_of(metadata: &Value) -> Vec<ToolCall> {
+    metadata
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .map(|calls| {
+            calls
+                .iter()
+                .map(|c| ToolCall {
+                    id: c["id"].as_str().unwrap_or_default().to_owned(),
+                    name: c["name"].as_str().unwrap_or_default().to_owned(),
+                    arguments: c["arguments"].as_str().unwrap_or("{}").to_owned(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn all_runs(store: &dyn Store, run: &Run) -> Result<Vec<Run>, StoreError> {
+    let mut runs = Vec::new();
+    let mut page = PageRequest::first(MAX_PAGE_LIMIT);
+    loop {
+        let result = store.list_runs(&run.session_id, &page).await?;
+        runs.extend(result.items);
+        match result.next_cursor {
+            Some(cursor) => page.after = Some(cursor),
+            None => break,
+        }
+    }
+    let mut seen = HashSet::new();
+    runs.retain(|r| seen.insert(r.id.clone()));
+    runs.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(runs)
+}
+
+async fn all_messages(store: &dyn Store, run: &Run) -> Result<Vec<Message>, StoreError> {
+    let mut messages = Vec::new();
+    let mut page = PageRequest::first(MAX_PAGE_LIMIT);
+    loop {
+        let result = store.list_messages(&run.session_id, &page).await?;
+        messages.extend(result.items);
+        match result.next_cursor {
+            Some(cursor) => page.after = Some(cursor),
+            None => return Ok(messages),
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The durable run loop: workers claim queued (or abandoned) runs from the store, execute them
+//! step by step (LLM call, tool calls, LLM call, ...) and journal every finished step, so a
+//! run survives the death of the process that was executing it.
+//!
+//! Modules:
+//! - `config`: [`ExecutorConfig`], lease, heartbeat, polling and limits.
+//! - `worker`: [`Executor`], the claim loop and the wake-up handle ([`Waker`]).
+//! - `run`: executing one claimed run: heartbeat, cancel watch, the step loop.
+//! - `conversation`: rebuilding the model's conversation from the stored messages.
+//! - `toolbox`: the agent's capabilities as one tool list, and calling a tool through the
+//!   runtime.
+//! - `providers`: which LLM client serves an agent.
+//!
+//! Invariants: every write for a run carries its lease (the store fences stale workers);
+//! a step is recorded only after its work is done and before the next step starts; tool
+//! steps of one model turn get consecutive step numbers fixed by the model's call order, so a
+//! takeover knows exactly which calls are still missing.
+
+mod config;
+mod conversation;
+mod providers;
+mod run;
+mod toolbox;
+mod worker;
+
+pub use config::ExecutorConfig;
+pub use providers::Providers;
+pub use worker::{Executor, Waker};

@@ -1,0 +1,492 @@
+//! Executing one claimed run: a heartbeat keeps the lease, a watcher notices cancel requests,
+//! and the step loop journals each LLM call and tool call as it finishes.
+//!
+//! The loop is driven by what the journal says, never by memory: after a takeover the same
+//! code finds the last recorded LLM step, runs only the tool calls that have no step yet
+//! (with the same idempotency keys), and continues.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use everruns_core::{
+    Agent, EventType, Lease, MessageId, MessageRole, NewEvent, NewStep, Run, RunStatus, Step,
+    StepKind, StepMessage, StepStatus, Usage,
+};
+use everruns_llm::{ChatRequest, StreamEvent, ToolCall};
+use everruns_store::StoreError;
+use futures::future::join_all;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::conversation;
+use crate::toolbox::Toolbox;
+use crate::worker::{RENEW_TIMEOUT, Shared};
+
+/// How a run's execution ended from the worker's point of view.
+enum Outcome {
+    /// Write this terminal status.
+    Finish {
+        status: RunStatus,
+        error: Option<String>,
+        events: Vec<NewEvent>,
+    },
+    /// Stop without writing (lease lost, shutdown, or a store failure left for a takeover).
+    Abandon,
+}
+
+/// Why the step loop stopped early.
+enum Stop {
+    /// The run cannot go on; fail it with this message.
+    Fatal(String),
+    /// A store error: leave the run for a takeover (or the lease was lost: write nothing).
+    Store(StoreError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// Executes `run` under `lease` until it finishes, is cancelled, loses its lease, or `shutdown`.
+pub(crate) async fn execute(
+    shared: Arc<Shared>,
+    run: Run,
+    lease: Lease,
+    shutdown: CancellationToken,
+) {
+    let span = tracing::info_span!("run", run_id = %run.id, token = lease.token);
+    async move {
+        let stop = CancellationToken::new();
+        let lost = Arc::new(AtomicBool::new(false));
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let heartbeat = tokio::spawn(heartbeat(shared.clone(), lease.clone(), stop.clone(), lost.clone()));
+        let watcher = tokio::spawn(watch_cancel(shared.clone(), run.clone(), stop.clone(), cancelled.clone()));
+
+        let outcome = tokio::select! {
+            outcome = step_loop(&shared, &run, &lease) => outcome,
+            _ = stop.cancelled() => Outcome::Abandon,
+            _ = shutdown.cancelled() => Outcome::Abandon,
+        };
+        stop.cancel();
+        heartbeat.abort();
+        watcher.abort();
+
+        let outcome = if cancelled.load(Ordering::SeqCst) && !lost.load(Ordering::SeqCst) {
+            Outcome::Finish {
+                status: RunStatus::Cancelled,
+                error: None,
+                events: vec![event(EventType::RunCancelled, json!({"run_id": run.id.as_str()}))],
+            }
+        } else {
+            outcome
+        };
+        match outcome {
+            Outcome::Finish { status, error, events } => {
+                match shared.store.finish_run(&lease, status, error.clone(), events).await {
+                    Ok(_) => tracing::info!(status = status.as_str(), error = ?error, "run finished"),
+                    Err(StoreError::LeaseLost { .. }) => {
+                        tracing::warn!("lease lost before the run could be finished")
+                    }
+                    Err(e) => tracing::error!(error = %e, "finishing the run failed; it will be taken over"),
+                }
+            }
+            Outcome::Abandon if shutdown.is_cancelled() && !lost.load(Ordering::SeqCst) => {
+                // Let the next start (or another process) take over at once.
+                let _ = shared.store.renew_lease(&lease, Duration::ZERO).await;
+                tracing::info!("run paused for shutdown; it resumes from its last step");
+            }
+            Outcome::Abandon => {}
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Renews the lease; when another worker took the run over, stops this one.
+async fn heartbeat(
+    shared: Arc<Shared>,
+    lease: Lease,
+    stop: CancellationToken,
+    lost: Arc<AtomicBool>,
+) {
+    let config = &shared.config;
+    loop {
+        tokio::time::sleep(config.heartbeat).await;
+        let renewal = tokio::time::timeout(
+            RENEW_TIMEOUT,
+            shared.store.renew_lease(&lease, config.lease),
+        );
+        match renewal.await {
+            Ok(Ok(())) => {}
+            Ok(Err(StoreError::LeaseLost { .. })) => {
+                tracing::warn!("lease lost: another worker took the run over; stopping");
+                lost.store(true, Ordering::SeqCst);
+                stop.cancel();
+                return;
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "renewing the lease failed; retrying"),
+            Err(_) => tracing::warn!("renewing the lease timed out; retrying"),
+        }
+    }
+}
+
+/// Polls the run's status; a cancel request stops the in-flight LLM call or tool call.
+async fn watch_cancel(
+    shared: Arc<Shared>,
+    run: Run,
+    stop: CancellationToken,
+    cancelled: Arc<AtomicBool>,
+) {
+    loop {
+        tokio::time::sleep(shared.config.cancel_check).await;
+        if let Ok(current) = shared.store.get_run(&run.id).await
+            && current.status == RunStatus::Cancelling
+        {
+            cancelled.store(true, Ordering::SeqCst);
+            stop.cancel();
+            return;
+        }
+    }
+}
+
+fn event(event_type: EventType, payload: Value) -> NewEvent {
+    NewEvent::new(event_type, payload)
+}
+
+async fn step_loop(shared: &Shared, run: &Run, lease: &Lease) -> Outcome {
+    match steps(shared, run, lease).await {
+        Ok(outcome) => outcome,
+        Err(Stop::Fatal(error)) => Outcome::Finish {
+            events: vec![event(
+                EventType::RunFailed,
+                json!({"run_id": run.id.as_str(), "error": error}),
+            )],
+            status: RunStatus::Failed,
+            error: Some(error),
+        },
+        Err(Stop::Store(StoreError::LeaseLost { .. })) => {
+            tracing::warn!("lease lost; another worker continues the run");
+            Outcome::Abandon
+        }
+        Err(Stop::Store(e)) => {
+            tracing::error!(error = %e, "store failure during the run; leaving it for a takeover");
+            Outcome::Abandon
+        }
+    }
+}
+
+async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Stop> {
+    let config = &shared.config;
+    let store = shared.store.as_ref();
+    if run.recovery_attempts > config.max_recoveries {
+        return Err(Stop::Fatal(format!(
+            "the run was taken over {} times without completing a step (limit {}); giving up",
+            run.recovery_attempts, config.max_recoveries
+        )));
+    }
+    store
+        .append_events(
+            lease,
+            vec![event(
+                EventType::RunStarted,
+                json!({
+                    "run_id": run.id.as_str(),
+                    "worker": lease.owner,
+                    "takeover": run.recovery_attempts > 0,
+                }),
+            )],
+        )
+        .await?;
+
+    let session = store.get_session(&run.session_id).await?;
+    let agent = store.get_agent(&session.agent_id).await?;
+    let client = shared.providers.client_for(&agent).map_err(Stop::Fatal)?;
+    let toolbox = Toolbox::build(&shared.runtime, &agent, run)
+        .await
+        .map_err(Stop::Fatal)?;
+    let max_steps = agent.model.max_steps.unwrap_or(config.default_max_steps);
+    let attempt = run.recovery_attempts + 1;
+
+    loop {
+        let journal = store.list_steps(&run.id).await?;
+        let next_llm_step = match journal.iter().rev().find(|s| s.kind == StepKind::Llm) {
+            None => 0,
+            Some(llm) => {
+                let calls = conversation::tool_calls_of(&llm.output);
+                if calls.is_empty() {
+                    let text = llm.output["text"].as_str().unwrap_or_default().to_owned();
+                    return Ok(Outcome::Finish {
+                        status: RunStatus::Completed,
+                        error: None,
+                        events: vec![event(
+                            EventType::RunCompleted,
+                            json!({"run_id": run.id.as_str(), "text": text}),
+                        )],
+                    });
+                }
+                let missing: Vec<(u32, ToolCall)> = calls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (llm.step_no + 1 + i as u32, c.clone()))
+                    .filter(|(no, _)| !journal.iter().any(|s: &Step| s.step_no == *no))
+                    .collect();
+                if !missing.is_empty() {
+                    run_tools(shared, &toolbox, &agent, run, lease, attempt, missing).await?;
+                    continue;
+                }
+                llm.step_no + 1 + calls.len() as u32
+            }
+        };
+        if journal.len() as u32 >= max_steps {
+            return Err(Stop::Fatal(format!(
+                "the step limit of {max_steps} was reached before the model finished"
+            )));
+        }
+        llm_step(
+            shared,
+            &toolbox,
+            &agent,
+            &client,
+            run,
+            lease,
+            attempt,
+            next_llm_step,
+        )
+        .await?;
+    }
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the pieces of one step; bundling them hides nothing"
+)]
+async fn llm_step(
+    shared: &Shared,
+    toolbox: &Toolbox,
+    agent: &Agent,
+    client: &everruns_llm::LlmClient,
+    run: &Run,
+    lease: &Lease,
+    attempt: u32,
+    step_no: u32,
+) -> Result<(), Stop> {
+    let store = shared.store.as_ref();
+    let started_at = Utc::now();
+    let request = ChatRequest {
+        model: agent.model.model.clone().unwrap_or_default(),
+        system: toolbox.system_prompt(agent),
+        messages: conversation::load(store, run).await?,
+        tools: toolbox.tools.clone(),
+        temperature: agent.model.temperature,
+        max_tokens: agent.model.max_tokens,
+    };
+    let message_id = MessageId::new();
+
+    let (tx, rx) = mpsc::unbounded_channel::<String>();
+    let mut on_event = move |ev: StreamEvent| {
+        if let StreamEvent::TextDelta(text) = ev {
+            // The receiver lives until the stream ends; a send can only fail after that.
+            let _ = tx.send(text);
+        }
+    };
+    let streaming = async {
+        let result = client.stream(&request, &mut on_event).await;
+        drop(on_event);
+        result
+    };
+    let flushing = flush_deltas(shared, lease, run, &message_id, rx);
+    let (response, flushed) = tokio::join!(streaming, flushing);
+    flushed?;
+    let response = response.map_err(|e| Stop::Fatal(format!("the LLM call failed: {e}")))?;
+
+    let tool_calls = response.tool_calls.clone();
+    let usage = Usage {
+        input_tokens: response.usage.input_tokens,
+        output_tokens: response.usage.output_tokens,
+    };
+    let calls_json: Vec<Value> = tool_calls
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.id,
+                "name": c.name,
+                "arguments": c.arguments,
+                "capability": toolbox.capability_of(&c.name),
+            })
+        })
+        .collect();
+    let step = NewStep {
+        step_no,
+        kind: StepKind::Llm,
+        input: json!({
+            "model": request.model,
+            "messages": request.messages.len(),
+            "tools": request.tools.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+        }),
+        output: json!({
+            "text": response.text,
+            "tool_calls": calls_json,
+            "stop_reason": format!("{:?}", response.stop_reason),
+        }),
+        status: StepStatus::Completed,
+        attempt,
+        capability_id: None,
+        digest: None,
+        started_at,
+        message: Some(StepMessage {
+            id: message_id.clone(),
+            role: MessageRole::Assistant,
+            content: response.text.clone(),
+            metadata: conversation::assistant_metadata(run, &tool_calls),
+        }),
+    };
+    let run_id = run.id.as_str();
+    let events = vec![
+        event(
+            EventType::MessageCompleted,
+            json!({
+                "run_id": run_id,
+                "message_id": message_id.as_str(),
+                "role": "assistant",
+                "text": response.text,
+                "tool_calls": calls_json,
+            }),
+        ),
+        event(
+            EventType::StepCompleted,
+            json!({"run_id": run_id, "step_no": step_no, "kind": "llm"}),
+        ),
+        event(
+            EventType::Usage,
+            json!({
+                "run_id": run_id,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+            }),
+        ),
+    ];
+    store.record_step(lease, step, events, usage).await?;
+    Ok(())
+}
+
+/// Writes streamed text as `message.delta` events, coalescing what arrives within
+/// `delta_flush` into one event. Ends when the stream's sender is dropped and all is written.
+async fn flush_deltas(
+    shared: &Shared,
+    lease: &Lease,
+    run: &Run,
+    message_id: &MessageId,
+    mut rx: mpsc::UnboundedReceiver<String>,
+) -> Result<(), StoreError> {
+    while let Some(first) = rx.recv().await {
+        let mut text = first;
+        let deadline = tokio::time::Instant::now() + shared.config.delta_flush;
+        while let Ok(Some(more)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            text.push_str(&more);
+        }
+        shared
+            .store
+            .append_events(
+                lease,
+                vec![event(
+                    EventType::MessageDelta,
+                    json!({"run_id": run.id.as_str(), "message_id": message_id.as_str(), "delta": text}),
+                )],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Runs the tool calls in parallel; each is recorded as soon as it finishes.
+async fn run_tools(
+    shared: &Shared,
+    toolbox: &Toolbox,
+    agent: &Agent,
+    run: &Run,
+    lease: &Lease,
+    attempt: u32,
+    calls: Vec<(u32, ToolCall)>,
+) -> Result<(), Stop> {
+    let store = shared.store.as_ref();
+    let run_id = run.id.as_str();
+    let started: Vec<NewEvent> = calls
+        .iter()
+        .map(|(no, call)| {
+            event(
+                EventType::ToolStarted,
+                json!({
+                    "run_id": run_id,
+                    "step_no": no,
+                    "tool_call_id": call.id,
+                    "name": call.name,
+                    "capability": toolbox.capability_of(&call.name),
+                    "arguments": call.arguments,
+                }),
+            )
+        })
+        .collect();
+    store.append_events(lease, started).await?;
+
+    let results = join_all(calls.into_iter().map(|(step_no, call)| async move {
+        let started_at = Utc::now();
+        let key = format!("{}:{}:{}", run.id, step_no, call.id);
+        let result = toolbox.call(&shared.runtime, agent, run, &call, key).await;
+        let (event_type, detail) = if result.is_error {
+            (EventType::ToolFailed, json!({"error": result.content}))
+        } else {
+            (EventType::ToolCompleted, json!({"output": result.content}))
+        };
+        let mut payload = json!({
+            "run_id": run_id,
+            "step_no": step_no,
+            "tool_call_id": call.id,
+            "name": call.name,
+            "capability": result.capability,
+        });
+        if let (Some(target), Some(extra)) = (payload.as_object_mut(), detail.as_object()) {
+            target.extend(extra.clone());
+        }
+        let step = NewStep {
+            step_no,
+            kind: StepKind::Tool,
+            input: json!({"tool_call_id": call.id, "name": call.name, "arguments": call.arguments}),
+            output: result.output.clone(),
+            status: if result.is_error {
+                StepStatus::Failed
+            } else {
+                StepStatus::Completed
+            },
+            attempt,
+            capability_id: result.capability.clone(),
+            digest: result.digest.clone(),
+            started_at,
+            message: Some(StepMessage {
+                id: MessageId::new(),
+                role: MessageRole::Tool,
+                content: result.content.clone(),
+                metadata: conversation::tool_metadata(run, &call, result.is_error),
+            }),
+        };
+        let events = vec![
+            event(event_type, payload),
+            event(
+                EventType::StepCompleted,
+                json!({"run_id": run_id, "step_no": step_no, "kind": "tool"}),
+            ),
+        ];
+        store
+            .record_step(lease, step, events, Usage::default())
+            .await
+    }))
+    .await;
+    for result in results {
+        result?;
+    }
+    Ok(())
+}
