@@ -2,7 +2,7 @@
 //!
 //! This is the only crate that knows HTTP. Modules:
 //! - `routes`: one module per resource (`agents`, `sessions`, `messages`, `runs`, `events`,
-//!   `api_keys`, `health`).
+//!   `capabilities`, `api_keys`, `health`).
 //! - `error`: [`ApiError`], the single mapping of errors to RFC 9457 problem+json responses.
 //! - `json`: body and query extractors that name the offending field on bad input.
 //! - `pagination`: `?limit=&cursor=` in, `{data, next_cursor, total}` out.
@@ -43,6 +43,8 @@ pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
 pub struct AppState {
     /// Where everything is persisted.
     pub store: Arc<dyn Store>,
+    /// The plugin runtime: installed capabilities, their tools and config schemas.
+    pub runtime: everruns_runtime::Runtime,
     /// Wakes this process's executor when a run was queued or cancelled.
     pub wake: Wake,
 }
@@ -89,6 +91,8 @@ impl std::fmt::Debug for Wake {
         (name = "agents", description = "Agents: system prompt, model and capabilities"),
         (name = "sessions", description = "Conversations with an agent"),
         (name = "runs", description = "Runs: the agent answering a message, step by step"),
+        (name = "capabilities", description = "Installed WASM plugins: tools, granted \
+                                                 permissions, load status"),
         (name = "api-keys", description = "API keys"),
         (name = "health", description = "Liveness"),
     )
@@ -116,7 +120,8 @@ fn documented_routes(auth: Option<&AppState>) -> OpenApiRouter<AppState> {
         .merge(routes::messages::router())
         .merge(routes::api_keys::router())
         .merge(routes::runs::router())
-        .merge(routes::events::router());
+        .merge(routes::events::router())
+        .merge(routes::capabilities::router());
     if let Some(state) = auth {
         v1 = v1.route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
     }

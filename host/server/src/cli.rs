@@ -43,6 +43,11 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Run the API server.
     Serve(ServeArgs),
+    /// Execute runs without serving HTTP (several workers may share one PostgreSQL).
+    Worker,
+    /// Manage capability plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Manage API keys.
     #[command(name = "api-key", subcommand)]
     ApiKey(ApiKeyCommand),
@@ -53,6 +58,11 @@ pub struct ServeArgs {
     /// Address to listen on [env: EVERRUNS_LISTEN] [default: 127.0.0.1:9000]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+
+    /// Serve the API only; runs are executed by `everruns worker` processes on the same
+    /// PostgreSQL [env: EVERRUNS_WORKER=false]
+    #[arg(long)]
+    pub no_worker: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,5 +78,27 @@ pub enum ApiKeyCommand {
     Revoke {
         /// Key id or name.
         key: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Validate a plugin directory (manifest + component against the WIT world) and print its
+    /// tools.
+    Check {
+        /// Directory with `capability.toml` and the component.
+        path: PathBuf,
+    },
+    /// Check a plugin, copy it into the data directory's plugins and precompile it.
+    Install {
+        /// Directory with `capability.toml` and the component.
+        path: PathBuf,
+    },
+    /// List installed plugins: id, version, status.
+    List,
+    /// Remove an installed plugin by id.
+    Remove {
+        /// Capability id.
+        id: String,
     },
 }

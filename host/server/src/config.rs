@@ -1,6 +1,7 @@
 //! One typed configuration tree, loaded once: defaults, then `everruns.toml`, then `EVERRUNS_*`
 //! environment variables (and `DATABASE_URL`), then command-line flags.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,63 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Admin key to create on first start instead of a random one.
     pub bootstrap_api_key: Option<SecretString>,
+    /// Plugin directories loaded besides `<data_dir>/plugins`.
+    #[serde(default)]
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Let plugins reach private, loopback and link-local addresses (development only).
+    #[serde(default)]
+    pub allow_private_networks: bool,
+    /// Secret values plugins may be granted, by name (`[plugin_secrets]` in the file).
+    #[serde(default)]
+    pub plugin_secrets: HashMap<String, SecretString>,
+    /// Default LLM provider: `openai` (any OpenAI-compatible server) or `anthropic`.
+    #[serde(default)]
+    pub llm_kind: Option<String>,
+    /// Its API base URL including the version, e.g. `https://api.openai.com/v1`.
+    #[serde(default)]
+    pub llm_base_url: Option<String>,
+    /// Its API key.
+    #[serde(default)]
+    pub llm_api_key: Option<SecretString>,
+    /// The model used when an agent names none.
+    #[serde(default)]
+    pub llm_model: Option<String>,
+    /// Whether this process executes runs (`serve --no-worker` turns it off).
+    #[serde(default = "enabled")]
+    pub worker: bool,
+    /// How long a worker's claim on a run lasts without renewal, in milliseconds.
+    #[serde(default = "default_lease_ms")]
+    pub executor_lease_ms: u64,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+fn default_lease_ms() -> u64 {
+    15_000
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            data_dir: PathBuf::from(".everruns"),
+            database_url: None,
+            database_max_connections: 10,
+            log_format: LogFormat::Text,
+            bootstrap_api_key: None,
+            plugin_dirs: Vec::new(),
+            allow_private_networks: false,
+            plugin_secrets: HashMap::new(),
+            llm_kind: None,
+            llm_base_url: None,
+            llm_api_key: None,
+            llm_model: None,
+            worker: true,
+            executor_lease_ms: default_lease_ms(),
+        }
+    }
 }
 
 /// Keys accepted from the environment (after stripping `EVERRUNS_`); other `EVERRUNS_*`
@@ -48,6 +106,14 @@ const ENV_KEYS: &[&str] = &[
     "database_max_connections",
     "log_format",
     "bootstrap_api_key",
+    "plugin_dirs",
+    "allow_private_networks",
+    "llm_kind",
+    "llm_base_url",
+    "llm_api_key",
+    "llm_model",
+    "executor_lease_ms",
+    "worker",
 ];
 
 #[derive(Serialize)]
@@ -61,11 +127,12 @@ struct Defaults {
 impl Config {
     /// Loads the configuration for a command.
     pub fn load(global: &GlobalArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Self> {
+        let base = Config::default();
         let defaults = Defaults {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
-            data_dir: PathBuf::from(".everruns"),
-            database_max_connections: 10,
-            log_format: LogFormat::Text,
+            listen: base.listen,
+            data_dir: base.data_dir,
+            database_max_connections: base.database_max_connections,
+            log_format: base.log_format,
         };
         let mut figment = Figment::from(Serialized::defaults(defaults));
 
@@ -100,12 +167,19 @@ impl Config {
         if let Some(listen) = serve.and_then(|s| s.listen) {
             figment = figment.merge(Serialized::default("listen", listen));
         }
+        if serve.is_some_and(|s| s.no_worker) {
+            figment = figment.merge(Serialized::default("worker", false));
+        }
 
         let mut config: Config = figment
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         // An empty variable means "not set" (common in compose files and CI matrices).
-        for secret in [&mut config.database_url, &mut config.bootstrap_api_key] {
+        for secret in [
+            &mut config.database_url,
+            &mut config.bootstrap_api_key,
+            &mut config.llm_api_key,
+        ] {
             if secret
                 .as_ref()
                 .is_some_and(|s| s.expose_secret().trim().is_empty())
@@ -117,6 +191,30 @@ impl Config {
             bail!("invalid configuration: database_max_connections must be at least 1");
         }
         Ok(config)
+    }
+
+    /// The default LLM provider, when one is configured.
+    pub fn llm_provider(&self) -> anyhow::Result<Option<everruns_llm::ProviderConfig>> {
+        let Some(kind) = self.llm_kind.as_deref().filter(|k| !k.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let kind: everruns_llm::ProviderKind = kind.parse().map_err(|e: String| {
+            anyhow::anyhow!("invalid configuration: EVERRUNS_LLM_KIND: {e}")
+        })?;
+        let base_url = match (&self.llm_base_url, kind) {
+            (Some(url), _) if !url.trim().is_empty() => url.trim().to_owned(),
+            (_, everruns_llm::ProviderKind::OpenAi) => "https://api.openai.com/v1".to_owned(),
+            (_, everruns_llm::ProviderKind::Anthropic) => "https://api.anthropic.com/v1".to_owned(),
+        };
+        Ok(Some(everruns_llm::ProviderConfig {
+            kind,
+            base_url,
+            api_key: self
+                .llm_api_key
+                .clone()
+                .unwrap_or_else(|| SecretString::from(String::new())),
+            default_model: self.llm_model.clone().filter(|m| !m.trim().is_empty()),
+        }))
     }
 
     /// The database URL to open: PostgreSQL when configured, else SQLite in the data directory.

@@ -7,11 +7,14 @@
 //! - `telemetry`: the tracing subscriber (text or JSON, `RUST_LOG`).
 //! - `server`: [`Server`]: opens the store, creates the first API key, serves HTTP until shutdown.
 //! - `shutdown`: SIGINT/SIGTERM become one cancellation token.
-//! - `commands`: the admin subcommands (`api-key ...`).
+//! - `plugins`: the capability runtime wired to the store (plugin state) and the plugin
+//!   directories (loaded at start, then watched).
+//! - `commands`: the other subcommands (`worker`, `plugin ...`, `api-key ...`).
 
 mod cli;
 mod commands;
 mod config;
+mod plugins;
 mod server;
 mod shutdown;
 mod telemetry;

@@ -1,40 +1,57 @@
-//! The running server: opens the store, makes sure an API key exists, and serves HTTP until the
+//! The running server: opens the store, makes sure an API key exists, loads the plugins,
+//! starts the executor (unless this process only serves the API) and serves HTTP until the
 //! shutdown token is cancelled (in-flight requests finish first).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use everruns_api::{AppState, MIN_KEY_LEN, generate_key, key_record};
+use everruns_api::{AppState, MIN_KEY_LEN, Wake, generate_key, key_record};
+use everruns_executor::{Executor, ExecutorConfig, Providers};
+use everruns_runtime::Runtime;
 use everruns_store::{Store, StoreConfig};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::plugins;
 
 /// A server bound to its address, ready to run.
 #[derive(Debug)]
 pub struct Server {
     store: Arc<dyn Store>,
+    runtime: Runtime,
+    executor: Option<Executor>,
     listener: TcpListener,
     local_addr: SocketAddr,
+    config: Config,
 }
 
 impl Server {
     /// Opens the store (applying migrations), creates the first API key when the database has
-    /// none, and binds the listening socket.
+    /// none, starts the plugin runtime and binds the listening socket.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let store = open_store(config).await?;
         bootstrap_api_key(store.as_ref(), config).await?;
+        let runtime = plugins::build_runtime(config, plugins::store_kv(store.clone()))?;
+        let executor = if config.worker {
+            Some(build_executor(config, store.clone(), runtime.clone())?)
+        } else {
+            None
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
         Ok(Self {
             store,
+            runtime,
+            executor,
             listener,
             local_addr,
+            config: config.clone(),
         })
     }
 
@@ -43,24 +60,79 @@ impl Server {
         self.local_addr
     }
 
-    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
+    /// Serves until `shutdown` is cancelled, then lets in-flight requests and runs stop.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        plugins::load_and_watch(&self.runtime, &self.config, &shutdown).await;
+        let wake = match &self.executor {
+            Some(executor) => {
+                let waker = executor.waker();
+                Wake::new(move || waker.wake())
+            }
+            None => Wake::none(),
+        };
+        let worker = self
+            .executor
+            .map(|executor| tokio::spawn(executor.run(shutdown.clone())));
         tracing::info!(
             addr = %self.local_addr,
             store = self.store.backend(),
+            worker = worker.is_some(),
             "everruns is serving"
         );
         let app = everruns_api::app(AppState {
             store: self.store,
-            wake: everruns_api::Wake::none(),
+            runtime: self.runtime,
+            wake,
         });
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
-            .context("HTTP server failed")?;
+            .context("HTTP server failed");
+        shutdown.cancel();
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
+        served?;
         tracing::info!("everruns stopped");
         Ok(())
     }
+}
+
+/// Runs only the executor (the `worker` subcommand) until `shutdown`.
+pub async fn run_worker(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let runtime = plugins::build_runtime(config, plugins::store_kv(store.clone()))?;
+    plugins::load_and_watch(&runtime, config, &shutdown).await;
+    let executor = build_executor(config, store, runtime)?;
+    executor.run(shutdown).await;
+    Ok(())
+}
+
+fn build_executor(
+    config: &Config,
+    store: Arc<dyn Store>,
+    runtime: Runtime,
+) -> anyhow::Result<Executor> {
+    let providers = match config.llm_provider()? {
+        Some(provider) => Providers::with_default(
+            everruns_llm::LlmClient::new(provider)
+                .map_err(|e| anyhow::anyhow!("invalid LLM provider configuration: {e}"))?,
+        ),
+        None => {
+            tracing::warn!(
+                "no LLM provider configured (EVERRUNS_LLM_KIND, EVERRUNS_LLM_BASE_URL, \
+                 EVERRUNS_LLM_API_KEY, EVERRUNS_LLM_MODEL): runs will fail until one is"
+            );
+            Providers::none()
+        }
+    };
+    let lease = Duration::from_millis(config.executor_lease_ms.max(100));
+    let executor_config = ExecutorConfig {
+        lease,
+        heartbeat: lease / 3,
+        ..ExecutorConfig::default()
+    };
+    Ok(Executor::new(store, runtime, providers, executor_config))
 }
 
 /// Opens the configured store and applies migrations.

@@ -1,7 +1,7 @@
 //! Spawns the real Everruns server in-process on 127.0.0.1:0 and talks to it over HTTP.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use everruns_server::{Config, LogFormat, Server};
 use secrecy::SecretString;
@@ -22,8 +22,7 @@ pub struct TestApp {
     pub api_key: String,
     /// An HTTP client (no default auth header: use [`TestApp::get`] and friends for that).
     pub client: reqwest::Client,
-    data_dir: PathBuf,
-    database_url: Option<String>,
+    config: Config,
     shutdown: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
 }
@@ -32,14 +31,30 @@ impl TestApp {
     /// Starts a server with its data in `data_dir` and, when `database_url` is given, its
     /// database in PostgreSQL (else SQLite inside `data_dir`).
     pub async fn start(data_dir: &Path, database_url: Option<&str>) -> Self {
-        let config = Config {
+        Self::start_configured(data_dir, database_url, |_| {}).await
+    }
+
+    /// Like [`TestApp::start`], with `configure` adjusting the configuration first (LLM
+    /// provider, plugin directories, lease, ...).
+    pub async fn start_configured(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
+        let mut config = Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.to_path_buf(),
             database_url: database_url.map(|u| SecretString::from(u.to_owned())),
             database_max_connections: 5,
             log_format: LogFormat::Text,
             bootstrap_api_key: Some(SecretString::from(TEST_API_KEY.to_owned())),
+            ..Config::default()
         };
+        configure(&mut config);
+        Self::start_with_config(config).await
+    }
+
+    async fn start_with_config(config: Config) -> Self {
         let server = Server::build(&config)
             .await
             .unwrap_or_else(|e| panic!("test server failed to start: {e:#}"));
@@ -51,8 +66,7 @@ impl TestApp {
             base_url: format!("http://{addr}"),
             api_key: TEST_API_KEY.to_owned(),
             client: reqwest::Client::new(),
-            data_dir: data_dir.to_path_buf(),
-            database_url: database_url.map(str::to_owned),
+            config,
             shutdown,
             handle,
         }
@@ -70,10 +84,9 @@ impl TestApp {
 
     /// Stops the server and starts a new one on the same data directory and database.
     pub async fn restart(self) -> Self {
-        let data_dir = self.data_dir.clone();
-        let database_url = self.database_url.clone();
+        let config = self.config.clone();
         self.stop().await;
-        Self::start(&data_dir, database_url.as_deref()).await
+        Self::start_with_config(config).await
     }
 
     /// Absolute URL of `path`.

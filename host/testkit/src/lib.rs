@@ -2,6 +2,7 @@
 //!
 //! Modules:
 //! - `app`: [`TestApp`], the real server spawned in-process on port 0, driven over HTTP.
+//! - `guests`: real WASM test plugins built from source, and plugin directories.
 //! - `db`: [`TestDb`], a fresh PostgreSQL database or SQLite file per test.
 //! - `fake_llm`: [`FakeLlm`], an HTTP server speaking the OpenAI and Anthropic streaming wire
 //!   formats, scripted per test with [`Reply`]s, recording every request.
@@ -9,6 +10,7 @@
 mod app;
 mod db;
 mod fake_llm;
+pub mod guests;
 
 pub use app::{TEST_API_KEY, TestApp};
 pub use db::{DEFAULT_TEST_DATABASE_URL, TEST_DATABASE_URL_ENV, TestDb};

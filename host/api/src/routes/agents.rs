@@ -16,6 +16,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, BodyErrors, FieldError, QueryErrors, check_fields};
 use crate::json::{ApiJson, ApiQuery};
 use crate::pagination::{ListResponse, PageParams};
+use crate::routes::capabilities::validate_agent_capabilities;
 
 /// Most capabilities one agent may enable.
 const MAX_CAPABILITIES: usize = 64;
@@ -218,10 +219,14 @@ fn validate_model(model: &ModelSettingsBody, errors: &mut Vec<FieldError>) -> Mo
     }
 }
 
+/// Checks the shape of the list, then (only if that is sound) that each capability is a loaded
+/// plugin and its config satisfies the plugin's schema.
 fn validate_capabilities(
+    runtime: &everruns_runtime::Runtime,
     caps: &[CapabilityBody],
     errors: &mut Vec<FieldError>,
 ) -> Vec<CapabilityRef> {
+    let before = errors.len();
     if caps.len() > MAX_CAPABILITIES {
         errors.push(FieldError::new(
             "capabilities",
@@ -253,6 +258,9 @@ fn validate_capabilities(
                 "must be a JSON object",
             ));
         }
+    }
+    if errors.len() == before {
+        validate_agent_capabilities(runtime, caps, errors);
     }
     caps.iter()
         .map(|c| CapabilityRef {
@@ -296,7 +304,7 @@ async fn create_agent(
     validate_name(&body.name, &mut errors);
     validate_prompt(&body.system_prompt, &mut errors);
     let model = validate_model(&body.model, &mut errors);
-    let capabilities = validate_capabilities(&body.capabilities, &mut errors);
+    let capabilities = validate_capabilities(&state.runtime, &body.capabilities, &mut errors);
     check_fields(errors)?;
     let agent = state
         .store
@@ -354,7 +362,7 @@ async fn update_agent(
     let capabilities = body
         .capabilities
         .as_ref()
-        .map(|c| validate_capabilities(c, &mut errors));
+        .map(|c| validate_capabilities(&state.runtime, c, &mut errors));
     check_fields(errors)?;
     let patch = AgentPatch {
         name: body.name,

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+use std::path::Path;
+
 use everruns_testkit::{TestApp, TestDb};
 use reqwest::Response;
 use serde_json::Value;
@@ -23,12 +25,23 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Like [`Harness::start`], but runs `prepare` on the data directory before the server
+    /// starts (e.g. to install plugins under `<data-dir>/plugins`).
+    pub async fn start_with(backend: Backend, prepare: impl FnOnce(&Path)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        prepare(dir.path());
         let db = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(TestDb::postgres().await),
         };
-        let app = TestApp::start(dir.path(), db.as_ref().map(|d| d.url())).await;
+        // The API alone: no worker picks runs up, so tests see them as the API left them.
+        let app = TestApp::start_configured(dir.path(), db.as_ref().map(|d| d.url()), |config| {
+            config.worker = false;
+        })
+        .await;
         Self { app, db, dir }
     }
 

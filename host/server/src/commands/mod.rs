@@ -1,6 +1,7 @@
 //! Dispatches the parsed command line to the matching subcommand.
 
 mod api_key;
+mod plugin;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -15,6 +16,16 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             telemetry::init(config.log_format);
             let shutdown = shutdown::on_signal();
             Server::build(&config).await?.run(shutdown).await
+        }
+        Command::Worker => {
+            let config = Config::load(&cli.global, None)?;
+            telemetry::init(config.log_format);
+            crate::server::run_worker(&config, shutdown::on_signal()).await
+        }
+        Command::Plugin(command) => {
+            let config = Config::load(&cli.global, None)?;
+            telemetry::init(config.log_format);
+            plugin::run(&config, command).await
         }
         Command::ApiKey(command) => {
             let config = Config::load(&cli.global, None)?;

@@ -1,0 +1,95 @@
+//! `everruns plugin check|install|list|remove`: managing the plugins of a data directory.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use everruns_runtime::{InstallStep, MemoryKv, PluginReport};
+
+use crate::cli::PluginCommand;
+use crate::config::Config;
+use crate::plugins;
+
+pub async fn run(config: &Config, command: PluginCommand) -> anyhow::Result<()> {
+    let plugins_dir = config.data_dir.join("plugins");
+    match command {
+        PluginCommand::Check { path } => {
+            let report = everruns_runtime::check(&path)
+                .await
+                .with_context(|| format!("{} is not a valid plugin", path.display()))?;
+            print_report(&report);
+            println!("ok: {} {} is valid", report.info.id, report.info.version);
+        }
+        PluginCommand::Install { path } => {
+            let report = everruns_runtime::install(&path, &plugins_dir, |step| match step {
+                InstallStep::Checking(dir) => println!("checking {}", dir.display()),
+                InstallStep::Copying(dir) => println!("copying to {}", dir.display()),
+                InstallStep::Replacing(dir) => println!("replacing {}", dir.display()),
+                InstallStep::Installed(dir) => println!("installed into {}", dir.display()),
+            })
+            .await
+            .with_context(|| format!("cannot install {}", path.display()))?;
+            println!("compiling {} for this machine...", report.info.id);
+            let started = Instant::now();
+            let runtime = plugins::build_runtime(config, Arc::new(MemoryKv::default()))?;
+            runtime
+                .check(&report.dir)
+                .await
+                .context("compiling the installed plugin")?;
+            println!("compiled in {:.1?}", started.elapsed());
+            print_report(&report);
+            println!(
+                "installed {} {}; a running server picks it up within seconds",
+                report.info.id, report.info.version
+            );
+        }
+        PluginCommand::List => list(config, &plugins_dir).await?,
+        PluginCommand::Remove { id } => {
+            let dir = everruns_runtime::remove(&plugins_dir, &id)
+                .with_context(|| format!("cannot remove plugin `{id}`"))?;
+            println!("removed {id} ({})", dir.display());
+        }
+    }
+    Ok(())
+}
+
+fn print_report(report: &PluginReport) {
+    println!("  id:          {}", report.info.id);
+    println!("  version:     {}", report.info.version);
+    println!("  description: {}", report.info.description);
+    println!("  digest:      sha256:{}", report.digest);
+    println!("  tools:");
+    for tool in &report.tools {
+        println!("    - {}: {}", tool.name, tool.description);
+    }
+}
+
+/// One line per plugin directory: id, version, status (loaded, or failed with the reason).
+async fn list(config: &Config, plugins_dir: &Path) -> anyhow::Result<()> {
+    let runtime = plugins::build_runtime(config, Arc::new(MemoryKv::default()))?;
+    let mut any = false;
+    for dir in plugins::plugin_dirs(config) {
+        if !dir.exists() {
+            continue;
+        }
+        runtime.sync_dir(&dir).await;
+    }
+    for plugin in runtime.plugins() {
+        any = true;
+        println!("{}\t{}\tloaded", plugin.info().id, plugin.info().version);
+    }
+    for failure in runtime.failures() {
+        any = true;
+        let name = failure
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        println!("{name}\t-\tfailed: {}", failure.error);
+    }
+    if !any {
+        println!("no plugins in {}", plugins_dir.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Connects the capability runtime to the rest of the server: plugin key-value state stored
+//! through the `Store` (so it is durable on both backends), secrets from the configuration,
+//! and the plugin directories loaded at start and watched afterwards.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use everruns_core::KvScope as StoreScope;
+use everruns_runtime::{
+    BackendError, Grants, KvBackend, KvOwner, KvScope, MemorySecrets, Runtime, RuntimeConfig,
+};
+use everruns_store::Store;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// How often the plugin directories are checked for added, changed and removed plugins.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Plugin state through the store.
+#[derive(Debug)]
+struct StoreKv(Arc<dyn Store>);
+
+fn store_scope(scope: &KvScope) -> StoreScope {
+    let owner = match &scope.owner {
+        KvOwner::Agent(id) => format!("agent:{id}"),
+        KvOwner::Session(id) => format!("session:{id}"),
+    };
+    StoreScope {
+        plugin: scope.plugin.to_string(),
+        owner,
+    }
+}
+
+fn backend_error(e: everruns_store::StoreError) -> BackendError {
+    BackendError(e.to_string())
+}
+
+#[async_trait]
+impl KvBackend for StoreKv {
+    async fn get(&self, scope: &KvScope, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        self.0
+            .kv_get(&store_scope(scope), key)
+            .await
+            .map_err(backend_error)
+    }
+
+    async fn set(&self, scope: &KvScope, key: &str, value: Vec<u8>) -> Result<(), BackendError> {
+        self.0
+            .kv_set(&store_scope(scope), key, &value)
+            .await
+            .map_err(backend_error)
+    }
+
+    async fn delete(&self, scope: &KvScope, key: &str) -> Result<bool, BackendError> {
+        self.0
+            .kv_delete(&store_scope(scope), key)
+            .await
+            .map_err(backend_error)
+    }
+
+    async fn list_keys(
+        &self,
+        scope: &KvScope,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, BackendError> {
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        self.0
+            .kv_list(&store_scope(scope), prefix, limit)
+            .await
+            .map_err(backend_error)
+    }
+}
+
+/// The directories plugins are loaded from: `<data-dir>/plugins` first, then extra ones.
+pub fn plugin_dirs(config: &Config) -> Vec<PathBuf> {
+    let mut dirs = vec![config.data_dir.join("plugins")];
+    dirs.extend(config.plugin_dirs.iter().cloned());
+    dirs
+}
+
+/// Plugin key-value state kept in `store`.
+pub fn store_kv(store: Arc<dyn Store>) -> Arc<dyn KvBackend> {
+    Arc::new(StoreKv(store))
+}
+
+/// Builds the runtime (compile cache under the data directory) with plugin state in `kv`.
+pub fn build_runtime(config: &Config, kv: Arc<dyn KvBackend>) -> anyhow::Result<Runtime> {
+    let secrets = MemorySecrets::new(
+        config
+            .plugin_secrets
+            .iter()
+            .map(|(name, value)| (name.clone(), value.expose_secret().to_owned())),
+    );
+    let runtime_config = RuntimeConfig {
+        cache_dir: Some(config.data_dir.join("cache").join("components")),
+        grants: Grants {
+            allow_private_networks: config.allow_private_networks,
+            ..Grants::default()
+        },
+        ..RuntimeConfig::default()
+    };
+    Runtime::new(runtime_config, kv, Arc::new(secrets))
+        .map_err(|e| anyhow::anyhow!("starting the plugin runtime: {e}"))
+}
+
+/// Loads every plugin directory now, logging what loaded and what failed, then watches them.
+pub async fn load_and_watch(runtime: &Runtime, config: &Config, shutdown: &CancellationToken) {
+    for dir in plugin_dirs(config) {
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot create the plugin directory");
+            continue;
+        }
+        let report = runtime.sync_dir(&dir).await;
+        tracing::info!(
+            dir = %dir.display(),
+            loaded = report.added.len(),
+            failed = report.failed.len(),
+            "plugins loaded"
+        );
+        runtime.spawn_watcher(dir, WATCH_INTERVAL, shutdown.clone());
+    }
+    for failure in runtime.failures() {
+        tracing::warn!(dir = %failure.dir.display(), error = %failure.error, "plugin failed to load");
+    }
+}

@@ -1,0 +1,367 @@
+//! Full runs through the real server: a message starts a run, the executor calls the fake LLM
+//! (real OpenAI / Anthropic wire formats over HTTP), the model calls a real WASM plugin tool,
+//! and the client watches it all over SSE; on SQLite and on PostgreSQL.
+
+use std::path::Path;
+use std::time::Duration;
+
+use everruns_testkit::guests::{WELL_BEHAVED, plugin_dir};
+use everruns_testkit::{FakeLlm, Reply, TestApp, TestDb};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// A server wired to `llm` (OpenAI format unless `anthropic`), with the well-behaved plugin.
+async fn start(dir: &Path, db: Option<&TestDb>, llm: &FakeLlm, anthropic: bool) -> TestApp {
+    plugin_dir(
+        &dir.join("plugins"),
+        "well-behaved",
+        "well-behaved",
+        WELL_BEHAVED,
+    );
+    let (kind, base) = if anthropic {
+        ("anthropic", llm.anthropic_base_url())
+    } else {
+        ("openai", llm.openai_base_url())
+    };
+    let key = llm.api_key().to_owned();
+    TestApp::start_configured(dir, db.map(|d| d.url()), |config| {
+        config.llm_kind = Some(kind.to_owned());
+        config.llm_base_url = Some(base);
+        config.llm_api_key = Some(key.into());
+        config.llm_model = Some("fake-model".to_owned());
+        config.executor_lease_ms = 2_000;
+    })
+    .await
+}
+
+async fn json_of(response: reqwest::Response, status: u16) -> Value {
+    let got = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(got, status, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Reads SSE events until one of type `until` arrives.
+async fn sse_until(response: reqwest::Response, until: &str) -> Vec<(i64, String, Value)> {
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("events keep coming")
+            .expect("stream open")
+            .unwrap();
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (None, None, None);
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse::<i64>().ok();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = serde_json::from_str::<Value>(v.trim()).ok();
+                }
+            }
+            if let (Some(id), Some(event), Some(data)) = (id, event, data) {
+                let done = event == until;
+                events.push((id, event, data));
+                if done {
+                    return events;
+                }
+            }
+        }
+    }
+}
+
+async fn full_run_with_a_plugin_tool(db: Option<&TestDb>, anthropic: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let llm = FakeLlm::start().await;
+    // Call the plugin first; once its result is in the conversation, answer in text.
+    llm.set_fallback(|request| {
+        if request.last_message_is_tool_result() {
+            let results = request.tool_results();
+            Reply::text(format!("The plugin said: {}", results[0].1))
+        } else {
+            Reply::tool_call("well-behaved__greet", json!({"name": "Ada"}))
+        }
+    });
+    let app = start(dir.path(), db, &llm, anthropic).await;
+
+    let agent = json_of(
+        app.post("/v1/agents")
+            .json(&json!({
+                "name": "greeter",
+                "system_prompt": "You greet people.",
+                "capabilities": [{"id": "well-behaved", "config": {"greeting": "Howdy"}}],
+            }))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let session = json_of(
+        app.post("/v1/sessions")
+            .json(&json!({"agent_id": agent["id"]}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let sid = session["id"].as_str().unwrap();
+
+    let stream = app
+        .get(&format!("/v1/sessions/{sid}/events"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let watcher = tokio::spawn(sse_until(stream, "run.completed"));
+    let run = json_of(
+        app.post(&format!("/v1/sessions/{sid}/messages"))
+            .json(&json!({"content": "Greet Ada"}))
+            .send()
+            .await
+            .unwrap(),
+        202,
+    )
+    .await;
+    let events = watcher.await.unwrap();
+
+    // Sequence numbers are 1, 2, 3, ... without gaps.
+    let seqs: Vec<i64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    let types: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    for expected in [
+        "message.created",
+        "run.queued",
+        "run.started",
+        "message.completed",
+        "tool.started",
+        "tool.completed",
+        "step.completed",
+        "usage",
+        "message.delta",
+        "run.completed",
+    ] {
+        assert!(types.contains(&expected), "missing {expected} in {types:?}");
+    }
+    let tool = events.iter().find(|e| e.1 == "tool.completed").unwrap();
+    assert_eq!(tool.2["data"]["output"], "Howdy, Ada!");
+    assert_eq!(tool.2["data"]["capability"], "well-behaved");
+    let completed = events.iter().find(|e| e.1 == "run.completed").unwrap();
+    assert_eq!(completed.2["data"]["text"], "The plugin said: Howdy, Ada!");
+    let final_message = events
+        .iter()
+        .rev()
+        .find(|e| e.1 == "message.completed")
+        .unwrap();
+    assert_eq!(
+        final_message.2["data"]["text"],
+        "The plugin said: Howdy, Ada!"
+    );
+    // The streamed deltas of the final message add up to its text.
+    let message_id = final_message.2["data"]["message_id"].clone();
+    let streamed: String = events
+        .iter()
+        .filter(|e| e.1 == "message.delta" && e.2["data"]["message_id"] == message_id)
+        .map(|e| e.2["data"]["delta"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(streamed, "The plugin said: Howdy, Ada!");
+
+    // The REST view agrees.
+    let run = json_of(
+        app.get(&format!("/v1/runs/{}", run["id"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let steps = run["steps"].as_array().unwrap();
+    let kinds: Vec<&str> = steps.iter().map(|s| s["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, vec!["llm", "tool", "llm"]);
+    assert_eq!(steps[1]["capability_id"], "well-behaved");
+    assert!(steps[1]["digest"].as_str().is_some_and(|d| d.len() == 64));
+    let messages = json_of(
+        app.get(&format!("/v1/sessions/{sid}/messages"))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    let roles: Vec<&str> = messages["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, vec!["user", "assistant", "tool", "assistant"]);
+
+    // The model saw the system prompt, the tool, and the tool's result.
+    let requests = llm.requests();
+    assert_eq!(requests.len(), 2, "one LLM call per LLM step");
+    assert!(
+        requests[0]
+            .tool_names()
+            .contains(&"well-behaved__greet".to_owned())
+    );
+    assert!(requests.iter().all(|r| r.auth_ok));
+    assert_eq!(requests[1].tool_results()[0].1, "Howdy, Ada!");
+    let session = json_of(
+        app.get(&format!("/v1/sessions/{sid}"))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(session["status"], "idle");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_run_on_sqlite_openai() {
+    full_run_with_a_plugin_tool(None, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_run_on_postgres_anthropic() {
+    let db = TestDb::postgres().await;
+    full_run_with_a_plugin_tool(Some(&db), true).await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_down_fails_the_run_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let llm = FakeLlm::start().await;
+    llm.set_fallback(|_| Reply::error(400, "model `fake-model` does not exist"));
+    let app = start(dir.path(), None, &llm, false).await;
+    let agent = json_of(
+        app.post("/v1/agents")
+            .json(&json!({"name": "a", "system_prompt": "x"}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let session = json_of(
+        app.post("/v1/sessions")
+            .json(&json!({"agent_id": agent["id"]}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let sid = session["id"].as_str().unwrap();
+    let stream = app
+        .get(&format!("/v1/sessions/{sid}/events"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let watcher = tokio::spawn(sse_until(stream, "run.failed"));
+    app.post(&format!("/v1/sessions/{sid}/messages"))
+        .json(&json!({"content": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    let events = watcher.await.unwrap();
+    let failed = &events.last().unwrap().2;
+    let error = failed["data"]["error"].as_str().unwrap();
+    assert!(error.contains("does not exist"), "{error}");
+    assert!(!error.contains(llm.api_key()), "the key never leaks");
+    // The server keeps serving.
+    let health = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_streaming_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let llm = FakeLlm::start().await;
+    llm.set_fallback(|_| {
+        Reply::text("one two three four five six seven eight nine ten")
+            .with_delta_delay(Duration::from_millis(400))
+    });
+    let app = start(dir.path(), None, &llm, false).await;
+    let agent = json_of(
+        app.post("/v1/agents")
+            .json(&json!({"name": "slow", "system_prompt": "x"}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let session = json_of(
+        app.post("/v1/sessions")
+            .json(&json!({"agent_id": agent["id"]}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let sid = session["id"].as_str().unwrap();
+    let stream = app
+        .get(&format!("/v1/sessions/{sid}/events"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let watcher = tokio::spawn(sse_until(stream, "message.delta"));
+    let run = json_of(
+        app.post(&format!("/v1/sessions/{sid}/messages"))
+            .json(&json!({"content": "count"}))
+            .send()
+            .await
+            .unwrap(),
+        202,
+    )
+    .await;
+    watcher.await.unwrap();
+    let rid = run["id"].as_str().unwrap();
+    let asked = std::time::Instant::now();
+    let cancelling = json_of(
+        app.post(&format!("/v1/runs/{rid}/cancel"))
+            .send()
+            .await
+            .unwrap(),
+        202,
+    )
+    .await;
+    assert_eq!(cancelling["status"], "cancelling");
+    let status = loop {
+        let run = json_of(
+            app.get(&format!("/v1/runs/{rid}")).send().await.unwrap(),
+            200,
+        )
+        .await;
+        if run["status"] != "cancelling" {
+            break run["status"].clone();
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "cancel took too long"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, "cancelled");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "cancelled within 1 s: {:?}",
+        asked.elapsed()
+    );
+    app.stop().await;
+}
