@@ -266,3 +266,90 @@ fn bad_configuration_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
 }
+
+#[test]
+fn plugin_commands_check_install_list_and_remove() {
+    use everruns_testkit::guests::{WELL_BEHAVED, plugin_dir};
+    let src = tempfile::tempdir().unwrap();
+    let plugin = plugin_dir(src.path(), "well-behaved", "well-behaved", WELL_BEHAVED);
+    let dir = tempfile::tempdir().unwrap();
+
+    let out = everruns(dir.path())
+        .args(["plugin", "check"])
+        .arg(&plugin)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("greet") && text.contains("well-behaved"),
+        "{text}"
+    );
+
+    let out = everruns(dir.path())
+        .args(["plugin", "install"])
+        .arg(&plugin)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("compiling") && text.contains("compiled in"),
+        "progress: {text}"
+    );
+    assert!(
+        dir.path()
+            .join("plugins/well-behaved/capability.toml")
+            .exists()
+    );
+
+    // A broken plugin is listed as failed with its reason; the good one as loaded.
+    let broken = dir.path().join("plugins/broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(
+        broken.join("capability.toml"),
+        "id = \"broken\"\nbogus = 1\n",
+    )
+    .unwrap();
+    let out = everruns(dir.path())
+        .args(["plugin", "list"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines().any(|l| l == "well-behaved\t0.1.0\tloaded"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("broken\t-\tfailed") && l.contains("bogus")),
+        "{text}"
+    );
+
+    let out = everruns(dir.path())
+        .args(["plugin", "remove", "well-behaved"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = everruns(dir.path())
+        .args(["plugin", "list"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("well-behaved"));
+
+    let out = everruns(dir.path())
+        .args(["plugin", "check", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("capability.toml"));
+}

@@ -365,3 +365,88 @@ async fn cancel_stops_a_streaming_answer() {
     );
     app.stop().await;
 }
+
+/// Plugin key-value state goes through the store: a counter kept by the plugin keeps counting
+/// after the server restarts.
+async fn plugin_state_survives_a_restart(db: Option<&TestDb>) {
+    let dir = tempfile::tempdir().unwrap();
+    let llm = FakeLlm::start().await;
+    llm.set_fallback(|request| {
+        if request.last_message_is_tool_result() {
+            Reply::text(format!("counter: {}", request.tool_results()[0].1))
+        } else {
+            Reply::tool_call("well-behaved__count", json!({}))
+        }
+    });
+    let mut app = start(dir.path(), db, &llm, false).await;
+    let agent = json_of(
+        app.post("/v1/agents")
+            .json(&json!({"name": "counter", "system_prompt": "x", "capabilities": [{"id": "well-behaved"}]}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let session = json_of(
+        app.post("/v1/sessions")
+            .json(&json!({"agent_id": agent["id"]}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let sid = session["id"].as_str().unwrap().to_owned();
+    for expected in [1, 2] {
+        let stream = app
+            .get(&format!("/v1/sessions/{sid}/events"))
+            .header("accept", "text/event-stream")
+            .header(
+                "last-event-id",
+                json_of(
+                    app.get(&format!("/v1/sessions/{sid}/events?limit=500"))
+                        .send()
+                        .await
+                        .unwrap(),
+                    200,
+                )
+                .await["data"]
+                    .as_array()
+                    .unwrap()
+                    .len()
+                    .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let watcher = tokio::spawn(sse_until(stream, "run.completed"));
+        app.post(&format!("/v1/sessions/{sid}/messages"))
+            .json(&json!({"content": "count"}))
+            .send()
+            .await
+            .unwrap();
+        let events = watcher.await.unwrap();
+        let tool = events
+            .iter()
+            .find(|e| e.1 == "tool.completed")
+            .expect("tool ran");
+        let output: Value =
+            serde_json::from_str(tool.2["data"]["output"].as_str().unwrap()).unwrap();
+        assert_eq!(output["count"], expected, "{output}");
+        app = app.restart().await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_state_survives_a_restart_on_sqlite() {
+    plugin_state_survives_a_restart(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_state_survives_a_restart_on_postgres() {
+    let db = TestDb::postgres().await;
+    plugin_state_survives_a_restart(Some(&db)).await;
+    db.cleanup().await;
+}
