@@ -450,3 +450,74 @@ async fn plugin_state_survives_a_restart_on_postgres() {
     plugin_state_survives_a_restart(Some(&db)).await;
     db.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stops_at_the_step_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let llm = FakeLlm::start().await;
+    // A model that never stops calling tools.
+    llm.set_fallback(|_| Reply::tool_call("well-behaved__ping", json!({})));
+    let app = start(dir.path(), None, &llm, false).await;
+    let agent = json_of(
+        app.post("/v1/agents")
+            .json(&json!({
+                "name": "looper",
+                "system_prompt": "x",
+                "model": {"max_steps": 3},
+                "capabilities": [{"id": "well-behaved"}],
+            }))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let session = json_of(
+        app.post("/v1/sessions")
+            .json(&json!({"agent_id": agent["id"]}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let sid = session["id"].as_str().unwrap();
+    let stream = app
+        .get(&format!("/v1/sessions/{sid}/events"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let watcher = tokio::spawn(sse_until(stream, "run.failed"));
+    let run = json_of(
+        app.post(&format!("/v1/sessions/{sid}/messages"))
+            .json(&json!({"content": "go"}))
+            .send()
+            .await
+            .unwrap(),
+        202,
+    )
+    .await;
+    let events = watcher.await.unwrap();
+    let error = events.last().unwrap().2["data"]["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(error.contains("step limit of 3"), "{error}");
+    let run = json_of(
+        app.get(&format!("/v1/runs/{}", run["id"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(
+        run["steps"].as_array().unwrap().len(),
+        4,
+        "llm, tool, llm, tool, then the limit"
+    );
+    assert_eq!(llm.request_count(), 2);
+    app.stop().await;
+}
