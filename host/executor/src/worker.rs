@@ -1,5 +1,6 @@
 //! The worker: claims runs while it has capacity, executes each in its own task, and sleeps
-//! until woken (a new run in this process), the poll interval passes, or a run finishes.
+//! until woken (a run queued or freed in this process, or on PostgreSQL in any process), the
+//! poll interval passes, or a run finishes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +74,8 @@ impl Executor {
         let config = &self.shared.config;
         let permits = Arc::new(Semaphore::new(config.max_concurrent_runs.max(1)));
         let mut tasks = JoinSet::new();
+        // Runs queued, finished or cancelled anywhere (NOTIFY on PostgreSQL) wake the worker.
+        let mut runs_changed = self.shared.store.run_signal().subscribe();
         tracing::info!(owner = %config.owner, "executor started");
         loop {
             while let Ok(permit) = permits.clone().try_acquire_owned() {
@@ -100,6 +103,7 @@ impl Executor {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.shared.wake.notified() => {}
+                _ = runs_changed.changed() => {}
                 _ = tokio::time::sleep(config.poll_interval) => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }

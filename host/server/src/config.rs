@@ -65,6 +65,13 @@ pub struct Config {
     /// How long a worker's claim on a run lasts without renewal, in milliseconds.
     #[serde(default = "default_lease_ms")]
     pub executor_lease_ms: u64,
+    /// How often an idle worker looks for runs when nothing woke it, in milliseconds.
+    #[serde(default = "default_poll_ms")]
+    pub executor_poll_ms: u64,
+}
+
+fn default_poll_ms() -> u64 {
+    1_000
 }
 
 fn enabled() -> bool {
@@ -93,6 +100,7 @@ impl Default for Config {
             llm_model: None,
             worker: true,
             executor_lease_ms: default_lease_ms(),
+            executor_poll_ms: default_poll_ms(),
         }
     }
 }
@@ -113,6 +121,7 @@ const ENV_KEYS: &[&str] = &[
     "llm_api_key",
     "llm_model",
     "executor_lease_ms",
+    "executor_poll_ms",
     "worker",
 ];
 

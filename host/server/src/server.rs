@@ -130,6 +130,7 @@ fn build_executor(
     let executor_config = ExecutorConfig {
         lease,
         heartbeat: lease / 3,
+        poll_interval: Duration::from_millis(config.executor_poll_ms.max(10)),
         ..ExecutorConfig::default()
     };
     Ok(Executor::new(store, runtime, providers, executor_config))

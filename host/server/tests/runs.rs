@@ -521,3 +521,79 @@ async fn a_run_stops_at_the_step_limit() {
     assert_eq!(llm.request_count(), 2);
     app.stop().await;
 }
+
+/// An API-only process queues a run; a worker process on the same PostgreSQL picks it up at
+/// once through `LISTEN/NOTIFY`, although its poll interval is a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_elsewhere_is_woken_by_notify() {
+    let db = TestDb::postgres().await;
+    let llm = FakeLlm::start().await;
+    llm.set_fallback(|_| Reply::text("hello from the worker"));
+    let api_dir = tempfile::tempdir().unwrap();
+    let api = TestApp::start_configured(api_dir.path(), Some(db.url()), |config| {
+        config.worker = false;
+    })
+    .await;
+    let worker_dir = tempfile::tempdir().unwrap();
+    let base = llm.openai_base_url();
+    let key = llm.api_key().to_owned();
+    let worker = TestApp::start_configured(worker_dir.path(), Some(db.url()), |config| {
+        config.llm_kind = Some("openai".to_owned());
+        config.llm_base_url = Some(base);
+        config.llm_api_key = Some(key.into());
+        config.llm_model = Some("m".to_owned());
+        config.executor_poll_ms = 60_000;
+    })
+    .await;
+    // Let the worker's first look for work (at start) pass.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let agent = json_of(
+        api.post("/v1/agents")
+            .json(&json!({"name": "n", "system_prompt": "x"}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let session = json_of(
+        api.post("/v1/sessions")
+            .json(&json!({"agent_id": agent["id"]}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let sid = session["id"].as_str().unwrap();
+    let run = json_of(
+        api.post(&format!("/v1/sessions/{sid}/messages"))
+            .json(&json!({"content": "hi"}))
+            .send()
+            .await
+            .unwrap(),
+        202,
+    )
+    .await;
+    let rid = run["id"].as_str().unwrap();
+    let posted = std::time::Instant::now();
+    loop {
+        let run = json_of(
+            api.get(&format!("/v1/runs/{rid}")).send().await.unwrap(),
+            200,
+        )
+        .await;
+        if run["status"] == "completed" {
+            break;
+        }
+        assert!(
+            posted.elapsed() < Duration::from_secs(10),
+            "the worker was not woken: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.stop().await;
+    api.stop().await;
+    db.cleanup().await;
+}

@@ -62,6 +62,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// readers wait on it (and poll, for writes made by other processes).
     fn event_signal(&self) -> EventSignal;
 
+    /// Bumped when a run may have become claimable: after writes of this store value that
+    /// queue, finish or cancel a run and, on PostgreSQL, after such writes in any process
+    /// (`LISTEN`/`NOTIFY`). Workers wait on it, with polling as the fallback.
+    fn run_signal(&self) -> EventSignal;
+
     /// Cheap round trip to the database.
     async fn ping(&self) -> Result<()>;
 

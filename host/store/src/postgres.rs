@@ -58,15 +58,19 @@ macro_rules! api_key_columns {
 pub struct PgStore {
     pool: PgPool,
     signal: EventSignal,
+    run_signal: EventSignal,
 }
 
 impl PgStore {
     /// Wraps a pool whose database has been migrated (see [`crate::connect`]).
     pub(crate) fn new(pool: PgPool) -> Self {
-        Self {
+        let store = Self {
             pool,
             signal: EventSignal::default(),
-        }
+            run_signal: EventSignal::default(),
+        };
+        spawn_run_listener(store.pool.clone(), &store.run_signal);
+        store
     }
 
     /// Applies pending migrations on `conn`. sqlx holds a session-level advisory lock keyed on
@@ -156,6 +160,10 @@ async fn insert_api_key<'e>(
 impl Store for PgStore {
     fn event_signal(&self) -> EventSignal {
         self.signal.clone()
+    }
+
+    fn run_signal(&self) -> EventSignal {
+        self.run_signal.clone()
     }
 
     fn backend(&self) -> &'static str {
@@ -629,7 +637,7 @@ impl Store for PgStore {
         idempotency_key: Option<String>,
     ) -> Result<StartedRun> {
         signal::after(
-            &self.signal,
+            &[&self.signal, &self.run_signal],
             runs::start_run(&self.pool, session, content, idempotency_key).await,
         )
     }
@@ -644,7 +652,7 @@ impl Store for PgStore {
 
     async fn append_events(&self, lease: &Lease, events: Vec<NewEvent>) -> Result<Vec<Event>> {
         signal::after(
-            &self.signal,
+            &[&self.signal],
             runs::append_events(&self.pool, lease, events).await,
         )
     }
@@ -657,7 +665,7 @@ impl Store for PgStore {
         usage_delta: Usage,
     ) -> Result<RecordedStep> {
         signal::after(
-            &self.signal,
+            &[&self.signal],
             runs::record_step(&self.pool, lease, step, events, usage_delta).await,
         )
     }
@@ -674,13 +682,16 @@ impl Store for PgStore {
         events: Vec<NewEvent>,
     ) -> Result<Run> {
         signal::after(
-            &self.signal,
+            &[&self.signal, &self.run_signal],
             runs::finish_run(&self.pool, lease, status, error, events).await,
         )
     }
 
     async fn request_cancel(&self, run: &RunId) -> Result<Run> {
-        signal::after(&self.signal, runs::request_cancel(&self.pool, run).await)
+        signal::after(
+            &[&self.signal, &self.run_signal],
+            runs::request_cancel(&self.pool, run).await,
+        )
     }
 
     async fn get_run(&self, run: &RunId) -> Result<Run> {
@@ -709,4 +720,51 @@ impl Store for PgStore {
     async fn last_event_seq(&self, session: &SessionId) -> Result<i64> {
         runs::last_event_seq(&self.pool, session).await
     }
+}
+
+/// Listens for `everruns_runs` notifications from every process and bumps `signal`, so idle
+/// workers claim new runs at once. Reconnects after errors; ends when the store is dropped.
+fn spawn_run_listener(pool: PgPool, signal: &EventSignal) {
+    let weak = signal.downgrade();
+    tokio::spawn(async move {
+        loop {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::debug!(error = %e, "run listener cannot connect; retrying");
+                    if pool.is_closed() || weak.strong_count() == 0 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = listener.listen(runs::RUNS_CHANNEL).await {
+                tracing::debug!(error = %e, "run listener cannot LISTEN; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            // After (re)connecting, something may have been missed: look for work once.
+            if !EventSignal::bump_weak(&weak) {
+                return;
+            }
+            loop {
+                // Wake up now and then to notice a dropped store even when nothing arrives.
+                match tokio::time::timeout(Duration::from_secs(5), listener.recv()).await {
+                    Ok(Ok(_)) => {
+                        if !EventSignal::bump_weak(&weak) {
+                            return;
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "run listener lost its connection; reconnecting");
+                        break;
+                    }
+                    Err(_) if weak.strong_count() == 0 || pool.is_closed() => return,
+                    Err(_) => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
 }

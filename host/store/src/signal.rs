@@ -1,5 +1,7 @@
-//! [`EventSignal`]: wakes readers of the event log (SSE streams) when a write in this process
-//! appended events, so they re-read the log at once instead of waiting for their poll.
+//! [`EventSignal`]: a wake-up counter. The store keeps two: one bumped after writes that
+//! appended events (SSE readers re-read the log at once instead of waiting for their poll), one
+//! bumped when a run may have become claimable (workers look for work at once). On PostgreSQL
+//! the run signal is also bumped by `NOTIFY`s from other processes.
 
 use std::sync::Arc;
 
@@ -26,16 +28,34 @@ impl EventSignal {
         self.tx.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// A handle that does not keep the signal alive (for background listeners).
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<watch::Sender<u64>> {
+        Arc::downgrade(&self.tx)
+    }
+
+    /// Bumps through a weak handle; `false` once the signal is gone.
+    pub(crate) fn bump_weak(weak: &std::sync::Weak<watch::Sender<u64>>) -> bool {
+        match weak.upgrade() {
+            Some(tx) => {
+                tx.send_modify(|n| *n = n.wrapping_add(1));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A receiver that sees every later bump.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.tx.subscribe()
     }
 }
 
-/// Bumps `signal` when `result` is a success, then hands the result back.
-pub(crate) fn after<T, E>(signal: &EventSignal, result: Result<T, E>) -> Result<T, E> {
+/// Bumps every signal in `signals` when `result` is a success, then hands the result back.
+pub(crate) fn after<T, E>(signals: &[&EventSignal], result: Result<T, E>) -> Result<T, E> {
     if result.is_ok() {
-        signal.bump();
+        for signal in signals {
+            signal.bump();
+        }
     }
     result
 }

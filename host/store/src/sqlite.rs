@@ -58,6 +58,7 @@ macro_rules! api_key_columns {
 pub struct SqliteStore {
     pool: SqlitePool,
     signal: EventSignal,
+    run_signal: EventSignal,
 }
 
 impl SqliteStore {
@@ -66,6 +67,7 @@ impl SqliteStore {
         Self {
             pool,
             signal: EventSignal::default(),
+            run_signal: EventSignal::default(),
         }
     }
 
@@ -168,6 +170,10 @@ async fn insert_api_key<'e>(
 impl Store for SqliteStore {
     fn event_signal(&self) -> EventSignal {
         self.signal.clone()
+    }
+
+    fn run_signal(&self) -> EventSignal {
+        self.run_signal.clone()
     }
 
     fn backend(&self) -> &'static str {
@@ -636,7 +642,7 @@ impl Store for SqliteStore {
         idempotency_key: Option<String>,
     ) -> Result<StartedRun> {
         signal::after(
-            &self.signal,
+            &[&self.signal, &self.run_signal],
             runs::start_run(&self.pool, session, content, idempotency_key).await,
         )
     }
@@ -651,7 +657,7 @@ impl Store for SqliteStore {
 
     async fn append_events(&self, lease: &Lease, events: Vec<NewEvent>) -> Result<Vec<Event>> {
         signal::after(
-            &self.signal,
+            &[&self.signal],
             runs::append_events(&self.pool, lease, events).await,
         )
     }
@@ -664,7 +670,7 @@ impl Store for SqliteStore {
         usage_delta: Usage,
     ) -> Result<RecordedStep> {
         signal::after(
-            &self.signal,
+            &[&self.signal],
             runs::record_step(&self.pool, lease, step, events, usage_delta).await,
         )
     }
@@ -681,13 +687,16 @@ impl Store for SqliteStore {
         events: Vec<NewEvent>,
     ) -> Result<Run> {
         signal::after(
-            &self.signal,
+            &[&self.signal, &self.run_signal],
             runs::finish_run(&self.pool, lease, status, error, events).await,
         )
     }
 
     async fn request_cancel(&self, run: &RunId) -> Result<Run> {
-        signal::after(&self.signal, runs::request_cancel(&self.pool, run).await)
+        signal::after(
+            &[&self.signal, &self.run_signal],
+            runs::request_cancel(&self.pool, run).await,
+        )
     }
 
     async fn get_run(&self, run: &RunId) -> Result<Run> {

@@ -259,6 +259,9 @@ async fn started_by_key(
     }))
 }
 
+/// The channel that tells workers a run became claimable (queued, or freed by a finish).
+pub(crate) const RUNS_CHANNEL: &str = "everruns_runs";
+
 pub(super) async fn start_run(
     pool: &PgPool,
     session: &SessionId,
@@ -358,6 +361,11 @@ pub(super) async fn start_run(
         now,
     )
     .await?;
+    // Wakes workers in every process at commit (PostgreSQL folds repeats in one transaction).
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(RUNS_CHANNEL)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(StartedRun {
         run,
@@ -706,6 +714,11 @@ pub(super) async fn finish_run(
         .ok_or_else(|| StoreError::not_found("session", &run.session_id))?;
     insert_events(&mut tx, &run.session_id, last, Some(&run.id), events, now).await?;
     settle_session_status(&mut tx, &run.session_id).await?;
+    // Wakes workers in every process at commit (PostgreSQL folds repeats in one transaction).
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(RUNS_CHANNEL)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(run)
 }
@@ -771,6 +784,11 @@ pub(super) async fn request_cancel(pool: &PgPool, id: &RunId) -> Result<Run> {
             run
         }
     };
+    // Wakes workers in every process at commit (PostgreSQL folds repeats in one transaction).
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(RUNS_CHANNEL)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(run)
 }
