@@ -1,0 +1,778 @@
+//! Crash recovery with real `everruns serve` processes on one PostgreSQL: SIGKILL at random
+//! moments during many tool-using, streaming runs loses nothing and repeats nothing; a worker
+//! paused past its lease (SIGSTOP/SIGCONT) writes nothing once another worker took over.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use everruns_core::KvScope;
+use everruns_testkit::guests::{WELL_BEHAVED, plugin_dir};
+use everruns_testkit::{FakeLlm, Reply, TestDb};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_everruns");
+const KEY: &str = "evr_crash_test_bootstrap_key_0001";
+const LEASE_MS: u64 = 1_500;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real `everruns serve` process; SIGKILLed on drop.
+struct Everruns {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Drop for Everruns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Everruns {
+    /// Starts a process on `dir` (which holds the plugin) with output in `dir/everruns-N.log`.
+    fn spawn(dir: &Path, db: &TestDb, llm: &FakeLlm, n: usize) -> Self {
+        let port = free_port();
+        let log = dir.join(format!("everruns-{n}.log"));
+        let out = File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let mut cmd = Command::new(BIN);
+        for var in [
+            "DATABASE_URL",
+            "EVERRUNS_DATABASE_URL",
+            "EVERRUNS_LISTEN",
+            "EVERRUNS_DATA_DIR",
+            "EVERRUNS_CONFIG",
+            "EVERRUNS_PLUGIN_DIRS",
+            "EVERRUNS_WORKER",
+            "EVERRUNS_LOG_FORMAT",
+            "RUST_LOG",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.arg("--data-dir")
+            .arg(dir)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("DATABASE_URL", db.url())
+            .env("EVERRUNS_BOOTSTRAP_API_KEY", KEY)
+            .env("EVERRUNS_LLM_KIND", "openai")
+            .env("EVERRUNS_LLM_BASE_URL", llm.openai_base_url())
+            .env("EVERRUNS_LLM_API_KEY", llm.api_key())
+            .env("EVERRUNS_LLM_MODEL", "m")
+            .env("EVERRUNS_EXECUTOR_LEASE_MS", LEASE_MS.to_string())
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        Self {
+            child: cmd.spawn().expect("start everruns"),
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Waits until `/health` answers 200.
+    async fn healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/health", self.base)).await
+                && r.status() == 200
+            {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("everruns exited with {status}:\n{}", self.log_tail());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "everruns did not become healthy:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, and reap.
+    fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+fn signal(pid: &str, sig: &str) {
+    let status = Command::new("kill").args([sig, pid]).status().unwrap();
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// A data directory with the well-behaved plugin installed.
+fn data_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    plugin_dir(
+        &dir.path().join("plugins"),
+        "well-behaved",
+        "well-behaved",
+        WELL_BEHAVED,
+    );
+    dir
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    let response = client.get(url).bearer_auth(KEY).send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, 200, "GET {url}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+async fn post_json(client: &reqwest::Client, url: &str, body: Value) -> Value {
+    let response = client
+        .post(url)
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert!(status.is_success(), "POST {url}: {status} {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The whole event log of a session as JSON.
+async fn event_log(client: &reqwest::Client, base: &str, sid: &str) -> Vec<Value> {
+    let page = get_json(
+        client,
+        &format!("{base}/v1/sessions/{sid}/events?limit=500"),
+    )
+    .await;
+    assert!(page["next_since"].is_null(), "log fits one page: {page}");
+    page["data"].as_array().unwrap().clone()
+}
+
+/// Opens an SSE stream with `Last-Event-ID: since` and reads the events up to `until` (the
+/// last sequence number of the log), checking the `id:` and `event:` lines against the data.
+async fn sse_replay(
+    client: &reqwest::Client,
+    base: &str,
+    sid: &str,
+    since: i64,
+    until: i64,
+) -> Vec<Value> {
+    let response = client
+        .get(format!("{base}/v1/sessions/{sid}/events"))
+        .bearer_auth(KEY)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", since.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut events = Vec::new();
+    if since >= until {
+        return events;
+    }
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(15), stream.next())
+            .await
+            .expect("SSE replay keeps coming")
+            .expect("stream open")
+            .unwrap();
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (None, None, None);
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse::<i64>().ok();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = serde_json::from_str::<Value>(v.trim()).ok();
+                }
+            }
+            let (Some(id), Some(event), Some(data)) = (id, event, data) else {
+                continue; // a heartbeat comment
+            };
+            assert_eq!(data["seq"], id, "SSE id matches the event: {data}");
+            assert_eq!(data["type"], event.as_str(), "SSE event matches: {data}");
+            events.push(data);
+            if id >= until {
+                return events;
+            }
+        }
+    }
+}
+
+/// A small deterministic generator (xorshift); the seed is printed so a failure can be rerun
+/// with `CRASH_TEST_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("CRASH_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        })
+}
+
+/// The time of day (UTC) like the event log's `created_at`, for failure reports.
+fn utc_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let secs = now.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        now.subsec_millis()
+    )
+}
+
+/// Text that marks a session's user message, found again in the fake LLM's request log.
+fn marker(i: usize) -> String {
+    format!("crash-session-{i}-end")
+}
+
+/// Rounds of messages, each ended by one SIGKILL.
+const ROUNDS: usize = 6;
+/// Messages (sessions, runs) per round.
+const PER_ROUND: usize = 10;
+const SESSIONS: usize = ROUNDS * PER_ROUND;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_runs_loses_nothing() {
+    let seed = seed();
+    eprintln!("CRASH_TEST_SEED={seed}");
+    let mut rng = Rng(seed);
+    let db = TestDb::postgres().await;
+    let llm = FakeLlm::start().await;
+    // Count once, then answer in text; every delta takes a while so streams are in flight.
+    let delay = Duration::from_millis(60);
+    llm.set_fallback(move |request| {
+        if request.last_message_is_tool_result() {
+            Reply::text(format!(
+                "done: the counter said {} and that is all",
+                request.tool_results()[0].1
+            ))
+            .with_delta_delay(delay)
+        } else {
+            Reply::tool_call("well-behaved__count", json!({})).with_delta_delay(delay)
+        }
+    });
+
+    let dirs = [data_dir(), data_dir()];
+    let mut spawned = 0;
+    let mut procs: Vec<Everruns> = Vec::new();
+    for dir in &dirs {
+        procs.push(Everruns::spawn(dir.path(), &db, &llm, spawned));
+        spawned += 1;
+    }
+    for p in &mut procs {
+        p.healthy().await;
+    }
+    let http = client();
+
+    // One agent per session: the plugin's counter is per agent (the manifest's default KV
+    // scope), so every run must see exactly 1, replayed or not.
+    let (mut agents, mut sessions) = (Vec::new(), Vec::new());
+    for i in 0..SESSIONS {
+        let base = &procs[i % 2].base;
+        let agent = post_json(
+            &http,
+            &format!("{base}/v1/agents"),
+            json!({"name": format!("counter-{i}"), "system_prompt": "Count.", "capabilities": [{"id": "well-behaved"}]}),
+        )
+        .await;
+        let session = post_json(
+            &http,
+            &format!("{base}/v1/sessions"),
+            json!({"agent_id": agent["id"]}),
+        )
+        .await;
+        agents.push(agent["id"].as_str().unwrap().to_owned());
+        sessions.push(session["id"].as_str().unwrap().to_owned());
+    }
+
+    // Rounds: a burst of messages, a SIGKILL of a random process at a random moment while
+    // those runs stream and call tools, a restart on the same data directory, then a pause
+    // of more than a lease plus a poll so that the orphaned runs are taken over and make
+    // progress before the next kill. (Killing faster than runs can progress would rightly
+    // fail them: after 3 takeovers without a completed step a run gives up.)
+    let mut runs = Vec::new();
+    let mut kills = 0;
+    let mut timeline = Vec::new();
+    for round in 0..ROUNDS {
+        let burst = round * PER_ROUND..(round + 1) * PER_ROUND;
+        for (i, sid) in sessions
+            .iter()
+            .enumerate()
+            .take(burst.end)
+            .skip(burst.start)
+        {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut attempt = i;
+            let run = loop {
+                let base = &procs[attempt % 2].base;
+                attempt += 1;
+                // The Idempotency-Key makes a retry after a lost response safe.
+                let sent = http
+                    .post(format!("{base}/v1/sessions/{sid}/messages"))
+                    .bearer_auth(KEY)
+                    .header("idempotency-key", format!("crash-{i}"))
+                    .json(&json!({"content": format!("please count {}", marker(i))}))
+                    .send()
+                    .await;
+                if let Ok(r) = sent
+                    && r.status().is_success()
+                    && let Ok(run) = r.json::<Value>().await
+                {
+                    break run;
+                }
+                assert!(Instant::now() < deadline, "could not post message {i}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            runs.push(run["id"].as_str().unwrap().to_owned());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.below(500))).await;
+        let victim = rng.below(2) as usize;
+        let pid = procs[victim].pid();
+        procs[victim].kill_9();
+        timeline.push(format!("{} SIGKILL pid {pid}", utc_now()));
+        kills += 1;
+        let mut fresh = Everruns::spawn(dirs[victim].path(), &db, &llm, spawned);
+        spawned += 1;
+        fresh.healthy().await;
+        timeline.push(format!("{} pid {} healthy", utc_now(), fresh.pid()));
+        procs[victim] = fresh;
+        tokio::time::sleep(Duration::from_millis(LEASE_MS + 1_500)).await;
+    }
+    eprintln!("{kills} SIGKILLs, {spawned} process starts");
+
+    // Every run completes.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut finished: BTreeMap<usize, Value> = BTreeMap::new();
+    while finished.len() < runs.len() {
+        for (i, rid) in runs.iter().enumerate() {
+            if finished.contains_key(&i) {
+                continue;
+            }
+            let run = get_json(&http, &format!("{}/v1/runs/{rid}", procs[i % 2].base)).await;
+            match run["status"].as_str().unwrap() {
+                "completed" => {
+                    finished.insert(i, run);
+                }
+                "failed" | "cancelled" => {
+                    let log = event_log(&http, &procs[i % 2].base, &sessions[i]).await;
+                    let summary: Vec<String> = log
+                        .iter()
+                        .filter(|e| e["type"] != "message.delta")
+                        .map(|e| {
+                            format!(
+                                "{} {} {} {}",
+                                e["seq"], e["created_at"], e["type"], e["data"]
+                            )
+                        })
+                        .collect();
+                    let mut lines = Vec::new();
+                    for dir in &dirs {
+                        for entry in std::fs::read_dir(dir.path()).unwrap() {
+                            let path = entry.unwrap().path();
+                            if path.extension().is_some_and(|e| e == "log") {
+                                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                                lines.extend(
+                                    text.lines()
+                                        .filter(|l| l.contains(rid.as_str()))
+                                        .map(|l| format!("{}: {l}", path.display())),
+                                );
+                            }
+                        }
+                    }
+                    panic!(
+                        "run {i} did not complete: {}\nprocesses:\n{}\nevents:\n{}\nlogs:\n{}",
+                        run["error"],
+                        timeline.join("\n"),
+                        summary.join("\n"),
+                        lines.join("\n")
+                    );
+                }
+                _ => {}
+            }
+        }
+        if finished.len() < runs.len() {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} runs still unfinished after 60 s:\n{}\n{}",
+                runs.len() - finished.len(),
+                runs.len(),
+                procs[0].log_tail(),
+                procs[1].log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    let requests = llm.requests();
+    let store = everruns_store::connect(&everruns_store::StoreConfig {
+        url: db.url().to_owned(),
+        max_connections: 2,
+    })
+    .await
+    .unwrap();
+    let (mut takeovers, mut replays, mut torn, mut extra_requests) = (0, 0, 0, 0);
+    for (i, sid) in sessions.iter().enumerate() {
+        let base = &procs[i % 2].base;
+        let run = &finished[&i];
+
+        // One run per session, despite the retried POSTs.
+        let listed = get_json(&http, &format!("{base}/v1/sessions/{sid}/runs")).await;
+        assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+
+        // The journal: steps 0, 1, 2 exactly once each, llm / tool / llm.
+        let steps = run["steps"].as_array().unwrap();
+        let numbers: Vec<u64> = steps
+            .iter()
+            .map(|s| s["step_no"].as_u64().unwrap())
+            .collect();
+        let kinds: Vec<&str> = steps.iter().map(|s| s["kind"].as_str().unwrap()).collect();
+        assert_eq!(numbers, vec![0, 1, 2], "run {i}: {run}");
+        assert_eq!(kinds, vec!["llm", "tool", "llm"], "run {i}: {run}");
+
+        // The event log: 1..N, one run.completed, and it is the last event.
+        let log = event_log(&http, base, sid).await;
+        let seqs: Vec<i64> = log.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+        assert_eq!(
+            seqs,
+            (1..=log.len() as i64).collect::<Vec<_>>(),
+            "session {i}: gaps or duplicates"
+        );
+        let of_type = |t: &str| log.iter().filter(|e| e["type"] == t).collect::<Vec<_>>();
+        assert_eq!(of_type("run.completed").len(), 1, "session {i}");
+        assert_eq!(log.last().unwrap()["type"], "run.completed", "session {i}");
+        assert_eq!(of_type("message.completed").len(), 2, "session {i}");
+        let attempts = of_type("run.started").len();
+        assert!(attempts >= 1, "session {i}");
+        takeovers += attempts - 1;
+
+        // Every execution of the tool step used the one idempotency key `run:1:call`
+        // (read back from the plugin's KV in the database), and the tool's effect happened
+        // once: the per-agent counter is 1. The plugin's two KV writes (counter, then the
+        // key's result) are separate transactions, so a SIGKILL between them leaves a counted
+        // but unrecorded call, which the re-execution counts again; that is the only way to
+        // more than 1, and it needs an execution that was interrupted (a second tool.started).
+        let recorded_call = steps[0]["output"]["tool_calls"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let tools = of_type("tool.completed");
+        assert_eq!(tools.len(), 1, "session {i}: {tools:?}");
+        let executions = of_type("tool.started").len();
+        let output: Value =
+            serde_json::from_str(tools[0]["data"]["output"].as_str().unwrap()).unwrap();
+        let count = output["count"].as_u64().unwrap();
+        let scope = KvScope {
+            plugin: "well-behaved".to_owned(),
+            owner: format!("agent:{}", agents[i]),
+        };
+        let keys = store.kv_list(&scope, "", 100).await.unwrap();
+        let done_key = format!("done/{}:1:{recorded_call}", runs[i]);
+        assert_eq!(
+            keys,
+            vec!["counter".to_owned(), done_key.clone()],
+            "session {i}: one idempotency key for every execution"
+        );
+        let stored = |v: Option<Vec<u8>>| String::from_utf8(v.unwrap()).unwrap();
+        assert_eq!(
+            stored(store.kv_get(&scope, "counter").await.unwrap()),
+            count.to_string()
+        );
+        assert_eq!(
+            stored(store.kv_get(&scope, &done_key).await.unwrap()),
+            count.to_string()
+        );
+        if count != 1 {
+            assert!(
+                count == 2 && output["replayed"] == false && executions >= 2,
+                "session {i}: the tool's effect repeated: {output}, {executions} executions"
+            );
+            torn += 1;
+        }
+        if output["replayed"] == true {
+            replays += 1;
+        }
+
+        // The conversation holds each step's message once.
+        let messages = get_json(&http, &format!("{base}/v1/sessions/{sid}/messages")).await;
+        let roles: Vec<&str> = messages["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            roles,
+            vec!["user", "assistant", "tool", "assistant"],
+            "session {i}"
+        );
+
+        // No completed LLM step was requested again: each attempt (one run.started each)
+        // loses at most the one LLM call it had in flight; the second call always carries
+        // the tool call recorded in the journal.
+        let mine: Vec<_> = requests
+            .iter()
+            .filter(|r| r.body.to_string().contains(&marker(i)))
+            .collect();
+        let seconds: Vec<_> = mine
+            .iter()
+            .filter(|r| r.last_message_is_tool_result())
+            .collect();
+        assert!(!seconds.is_empty(), "session {i}");
+        for r in &seconds {
+            assert_eq!(
+                r.tool_results()[0].0,
+                recorded_call,
+                "session {i}: the answer call used an unrecorded tool call"
+            );
+        }
+        assert!(
+            mine.len() <= 2 + (attempts - 1),
+            "session {i}: {} LLM requests for 2 LLM steps in {attempts} attempts",
+            mine.len()
+        );
+        extra_requests += mine.len() - 2;
+
+        // SSE resume reproduces the log: from every Last-Event-ID for a few sessions, from
+        // the start and a random point for the others.
+        let last = log.len() as i64;
+        let points: Vec<i64> = if i < 3 {
+            (0..last).collect()
+        } else {
+            vec![0, rng.below(last as u64) as i64]
+        };
+        for (n, k) in points.into_iter().enumerate() {
+            let sse_base = &procs[(i + n) % 2].base;
+            let replayed = sse_replay(&http, sse_base, sid, k, last).await;
+            assert_eq!(
+                replayed.as_slice(),
+                &log[k as usize..],
+                "session {i}: SSE from Last-Event-ID {k}"
+            );
+        }
+    }
+    assert!(takeovers > 0, "no SIGKILL hit a run in flight");
+    assert!(requests.iter().all(|r| r.auth_ok));
+    assert!(
+        requests.len() <= 2 * SESSIONS + takeovers,
+        "{} requests",
+        requests.len()
+    );
+    eprintln!(
+        "{SESSIONS} runs completed; {takeovers} takeovers, {replays} replayed tool calls, \
+         {torn} calls counted twice after a kill between the plugin's KV writes, \
+         {extra_requests} LLM calls lost in flight, {} requests",
+        requests.len()
+    );
+    drop(procs);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_worker_after_sigstop_writes_nothing() {
+    let db = TestDb::postgres().await;
+    let llm = FakeLlm::start().await;
+    // The first call streams slowly; the one after the takeover answers quickly.
+    let slow: String = (1..=30).map(|n| format!("slow{n} ")).collect();
+    llm.push(Reply::text(slow.trim_end()).with_delta_delay(Duration::from_millis(150)));
+    let fast = "the new worker answered";
+    llm.set_fallback(move |_| Reply::text(fast).with_delta_delay(Duration::from_millis(20)));
+
+    let (dir_a, dir_b) = (data_dir(), data_dir());
+    let mut a = Everruns::spawn(dir_a.path(), &db, &llm, 0);
+    a.healthy().await;
+    let http = client();
+    let agent = post_json(
+        &http,
+        &format!("{}/v1/agents", a.base),
+        json!({"name": "slow", "system_prompt": "Talk."}),
+    )
+    .await;
+    let session = post_json(
+        &http,
+        &format!("{}/v1/sessions", a.base),
+        json!({"agent_id": agent["id"]}),
+    )
+    .await;
+    let sid = session["id"].as_str().unwrap().to_owned();
+    let run = post_json(
+        &http,
+        &format!("{}/v1/sessions/{sid}/messages", a.base),
+        json!({"content": "say a lot"}),
+    )
+    .await;
+    let rid = run["id"].as_str().unwrap().to_owned();
+
+    // Wait until A streams.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let a_message = loop {
+        let log = event_log(&http, &a.base, &sid).await;
+        if let Some(delta) = log.iter().find(|e| e["type"] == "message.delta") {
+            break delta["data"]["message_id"].clone();
+        }
+        assert!(Instant::now() < deadline, "A never streamed: {log:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    // B joins; A freezes past its lease; B takes the run over.
+    let mut b = Everruns::spawn(dir_b.path(), &db, &llm, 1);
+    b.healthy().await;
+    signal(&a.pid(), "-STOP");
+    let stopped = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let takeover_seq = loop {
+        let log = event_log(&http, &b.base, &sid).await;
+        if let Some(started) = log
+            .iter()
+            .find(|e| e["type"] == "run.started" && e["data"]["takeover"] == true)
+        {
+            break started["seq"].as_i64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "B never took over: {log:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(LEASE_MS) - Duration::from_millis(600),
+        "taken over before the lease could expire: {:?}",
+        stopped.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&a.pid(), "-CONT");
+
+    // The run completes once, on B.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        let run = get_json(&http, &format!("{}/v1/runs/{rid}", b.base)).await;
+        match run["status"].as_str().unwrap() {
+            "completed" => break run,
+            "failed" | "cancelled" => panic!("{run}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "run unfinished: {run}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Give A time to wake up, notice and give up (its slow stream ends ~4.5 s after it began).
+    let log = event_log(&http, &b.base, &sid).await;
+    let grace = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < grace
+        && !std::fs::read_to_string(&a.log)
+            .unwrap_or_default()
+            .contains("lease lost")
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let a_log = std::fs::read_to_string(&a.log).unwrap_or_default();
+    assert!(
+        a_log.contains("lease lost"),
+        "A noticed it lost the lease:\n{}",
+        a.log_tail()
+    );
+
+    // Nothing A did after the takeover landed: the log is as it was at completion.
+    let after = event_log(&http, &a.base, &sid).await;
+    assert_eq!(after, log, "events were written after the run completed");
+    let seqs: Vec<i64> = log.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=log.len() as i64).collect::<Vec<_>>());
+    let of_type = |t: &str| log.iter().filter(|e| e["type"] == t).collect::<Vec<_>>();
+    assert_eq!(of_type("run.completed").len(), 1);
+    assert_eq!(log.last().unwrap()["type"], "run.completed");
+    let started = of_type("run.started");
+    assert_eq!(started.len(), 2, "{started:?}");
+    assert_ne!(started[0]["data"]["worker"], started[1]["data"]["worker"]);
+    assert!(
+        !log.iter()
+            .any(|e| e["seq"].as_i64().unwrap() > takeover_seq
+                && e["data"]["message_id"] == a_message),
+        "A's stream wrote after the takeover: {log:?}"
+    );
+    let completed = of_type("message.completed");
+    assert_eq!(completed.len(), 1, "{completed:?}");
+    assert_eq!(completed[0]["data"]["text"], fast);
+    let b_message = completed[0]["data"]["message_id"].clone();
+    assert_ne!(b_message, a_message);
+    let streamed: String = log
+        .iter()
+        .filter(|e| e["type"] == "message.delta" && e["data"]["message_id"] == b_message)
+        .map(|e| e["data"]["delta"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(streamed, fast);
+
+    // One LLM step, one assistant message.
+    let steps = run["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "{run}");
+    assert_eq!(steps[0]["step_no"], 0);
+    assert_eq!(steps[0]["output"]["text"], fast);
+    let messages = get_json(&http, &format!("{}/v1/sessions/{sid}/messages", a.base)).await;
+    let contents: Vec<(&str, &str)> = messages["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect();
+    assert_eq!(contents, vec![("user", "say a lot"), ("assistant", fast)]);
+    assert_eq!(llm.request_count(), 2);
+    // A is alive and serving.
+    assert!(a.child.try_wait().unwrap().is_none());
+    a.healthy().await;
+    drop((a, b));
+    db.cleanup().await;
+}
