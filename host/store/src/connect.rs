@@ -114,7 +114,42 @@ async fn open_sqlite(config: &StoreConfig) -> Result<SqliteStore> {
         .busy_timeout(SQLITE_BUSY_TIMEOUT)
         .foreign_keys(true);
 
-    let pool = if in_memory {
+    // Several processes opening a new file at once race to switch it to WAL, and SQLite answers
+    // that switch with SQLITE_BUSY at once instead of waiting on the busy timeout: retry.
+    let mut attempt = 0;
+    let pool = loop {
+        match sqlite_pool(config, in_memory, options.clone()).await {
+            Err(err) if attempt < 50 && is_busy(&err) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * attempt.min(10))).await;
+            }
+            other => break other,
+        }
+    }
+    .map_err(|err| StoreError::Connect {
+        backend: "SQLite",
+        target: target.clone(),
+        detail: err.to_string(),
+    })?;
+
+    let mut conn = pool.acquire().await?;
+    SqliteStore::migrate(&mut conn).await?;
+    drop(conn);
+    tracing::info!(target = %target, "opened SQLite store");
+    Ok(SqliteStore::new(pool))
+}
+
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6): another connection holds the lock for a moment.
+fn is_busy(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("5" | "6")))
+}
+
+async fn sqlite_pool(
+    config: &StoreConfig,
+    in_memory: bool,
+    options: SqliteConnectOptions,
+) -> std::result::Result<sqlx::SqlitePool, sqlx::Error> {
+    if in_memory {
         // The database lives as long as a connection to it does, and shared-cache connections
         // would fail with SQLITE_LOCKED instead of waiting: keep exactly one, forever.
         SqlitePoolOptions::new()
@@ -127,17 +162,6 @@ async fn open_sqlite(config: &StoreConfig) -> Result<SqliteStore> {
     }
     .connect_with(options)
     .await
-    .map_err(|err| StoreError::Connect {
-        backend: "SQLite",
-        target: target.clone(),
-        detail: err.to_string(),
-    })?;
-
-    let mut conn = pool.acquire().await?;
-    SqliteStore::migrate(&mut conn).await?;
-    drop(conn);
-    tracing::info!(target = %target, "opened SQLite store");
-    Ok(SqliteStore::new(pool))
 }
 
 /// `sqlite::memory:` or `sqlite:...?mode=memory`.
