@@ -1,6 +1,7 @@
 //! `everruns-bench`: Everruns benchmarks. `plugin-call` measures a trivial plugin tool
 //! call on a fresh store per call (what production does) against calls on one reused
-//! instance, and the time to load 10 plugins from a warm compile cache.
+//! instance, and the time to load 10 plugins from a warm compile cache. `plugin-load`
+//! measures size, cold and warm load and a call of the Python and JavaScript SDK examples.
 //!
 //! Output: human-readable lines, then as the LAST line one JSON object.
 
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use everruns_runtime::{CallContext, MemoryKv, MemorySecrets, Runtime, RuntimeConfig, ToolCall};
 
+mod plugin_load;
+
 const CALLS: usize = 5_000;
 const WARMUP: usize = 200;
 
@@ -22,7 +25,16 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(plugin_call()),
-        _ => bail!("usage: everruns-bench plugin-call"),
+        "plugin-load" => {
+            let work = tempfile_dir()?;
+            let result = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(plugin_load::run(&work));
+            let _ = std::fs::remove_dir_all(&work);
+            result
+        }
+        _ => bail!("usage: everruns-bench plugin-call | plugin-load"),
     }
 }
 
