@@ -14,10 +14,13 @@ use crate::error::{Error, Result};
 /// How often the epoch advances; the granularity of call deadlines.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Core wasm instances one component may need. A Rust wasip2 guest uses 3, a
-/// componentize-py guest about 14; size for the largest guest we support.
+/// Core wasm instances one component may need. Counted in the SDK examples: a Rust
+/// wasip2 guest uses 3, a componentize-qjs (JavaScript) one 8, a componentize-py 0.25 one
+/// 14 (CPython and its shared libraries are separate modules); size for the largest.
 const CORE_INSTANCES_PER_COMPONENT: u32 = 20;
-/// Linear memories one component may need (Rust: 1; Python/JS guests: a few).
+/// Linear memories one component may need (Rust and Python guests: 1, JavaScript: 2).
+/// The Python guest's is large (13 MiB initially) but that is bounded by the memory
+/// limit, not by the pool's slot count.
 const MEMORIES_PER_COMPONENT: u32 = 4;
 /// Tables one component may need.
 const TABLES_PER_COMPONENT: u32 = 20;
