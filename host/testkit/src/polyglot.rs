@@ -196,6 +196,7 @@ fn built_example(lang: Lang, example: &Path, component: &str) -> PathBuf {
         fingerprint.push('\0');
     }
 
+    // One slot per language, indexed by the enum's discriminant (Python 0, Js 1).
     static BUILT: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
     BUILT[lang as usize]
         .get_or_init(|| {
