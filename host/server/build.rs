@@ -29,8 +29,10 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut code = String::from("/// (language, [(relative path, contents)]) for every template.\n");
-    code.push_str("pub(crate) const TEMPLATES: &[(&str, &[(&str, &[u8])])] = &[\n");
+    let mut code = String::from("/// A template's files: (relative path, contents).\n");
+    code.push_str("pub(crate) type Files = &'static [(&'static str, &'static [u8])];\n");
+    code.push_str("/// (language, files) for every template.\n");
+    code.push_str("pub(crate) const TEMPLATES: &[(&str, Files)] = &[\n");
     for lang in LANGUAGES {
         let dir = root.join("sdk").join(lang).join("template");
         println!("cargo:rerun-if-changed={}", dir.display());

@@ -28,7 +28,9 @@ fn main() -> anyhow::Result<()> {
         "plugin-load" => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(plugin_load(std::env::args().skip(2).map(PathBuf::from).collect())),
+            .block_on(plugin_load(
+                std::env::args().skip(2).map(PathBuf::from).collect(),
+            )),
         _ => bail!("usage: everruns-bench plugin-call | plugin-load [PLUGIN_DIR...]"),
     }
 }
@@ -156,7 +158,13 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-const BUILTINS: &[&str] = &["current_time", "web_fetch", "session_files", "todo", "memory"];
+const BUILTINS: &[&str] = &[
+    "current_time",
+    "web_fetch",
+    "session_files",
+    "todo",
+    "memory",
+];
 const COLD_RUNS: usize = 3;
 const WARM_RUNS: usize = 10;
 

@@ -373,7 +373,10 @@ impl Plugin {
     /// key-value state (e.g. to list what it remembers).
     pub async fn system_prompt(&self, ctx: &CallContext) -> Result<Option<String>> {
         match self
-            .invoke(self.kv_scope(ctx), Request::SystemPrompt(self.wit_context(ctx)))
+            .invoke(
+                self.kv_scope(ctx),
+                Request::SystemPrompt(self.wit_context(ctx)),
+            )
             .await
             .0?
         {

@@ -34,7 +34,13 @@ const BUILTINS: &[Builtin] = &[
 ];
 
 /// The ids of the built-in capabilities.
-pub const IDS: &[&str] = &["current_time", "web_fetch", "session_files", "todo", "memory"];
+pub const IDS: &[&str] = &[
+    "current_time",
+    "web_fetch",
+    "session_files",
+    "todo",
+    "memory",
+];
 
 /// The component's file name inside a built-in's directory (what its manifest names).
 fn component_file(id: &str) -> String {
@@ -108,7 +114,10 @@ mod tests {
         assert_eq!(BUILTINS.iter().map(|b| b.id).collect::<Vec<_>>(), IDS);
         for b in BUILTINS {
             assert!(b.manifest.contains(&format!("id = \"{}\"", b.id)));
-            assert!(b.manifest.contains(&format!("component = \"{}\"", component_file(b.id))));
+            assert!(
+                b.manifest
+                    .contains(&format!("component = \"{}\"", component_file(b.id)))
+            );
             assert!(b.wasm.starts_with(b"\0asm"), "{} is not a wasm file", b.id);
         }
     }
@@ -118,7 +127,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         materialize(root.path(), &[]).unwrap();
         for id in IDS {
-            assert!(up_to_date(&root.path().join(id), &BUILTINS[IDS.iter().position(|i| i == id).unwrap()]));
+            assert!(up_to_date(
+                &root.path().join(id),
+                &BUILTINS[IDS.iter().position(|i| i == id).unwrap()]
+            ));
         }
         // A tampered component is replaced; a retired built-in is removed.
         let wasm = root.path().join("todo/todo.wasm");

@@ -138,7 +138,10 @@ pub fn build_runtime(config: &Config, kv: Arc<dyn KvBackend>) -> anyhow::Result<
 /// Loads every plugin directory now, logging what loaded and what failed, then watches them.
 pub async fn load_and_watch(runtime: &Runtime, config: &Config, shutdown: &CancellationToken) {
     if let Err(e) = prepare_builtins(config) {
-        tracing::error!(error = format!("{e:#}"), "cannot write the built-in plugins");
+        tracing::error!(
+            error = format!("{e:#}"),
+            "cannot write the built-in plugins"
+        );
     }
     for dir in plugin_dirs(config) {
         if let Err(e) = std::fs::create_dir_all(&dir) {

@@ -82,7 +82,11 @@ mod tests {
         }
         let (_, rust) = TEMPLATES.iter().find(|(l, _)| *l == "rust").unwrap();
         let manifest = rust.iter().find(|(p, _)| *p == "capability.toml").unwrap();
-        assert!(std::str::from_utf8(manifest.1).unwrap().contains("id = \"{{id}}\""));
+        assert!(
+            std::str::from_utf8(manifest.1)
+                .unwrap()
+                .contains("id = \"{{id}}\"")
+        );
     }
 
     #[test]
@@ -98,7 +102,11 @@ mod tests {
         assert!(files.contains(&PathBuf::from("capability.toml")));
         for file in &files {
             let text = std::fs::read_to_string(target.join(file)).unwrap();
-            assert!(!text.contains("{{id"), "{} keeps a placeholder", file.display());
+            assert!(
+                !text.contains("{{id"),
+                "{} keeps a placeholder",
+                file.display()
+            );
         }
         let manifest = std::fs::read_to_string(target.join("capability.toml")).unwrap();
         assert!(manifest.contains("id = \"my-tool\""));

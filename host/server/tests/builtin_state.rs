@@ -78,16 +78,19 @@ async fn turn(app: &TestApp, sid: &str, text: &str) {
         if buffer.contains("event: run.completed") {
             return;
         }
-        assert!(!buffer.contains("event: run.failed"), "run failed: {buffer}");
+        assert!(
+            !buffer.contains("event: run.failed"),
+            "run failed: {buffer}"
+        );
     }
 }
 
-/// The tool result and system prompt the model saw in the latest LLM request.
+/// The latest tool result and the system prompt the model saw in the latest LLM request.
 fn last_seen(llm: &FakeLlm) -> (String, String) {
     let request = llm.requests().pop().expect("a request");
     let result = request
         .tool_results()
-        .first()
+        .last()
         .map(|r| r.1.clone())
         .unwrap_or_default();
     let system = request.messages()[0]["content"]
@@ -107,27 +110,53 @@ async fn state_survives_a_restart_and_stays_isolated(db: Option<&TestDb>) {
     let llm = FakeLlm::start().await;
     let app = start(dir.path(), db, &llm).await;
     let caps = json!([{"id": "session_files"}, {"id": "memory"}]);
-    let agent_a = create(&app, "/v1/agents", json!({"name": "a", "system_prompt": "You are A.", "capabilities": caps})).await;
-    let agent_b = create(&app, "/v1/agents", json!({"name": "b", "system_prompt": "You are B.", "capabilities": [{"id": "memory"}]})).await;
+    let agent_a = create(
+        &app,
+        "/v1/agents",
+        json!({"name": "a", "system_prompt": "You are A.", "capabilities": caps}),
+    )
+    .await;
+    let agent_b = create(
+        &app,
+        "/v1/agents",
+        json!({"name": "b", "system_prompt": "You are B.", "capabilities": [{"id": "memory"}]}),
+    )
+    .await;
     let a1 = create(&app, "/v1/sessions", json!({"agent_id": agent_a})).await;
 
-    script(&llm, "session_files__write_file", json!({"path": "notes/plan.md", "content": "kept across restarts"}));
+    script(
+        &llm,
+        "session_files__write_file",
+        json!({"path": "notes/plan.md", "content": "kept across restarts"}),
+    );
     turn(&app, &a1, "note this").await;
     assert_eq!(last_seen(&llm).0, "wrote 20 bytes to notes/plan.md");
-    script(&llm, "memory__remember", json!({"name": "user.city", "fact": "Lives in Lyon"}));
+    script(
+        &llm,
+        "memory__remember",
+        json!({"name": "user.city", "fact": "Lives in Lyon"}),
+    );
     turn(&app, &a1, "I live in Lyon").await;
     assert_eq!(last_seen(&llm).0, "remembered `user.city`");
 
     let app = app.restart().await;
 
     // The same session reads its file back after the restart.
-    script(&llm, "session_files__read_file", json!({"path": "notes/plan.md"}));
+    script(
+        &llm,
+        "session_files__read_file",
+        json!({"path": "notes/plan.md"}),
+    );
     turn(&app, &a1, "read it").await;
     assert_eq!(last_seen(&llm).0, "kept across restarts");
 
     // A new session of agent A: no such file, but the memory is in its system prompt.
     let a2 = create(&app, "/v1/sessions", json!({"agent_id": agent_a})).await;
-    script(&llm, "session_files__read_file", json!({"path": "notes/plan.md"}));
+    script(
+        &llm,
+        "session_files__read_file",
+        json!({"path": "notes/plan.md"}),
+    );
     turn(&app, &a2, "read it").await;
     let (result, system) = last_seen(&llm);
     assert!(result.contains("no file `notes/plan.md`"), "{result}");
@@ -139,7 +168,10 @@ async fn state_survives_a_restart_and_stays_isolated(db: Option<&TestDb>) {
     script(&llm, "memory__recall", json!({}));
     turn(&app, &b1, "what do you know?").await;
     let (result, system) = last_seen(&llm);
-    assert_eq!(serde_json::from_str::<Value>(&result).unwrap(), json!({"facts": []}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&result).unwrap(),
+        json!({"facts": []})
+    );
     assert!(system.contains("Nothing is remembered yet."), "{system}");
     app.stop().await;
 }

@@ -18,10 +18,8 @@ use serde_json::{Value, json};
 fn builtin_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let root = everruns_testkit::guests::target_dir().join(format!(
-            "builtin-plugins-test-{}",
-            std::process::id()
-        ));
+        let root = everruns_testkit::guests::target_dir()
+            .join(format!("builtin-plugins-test-{}", std::process::id()));
         everruns_server::builtins::materialize(&root, &[]).expect("materialize built-ins");
         root
     })
@@ -61,7 +59,13 @@ fn ctx(agent: &str, session: &str) -> CallContext {
     }
 }
 
-async fn call(rt: &Runtime, id: &str, ctx: &CallContext, tool: &str, args: Value) -> Result<ToolOutput, ToolError> {
+async fn call(
+    rt: &Runtime,
+    id: &str,
+    ctx: &CallContext,
+    tool: &str,
+    args: Value,
+) -> Result<ToolOutput, ToolError> {
     let outcome = rt
         .call_tool(
             id,
@@ -106,7 +110,16 @@ fn invalid(out: Result<ToolOutput, ToolError>) -> String {
 async fn current_time_tells_converts_and_computes() {
     let rt = runtime("current_time").await;
     let c = ctx("agt_a", "ses_a");
-    let now = json_out(call(&rt, "current_time", &c, "now", json!({"timezone": "Asia/Tokyo"})).await);
+    let now = json_out(
+        call(
+            &rt,
+            "current_time",
+            &c,
+            "now",
+            json!({"timezone": "Asia/Tokyo"}),
+        )
+        .await,
+    );
     assert_eq!(now["timezone"], "Asia/Tokyo");
     assert_eq!(now["utc_offset"], "+09:00");
     let unix = now["unix_seconds"].as_i64().unwrap();
@@ -153,7 +166,14 @@ async fn current_time_tells_converts_and_computes() {
     );
     assert_eq!(added["datetime"], "2025-03-09T12:00:00-04:00");
     let back = json_out(
-        call(&rt, "current_time", &c, "add", json!({"datetime": "2025-01-01T00:00:00Z", "duration": "-PT90M"})).await,
+        call(
+            &rt,
+            "current_time",
+            &c,
+            "add",
+            json!({"datetime": "2025-01-01T00:00:00Z", "duration": "-PT90M"}),
+        )
+        .await,
     );
     assert_eq!(back["datetime"], "2024-12-31T22:30:00+00:00");
     let diff = json_out(
@@ -170,18 +190,46 @@ async fn current_time_tells_converts_and_computes() {
     assert_eq!(diff["human"], "1d 1h 30m");
 
     // Bad arguments are tool errors that name the field.
-    let m = invalid(call(&rt, "current_time", &c, "now", json!({"timezone": "Mars/Olympus"})).await);
-    assert!(m.starts_with("timezone:") && m.contains("Mars/Olympus"), "{m}");
+    let m = invalid(
+        call(
+            &rt,
+            "current_time",
+            &c,
+            "now",
+            json!({"timezone": "Mars/Olympus"}),
+        )
+        .await,
+    );
+    assert!(
+        m.starts_with("timezone:") && m.contains("Mars/Olympus"),
+        "{m}"
+    );
     let m = invalid(call(&rt, "current_time", &c, "now", json!({"timezone": 5})).await);
     assert!(m.starts_with("timezone: invalid type"), "{m}");
-    let m = invalid(call(&rt, "current_time", &c, "convert", json!({"datetime": "2025-01-01T00:00:00Z"})).await);
+    let m = invalid(
+        call(
+            &rt,
+            "current_time",
+            &c,
+            "convert",
+            json!({"datetime": "2025-01-01T00:00:00Z"}),
+        )
+        .await,
+    );
     assert!(m.contains("missing field `to_timezone`"), "{m}");
     let m = invalid(call(&rt, "current_time", &c, "now", json!({"zone": "UTC"})).await);
     assert!(m.contains("unknown field `zone`"), "{m}");
     let m = invalid(call(&rt, "current_time", &c, "add", json!({"duration": "soon"})).await);
     assert!(m.starts_with("duration:"), "{m}");
     let m = invalid(
-        call(&rt, "current_time", &c, "convert", json!({"datetime": "yesterday", "to_timezone": "UTC"})).await,
+        call(
+            &rt,
+            "current_time",
+            &c,
+            "convert",
+            json!({"datetime": "yesterday", "to_timezone": "UTC"}),
+        )
+        .await,
     );
     assert!(m.starts_with("datetime:"), "{m}");
     let m = invalid(call(&rt, "current_time", &c, "now", json!([1])).await);
@@ -214,28 +262,83 @@ async fn session_files_is_a_file_system_per_session() {
     let id = "session_files";
     let w = |path: &str, content: &str| json!({"path": path, "content": content});
     assert_eq!(
-        text(call(&rt, id, &s1, "write_file", w("/notes/plan.md", "step one\nstep two\nstep three\n")).await),
+        text(
+            call(
+                &rt,
+                id,
+                &s1,
+                "write_file",
+                w("/notes/plan.md", "step one\nstep two\nstep three\n")
+            )
+            .await
+        ),
         "wrote 29 bytes to notes/plan.md"
     );
-    call(&rt, id, &s1, "write_file", w("notes/todo.txt", "buy milk")).await.unwrap();
-    call(&rt, id, &s1, "write_file", w("readme.md", "# Project")).await.unwrap();
+    call(&rt, id, &s1, "write_file", w("notes/todo.txt", "buy milk"))
+        .await
+        .unwrap();
+    call(&rt, id, &s1, "write_file", w("readme.md", "# Project"))
+        .await
+        .unwrap();
 
-    assert_eq!(text(call(&rt, id, &s1, "read_file", json!({"path": "notes/plan.md"})).await), "step one\nstep two\nstep three\n");
     assert_eq!(
-        text(call(&rt, id, &s1, "read_file", json!({"path": "notes/plan.md", "offset": 2, "limit": 1})).await),
+        text(call(&rt, id, &s1, "read_file", json!({"path": "notes/plan.md"})).await),
+        "step one\nstep two\nstep three\n"
+    );
+    assert_eq!(
+        text(
+            call(
+                &rt,
+                id,
+                &s1,
+                "read_file",
+                json!({"path": "notes/plan.md", "offset": 2, "limit": 1})
+            )
+            .await
+        ),
         "step two"
     );
     assert_eq!(
-        text(call(&rt, id, &s1, "edit_file", json!({"path": "notes/plan.md", "old_string": "two", "new_string": "2"})).await),
+        text(
+            call(
+                &rt,
+                id,
+                &s1,
+                "edit_file",
+                json!({"path": "notes/plan.md", "old_string": "two", "new_string": "2"})
+            )
+            .await
+        ),
         "replaced 1 occurrence(s) in notes/plan.md"
     );
-    let m = invalid(call(&rt, id, &s1, "edit_file", json!({"path": "notes/plan.md", "old_string": "step", "new_string": "s"})).await);
+    let m = invalid(
+        call(
+            &rt,
+            id,
+            &s1,
+            "edit_file",
+            json!({"path": "notes/plan.md", "old_string": "step", "new_string": "s"}),
+        )
+        .await,
+    );
     assert!(m.starts_with("old_string: occurs 3 times"), "{m}");
     call(&rt, id, &s1, "edit_file", json!({"path": "notes/plan.md", "old_string": "step", "new_string": "s", "replace_all": true}))
         .await
         .unwrap();
-    assert_eq!(text(call(&rt, id, &s1, "read_file", json!({"path": "notes/plan.md"})).await), "s one\ns 2\ns three\n");
-    let m = invalid(call(&rt, id, &s1, "edit_file", json!({"path": "notes/plan.md", "old_string": "absent", "new_string": ""})).await);
+    assert_eq!(
+        text(call(&rt, id, &s1, "read_file", json!({"path": "notes/plan.md"})).await),
+        "s one\ns 2\ns three\n"
+    );
+    let m = invalid(
+        call(
+            &rt,
+            id,
+            &s1,
+            "edit_file",
+            json!({"path": "notes/plan.md", "old_string": "absent", "new_string": ""}),
+        )
+        .await,
+    );
     assert!(m.starts_with("old_string: not found"), "{m}");
 
     let root = json_out(call(&rt, id, &s1, "list_directory", json!({})).await);
@@ -255,7 +358,16 @@ async fn session_files_is_a_file_system_per_session() {
         "notes/plan.md:1: s one\nnotes/plan.md:2: s 2"
     );
     assert_eq!(
-        text(call(&rt, id, &s1, "grep", json!({"pattern": "MILK", "ignore_case": true, "path": "notes"})).await),
+        text(
+            call(
+                &rt,
+                id,
+                &s1,
+                "grep",
+                json!({"pattern": "MILK", "ignore_case": true, "path": "notes"})
+            )
+            .await
+        ),
         "notes/todo.txt:1: buy milk"
     );
     let m = invalid(call(&rt, id, &s1, "grep", json!({"pattern": "(unclosed"})).await);
@@ -266,11 +378,33 @@ async fn session_files_is_a_file_system_per_session() {
         call(&rt, id, &s2, "read_file", json!({"path": "notes/plan.md"})).await,
         Err(ToolError::NotFound(_))
     ));
-    assert_eq!(json_out(call(&rt, id, &s2, "list_directory", json!({})).await)["entries"], json!([]));
+    assert_eq!(
+        json_out(call(&rt, id, &s2, "list_directory", json!({})).await)["entries"],
+        json!([])
+    );
 
-    assert_eq!(text(call(&rt, id, &s1, "delete_file", json!({"path": "notes/todo.txt"})).await), "deleted notes/todo.txt");
+    assert_eq!(
+        text(
+            call(
+                &rt,
+                id,
+                &s1,
+                "delete_file",
+                json!({"path": "notes/todo.txt"})
+            )
+            .await
+        ),
+        "deleted notes/todo.txt"
+    );
     assert!(matches!(
-        call(&rt, id, &s1, "delete_file", json!({"path": "notes/todo.txt"})).await,
+        call(
+            &rt,
+            id,
+            &s1,
+            "delete_file",
+            json!({"path": "notes/todo.txt"})
+        )
+        .await,
         Err(ToolError::NotFound(_))
     ));
 
@@ -278,14 +412,25 @@ async fn session_files_is_a_file_system_per_session() {
     let big = "x".repeat(64 * 1024 + 1);
     let m = invalid(call(&rt, id, &s1, "write_file", w("big.txt", &big)).await);
     assert!(m.starts_with("content:") && m.contains("65536"), "{m}");
-    call(&rt, id, &s1, "write_file", w("exactly-64k.txt", &big[1..])).await.unwrap();
+    call(&rt, id, &s1, "write_file", w("exactly-64k.txt", &big[1..]))
+        .await
+        .unwrap();
     let m = invalid(call(&rt, id, &s1, "read_file", json!({"path": "../etc/passwd"})).await);
     assert!(m.starts_with("path:"), "{m}");
     let m = invalid(call(&rt, id, &s1, "write_file", w(&"d/".repeat(150), "x")).await);
     assert!(m.starts_with("path: longer than"), "{m}");
     let m = invalid(call(&rt, id, &s1, "write_file", json!({"path": "a.txt"})).await);
     assert!(m.contains("missing field `content`"), "{m}");
-    let m = invalid(call(&rt, id, &s1, "read_file", json!({"path": "readme.md", "offset": "two"})).await);
+    let m = invalid(
+        call(
+            &rt,
+            id,
+            &s1,
+            "read_file",
+            json!({"path": "readme.md", "offset": "two"}),
+        )
+        .await,
+    );
     assert!(m.starts_with("offset: invalid type"), "{m}");
 }
 
@@ -299,25 +444,63 @@ async fn todo_keeps_a_list_per_session_and_shows_it_in_the_prompt() {
         {"content": "Send it", "status": "pending"},
     ]});
     let shown = text(call(&rt, "todo", &s1, "write_todos", items).await);
-    assert_eq!(shown, "1. [x] Read the brief\n2. [~] Write the draft\n3. [ ] Send it");
-    assert_eq!(text(call(&rt, "todo", &s1, "read_todos", json!({})).await), shown);
+    assert_eq!(
+        shown,
+        "1. [x] Read the brief\n2. [~] Write the draft\n3. [ ] Send it"
+    );
+    assert_eq!(
+        text(call(&rt, "todo", &s1, "read_todos", json!({})).await),
+        shown
+    );
     let prompt = rt.system_prompt("todo", &s1).await.unwrap().unwrap();
-    assert!(prompt.contains("todo__write_todos") && prompt.ends_with(&shown), "{prompt}");
+    assert!(
+        prompt.contains("todo__write_todos") && prompt.ends_with(&shown),
+        "{prompt}"
+    );
     let other = ctx("agt_a", "ses_2");
-    assert_eq!(text(call(&rt, "todo", &other, "read_todos", json!({})).await), "The todo list is empty.");
+    assert_eq!(
+        text(call(&rt, "todo", &other, "read_todos", json!({})).await),
+        "The todo list is empty."
+    );
 
-    let m = invalid(call(&rt, "todo", &s1, "write_todos", json!({"todos": [{"content": "x", "status": "done"}]})).await);
-    assert!(m.starts_with("todos[0].status: unknown variant `done`"), "{m}");
+    let m = invalid(
+        call(
+            &rt,
+            "todo",
+            &s1,
+            "write_todos",
+            json!({"todos": [{"content": "x", "status": "done"}]}),
+        )
+        .await,
+    );
+    assert!(
+        m.starts_with("todos[0].status: unknown variant `done`"),
+        "{m}"
+    );
     let two = json!({"todos": [{"content": "a", "status": "in_progress"}, {"content": "b", "status": "in_progress"}]});
     let m = invalid(call(&rt, "todo", &s1, "write_todos", two).await);
     assert!(m.starts_with("todos:") && m.contains("at most one"), "{m}");
-    let many: Vec<Value> = (0..101).map(|i| json!({"content": format!("t{i}"), "status": "pending"})).collect();
+    let many: Vec<Value> = (0..101)
+        .map(|i| json!({"content": format!("t{i}"), "status": "pending"}))
+        .collect();
     let m = invalid(call(&rt, "todo", &s1, "write_todos", json!({"todos": many})).await);
     assert!(m.starts_with("todos: at most 100"), "{m}");
-    let m = invalid(call(&rt, "todo", &s1, "write_todos", json!({"todos": [{"content": " ", "status": "pending"}]})).await);
+    let m = invalid(
+        call(
+            &rt,
+            "todo",
+            &s1,
+            "write_todos",
+            json!({"todos": [{"content": " ", "status": "pending"}]}),
+        )
+        .await,
+    );
     assert!(m.starts_with("todos[0].content:"), "{m}");
     // The failed writes left the list alone.
-    assert_eq!(text(call(&rt, "todo", &s1, "read_todos", json!({})).await), shown);
+    assert_eq!(
+        text(call(&rt, "todo", &s1, "read_todos", json!({})).await),
+        shown
+    );
 }
 
 #[tokio::test]
@@ -327,11 +510,36 @@ async fn memory_is_per_agent_across_sessions_and_listed_in_the_prompt() {
     let a2 = ctx("agt_a", "ses_2");
     let b = ctx("agt_b", "ses_3");
     assert_eq!(
-        text(call(&rt, "memory", &a1, "remember", json!({"name": "user.city", "fact": "Lives in Lyon"})).await),
+        text(
+            call(
+                &rt,
+                "memory",
+                &a1,
+                "remember",
+                json!({"name": "user.city", "fact": "Lives in Lyon"})
+            )
+            .await
+        ),
         "remembered `user.city`"
     );
-    call(&rt, "memory", &a1, "remember", json!({"name": "user.language", "fact": "Prefers French"})).await.unwrap();
-    call(&rt, "memory", &a1, "remember", json!({"name": "user.city", "fact": "Moved to Nantes"})).await.unwrap();
+    call(
+        &rt,
+        "memory",
+        &a1,
+        "remember",
+        json!({"name": "user.language", "fact": "Prefers French"}),
+    )
+    .await
+    .unwrap();
+    call(
+        &rt,
+        "memory",
+        &a1,
+        "remember",
+        json!({"name": "user.city", "fact": "Moved to Nantes"}),
+    )
+    .await
+    .unwrap();
 
     // Another session of the same agent remembers; another agent does not.
     let recalled = json_out(call(&rt, "memory", &a2, "recall", json!({})).await);
@@ -341,21 +549,67 @@ async fn memory_is_per_agent_across_sessions_and_listed_in_the_prompt() {
     );
     let filtered = json_out(call(&rt, "memory", &a2, "recall", json!({"query": "french"})).await);
     assert_eq!(filtered["facts"].as_array().unwrap().len(), 1);
-    assert_eq!(json_out(call(&rt, "memory", &b, "recall", json!({})).await)["facts"], json!([]));
+    assert_eq!(
+        json_out(call(&rt, "memory", &b, "recall", json!({})).await)["facts"],
+        json!([])
+    );
 
     let prompt = rt.system_prompt("memory", &a2).await.unwrap().unwrap();
-    assert!(prompt.contains("- user.city: Moved to Nantes\n- user.language: Prefers French"), "{prompt}");
+    assert!(
+        prompt.contains("- user.city: Moved to Nantes\n- user.language: Prefers French"),
+        "{prompt}"
+    );
     let prompt_b = rt.system_prompt("memory", &b).await.unwrap().unwrap();
-    assert!(prompt_b.contains("Nothing is remembered yet."), "{prompt_b}");
+    assert!(
+        prompt_b.contains("Nothing is remembered yet."),
+        "{prompt_b}"
+    );
 
-    assert_eq!(text(call(&rt, "memory", &a2, "forget", json!({"name": "user.language"})).await), "forgot `user.language`");
+    assert_eq!(
+        text(
+            call(
+                &rt,
+                "memory",
+                &a2,
+                "forget",
+                json!({"name": "user.language"})
+            )
+            .await
+        ),
+        "forgot `user.language`"
+    );
     assert!(matches!(
-        call(&rt, "memory", &a2, "forget", json!({"name": "user.language"})).await,
+        call(
+            &rt,
+            "memory",
+            &a2,
+            "forget",
+            json!({"name": "user.language"})
+        )
+        .await,
         Err(ToolError::NotFound(_))
     ));
-    let m = invalid(call(&rt, "memory", &a1, "remember", json!({"name": "x", "fact": ""})).await);
+    let m = invalid(
+        call(
+            &rt,
+            "memory",
+            &a1,
+            "remember",
+            json!({"name": "x", "fact": ""}),
+        )
+        .await,
+    );
     assert!(m.starts_with("fact:"), "{m}");
-    let m = invalid(call(&rt, "memory", &a1, "remember", json!({"name": "n".repeat(101), "fact": "f"})).await);
+    let m = invalid(
+        call(
+            &rt,
+            "memory",
+            &a1,
+            "remember",
+            json!({"name": "n".repeat(101), "fact": "f"}),
+        )
+        .await,
+    );
     assert!(m.starts_with("name:"), "{m}");
     let m = invalid(call(&rt, "memory", &a1, "remember", json!({"name": "x"})).await);
     assert!(m.contains("missing field `fact`"), "{m}");
@@ -378,7 +632,12 @@ async fn web_server() -> (u16, tokio::task::JoinHandle<()>) {
         <ul><li>one</li><li>two &lt;2&gt;</li></ul><!-- hidden comment -->
         <pre>keep   spacing</pre></body></html>"#;
     let app = Router::new()
-        .route("/page", get(move || async move { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page) }))
+        .route(
+            "/page",
+            get(
+                move || async move { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page) },
+            ),
+        )
         .route("/redirect", get(|| async { Redirect::to("/page") }))
         .route(
             "/away",
@@ -386,8 +645,14 @@ async fn web_server() -> (u16, tokio::task::JoinHandle<()>) {
         )
         .route("/big", get(|| async { "y".repeat(3 * 1024 * 1024) }))
         .route("/long", get(|| async { "z".repeat(50_000) }))
-        .route("/image", get(|| async { ([(header::CONTENT_TYPE, "image/png")], vec![0u8; 16]) }))
-        .route("/missing", get(|| async { (StatusCode::NOT_FOUND, "nope").into_response() }));
+        .route(
+            "/image",
+            get(|| async { ([(header::CONTENT_TYPE, "image/png")], vec![0u8; 16]) }),
+        )
+        .route(
+            "/missing",
+            get(|| async { (StatusCode::NOT_FOUND, "nope").into_response() }),
+        );
     let handle = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
@@ -428,19 +693,40 @@ async fn web_fetch_reads_pages_follows_allowed_redirects_and_keeps_its_limits() 
     assert_eq!(page["truncated"], false);
 
     // A redirect within the grant is followed.
-    let redirected = json_out(call(&rt, "web_fetch", &c, "fetch", fetch(format!("{base}/redirect"))).await);
+    let redirected = json_out(
+        call(
+            &rt,
+            "web_fetch",
+            &c,
+            "fetch",
+            fetch(format!("{base}/redirect")),
+        )
+        .await,
+    );
     assert_eq!(redirected["url"], format!("{base}/page"));
     assert_eq!(redirected["title"], "The & Page");
     // A redirect to a host outside the grant is refused by the host.
     match call(&rt, "web_fetch", &c, "fetch", fetch(format!("{base}/away"))).await {
         Err(ToolError::Denied(m)) => {
-            assert!(m.contains(&format!("redirect to http://localhost:{port}/page refused")), "{m}")
+            assert!(
+                m.contains(&format!("redirect to http://localhost:{port}/page refused")),
+                "{m}"
+            )
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
 
     // Limits: text cut at max_chars; bodies over 2 MiB refused; non-text refused.
-    let long = json_out(call(&rt, "web_fetch", &c, "fetch", json!({"url": format!("{base}/long"), "max_chars": 1000})).await);
+    let long = json_out(
+        call(
+            &rt,
+            "web_fetch",
+            &c,
+            "fetch",
+            json!({"url": format!("{base}/long"), "max_chars": 1000}),
+        )
+        .await,
+    );
     assert_eq!(long["content"].as_str().unwrap().len(), 1000);
     assert_eq!(long["truncated"], true);
     assert_eq!(long["total_chars"], 50_000);
@@ -448,7 +734,15 @@ async fn web_fetch_reads_pages_follows_allowed_redirects_and_keeps_its_limits() 
         Err(ToolError::Failed(m)) => assert!(m.contains("larger than 2097152 bytes"), "{m}"),
         other => panic!("expected a size failure, got {other:?}"),
     }
-    match call(&rt, "web_fetch", &c, "fetch", fetch(format!("{base}/image"))).await {
+    match call(
+        &rt,
+        "web_fetch",
+        &c,
+        "fetch",
+        fetch(format!("{base}/image")),
+    )
+    .await
+    {
         Err(ToolError::Failed(m)) => assert!(m.contains("image/png"), "{m}"),
         other => panic!("expected a content-type failure, got {other:?}"),
     }
@@ -458,16 +752,42 @@ async fn web_fetch_reads_pages_follows_allowed_redirects_and_keeps_its_limits() 
     ));
 
     // Bad arguments name the field.
-    let m = invalid(call(&rt, "web_fetch", &c, "fetch", json!({"url": "ftp://example.com/"})).await);
+    let m = invalid(
+        call(
+            &rt,
+            "web_fetch",
+            &c,
+            "fetch",
+            json!({"url": "ftp://example.com/"}),
+        )
+        .await,
+    );
     assert!(m.starts_with("url:"), "{m}");
-    let m = invalid(call(&rt, "web_fetch", &c, "fetch", json!({"url": format!("{base}/page"), "max_chars": 0})).await);
+    let m = invalid(
+        call(
+            &rt,
+            "web_fetch",
+            &c,
+            "fetch",
+            json!({"url": format!("{base}/page"), "max_chars": 0}),
+        )
+        .await,
+    );
     assert!(m.starts_with("max_chars:"), "{m}");
     let m = invalid(call(&rt, "web_fetch", &c, "fetch", json!({})).await);
     assert!(m.contains("missing field `url`"), "{m}");
 
     // With the default policy (as shipped), the same local server is a private address.
     let default_rt = runtime("web_fetch").await;
-    match call(&default_rt, "web_fetch", &c, "fetch", fetch(format!("{base}/page"))).await {
+    match call(
+        &default_rt,
+        "web_fetch",
+        &c,
+        "fetch",
+        fetch(format!("{base}/page")),
+    )
+    .await
+    {
         Err(ToolError::Denied(m)) => assert!(m.contains("private address"), "{m}"),
         other => panic!("expected a refusal, got {other:?}"),
     }

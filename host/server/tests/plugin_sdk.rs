@@ -7,8 +7,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use everruns_runtime::{
-    CallContext, MemoryKv, MemorySecrets, Runtime, RuntimeConfig, ToolCall, ToolError,
-    ToolFailure, ToolOutput,
+    CallContext, MemoryKv, MemorySecrets, Runtime, RuntimeConfig, ToolCall, ToolError, ToolFailure,
+    ToolOutput,
 };
 use serde_json::json;
 
@@ -42,7 +42,13 @@ fn run_ok(cmd: &mut Command) -> String {
 fn a_fresh_data_directory_lists_the_builtins_as_loaded() {
     let dir = tempfile::tempdir().unwrap();
     let text = run_ok(everruns(dir.path()).args(["plugin", "list"]));
-    for id in ["current_time", "web_fetch", "session_files", "todo", "memory"] {
+    for id in [
+        "current_time",
+        "web_fetch",
+        "session_files",
+        "todo",
+        "memory",
+    ] {
         assert!(
             text.lines().any(|l| l == format!("{id}\t0.1.0\tloaded")),
             "{id} not loaded:\n{text}"
@@ -88,7 +94,10 @@ async fn a_scaffolded_rust_plugin_builds_installs_and_answers() {
             .args(["plugin", "new", "hello-tool", "--lang", "rust", "--dir"])
             .arg(&project),
     );
-    assert!(text.contains("capability.toml") && text.contains("src/lib.rs"), "{text}");
+    assert!(
+        text.contains("capability.toml") && text.contains("src/lib.rs"),
+        "{text}"
+    );
     let out = everruns(&data)
         .args(["plugin", "new", "Bad Name", "--lang", "rust"])
         .output()

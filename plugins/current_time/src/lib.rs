@@ -78,7 +78,11 @@ fn parse_time(field: &str, text: &str, tz: &TimeZone) -> Result<Zoned, ToolError
     let local = text.replacen(' ', "T", 1);
     let civil = local
         .parse::<DateTime>()
-        .or_else(|_| local.parse::<jiff::civil::Date>().map(|d| d.to_datetime(jiff::civil::Time::midnight())))
+        .or_else(|_| {
+            local
+                .parse::<jiff::civil::Date>()
+                .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
+        })
         .map_err(|_| {
             ToolError::invalid_argument(
                 field,
@@ -123,7 +127,10 @@ fn add(_ctx: &Context, args: AddArgs) -> ToolResult {
     let span: Span = args.duration.trim().parse().map_err(|_| {
         ToolError::invalid_argument(
             "duration",
-            format!("`{}` is not a duration like `2 hours 30 minutes` or `P1DT2H`", args.duration),
+            format!(
+                "`{}` is not a duration like `2 hours 30 minutes` or `P1DT2H`",
+                args.duration
+            ),
         )
     })?;
     let end = start
@@ -157,7 +164,11 @@ struct CurrentTime;
 impl Capability for CurrentTime {
     fn tools(tools: &mut Tools) {
         tools
-            .add("now", "The current date and time in an IANA time zone (default UTC)", now)
+            .add(
+                "now",
+                "The current date and time in an IANA time zone (default UTC)",
+                now,
+            )
             .add(
                 "convert",
                 "Expresses a date and time in another time zone",

@@ -93,9 +93,9 @@ fn recall(_ctx: &Context, args: RecallArgs) -> ToolResult {
     let found: Vec<serde_json::Value> = facts()?
         .into_iter()
         .filter(|(name, text)| {
-            query.as_deref().is_none_or(|q| {
-                name.to_lowercase().contains(q) || text.to_lowercase().contains(q)
-            })
+            query
+                .as_deref()
+                .is_none_or(|q| name.to_lowercase().contains(q) || text.to_lowercase().contains(q))
         })
         .map(|(name, fact)| serde_json::json!({"name": name, "fact": fact}))
         .collect();
@@ -121,7 +121,11 @@ impl Capability for Memory {
                 "Remembers a fact for all future conversations of this agent",
                 remember,
             )
-            .add("recall", "Lists remembered facts, optionally filtered", recall)
+            .add(
+                "recall",
+                "Lists remembered facts, optionally filtered",
+                recall,
+            )
             .add("forget", "Forgets a remembered fact by name", forget);
     }
 

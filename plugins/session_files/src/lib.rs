@@ -175,7 +175,10 @@ fn write_file(_ctx: &Context, args: WriteArgs) -> ToolResult {
 fn edit_file(_ctx: &Context, args: EditArgs) -> ToolResult {
     let path = normalize("path", &args.path, false)?;
     if args.old_string.is_empty() {
-        return Err(ToolError::invalid_argument("old_string", "must not be empty"));
+        return Err(ToolError::invalid_argument(
+            "old_string",
+            "must not be empty",
+        ));
     }
     let content = read(&path)?;
     let count = content.matches(&args.old_string).count();
@@ -191,7 +194,9 @@ fn edit_file(_ctx: &Context, args: EditArgs) -> ToolResult {
         n => {
             return Err(ToolError::invalid_argument(
                 "old_string",
-                format!("occurs {n} times in {path}; add context to make it unique or set replace_all"),
+                format!(
+                    "occurs {n} times in {path}; add context to make it unique or set replace_all"
+                ),
             ));
         }
     };
@@ -215,7 +220,8 @@ fn list_directory(_ctx: &Context, args: ListArgs) -> ToolResult {
         match rest.split_once('/') {
             Some((sub, _)) => {
                 if last_dir.as_deref() != Some(sub) {
-                    entries.push(serde_json::json!({"name": format!("{sub}/"), "type": "directory"}));
+                    entries
+                        .push(serde_json::json!({"name": format!("{sub}/"), "type": "directory"}));
                     last_dir = Some(sub.to_owned());
                 }
             }
@@ -227,7 +233,10 @@ fn list_directory(_ctx: &Context, args: ListArgs) -> ToolResult {
     }
     if entries.is_empty() && !dir.is_empty() {
         if kv::get_bytes(&key(&dir))?.is_some() {
-            return Err(ToolError::invalid_argument("path", format!("`{dir}` is a file")));
+            return Err(ToolError::invalid_argument(
+                "path",
+                format!("`{dir}` is a file"),
+            ));
         }
         return Err(ToolError::NotFound(format!("no directory `{dir}`")));
     }
@@ -247,8 +256,7 @@ fn grep(_ctx: &Context, args: GrepArgs) -> ToolResult {
     let mut matches = Vec::new();
     let mut truncated = false;
     'files: for file in all_files()? {
-        let in_scope =
-            scope.is_empty() || file == scope || file.starts_with(&format!("{scope}/"));
+        let in_scope = scope.is_empty() || file == scope || file.starts_with(&format!("{scope}/"));
         if !in_scope {
             continue;
         }
@@ -287,7 +295,11 @@ struct SessionFiles;
 impl Capability for SessionFiles {
     fn tools(tools: &mut Tools) {
         tools
-            .add("read_file", "Reads a file (optionally a range of lines)", read_file)
+            .add(
+                "read_file",
+                "Reads a file (optionally a range of lines)",
+                read_file,
+            )
             .add(
                 "write_file",
                 "Creates or replaces a file with the given content (max 64 KiB)",

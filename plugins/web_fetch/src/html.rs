@@ -19,9 +19,33 @@ const SKIPPED: &[&str] = &[
 
 /// Elements that start a new block (a blank line around them).
 const BLOCKS: &[&str] = &[
-    "p", "div", "section", "article", "header", "footer", "main", "nav", "aside", "ul", "ol",
-    "table", "blockquote", "form", "figure", "dl", "h1", "h2", "h3", "h4", "h5", "h6", "pre",
-    "hr", "details", "summary", "address",
+    "p",
+    "div",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "main",
+    "nav",
+    "aside",
+    "ul",
+    "ol",
+    "table",
+    "blockquote",
+    "form",
+    "figure",
+    "dl",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "pre",
+    "hr",
+    "details",
+    "summary",
+    "address",
 ];
 
 /// Elements that end a line.
@@ -80,7 +104,9 @@ pub fn to_text(html: &str, base: &Url) -> Page {
                 out.raw("\n```");
                 out.block();
             }
-            (h, false) if h.len() == 2 && h.starts_with('h') && h.as_bytes()[1].is_ascii_digit() => {
+            (h, false)
+                if h.len() == 2 && h.starts_with('h') && h.as_bytes()[1].is_ascii_digit() =>
+            {
                 out.block();
                 let level = (h.as_bytes()[1] - b'0') as usize;
                 out.raw(&format!("{} ", "#".repeat(level.clamp(1, 6))));
@@ -178,7 +204,10 @@ impl Tag {
                 _ => {}
             }
             let key_start = i;
-            while i < bytes.len() && !matches!(bytes[i], b'=' | b'>' | b'/') && !bytes[i].is_ascii_whitespace() {
+            while i < bytes.len()
+                && !matches!(bytes[i], b'=' | b'>' | b'/')
+                && !bytes[i].is_ascii_whitespace()
+            {
                 i += 1;
             }
             let key = s[key_start..i].to_ascii_lowercase();
@@ -193,13 +222,16 @@ impl Tag {
                 }
                 match bytes.get(i) {
                     Some(&q @ (b'"' | b'\'')) => {
-                        let end = s[i + 1..].find(q as char).map_or(bytes.len(), |e| i + 1 + e);
+                        let end = s[i + 1..]
+                            .find(q as char)
+                            .map_or(bytes.len(), |e| i + 1 + e);
                         value = decode(&s[i + 1..end]);
                         i = (end + 1).min(bytes.len());
                     }
                     _ => {
                         let start = i;
-                        while i < bytes.len() && bytes[i] != b'>' && !bytes[i].is_ascii_whitespace() {
+                        while i < bytes.len() && bytes[i] != b'>' && !bytes[i].is_ascii_whitespace()
+                        {
                             i += 1;
                         }
                         value = decode(&s[start..i]);

@@ -69,9 +69,9 @@ fn fetch(_ctx: &Context, args: FetchArgs) -> ToolResult {
                         "more than {MAX_REDIRECTS} redirects"
                     )));
                 }
-                url = url.join(location).map_err(|e| {
-                    ToolError::Failed(format!("bad redirect from {url}: {e}"))
-                })?;
+                url = url
+                    .join(location)
+                    .map_err(|e| ToolError::Failed(format!("bad redirect from {url}: {e}")))?;
             }
             _ => break response,
         }
@@ -112,7 +112,10 @@ fn fetch(_ctx: &Context, args: FetchArgs) -> ToolResult {
     };
     let total = text.chars().count();
     let (content, truncated) = if total > max_chars as usize {
-        (text.chars().take(max_chars as usize).collect::<String>(), true)
+        (
+            text.chars().take(max_chars as usize).collect::<String>(),
+            true,
+        )
     } else {
         (text, false)
     };

@@ -183,7 +183,11 @@ impl Url {
             let dir = &base[..base.rfind('/').map_or(0, |i| i + 1)];
             format!("{dir}{reference}")
         };
-        Self::parse(&format!("{scheme}://{}{}", self.authority(), normalize(&path)))
+        Self::parse(&format!(
+            "{scheme}://{}{}",
+            self.authority(),
+            normalize(&path)
+        ))
     }
 
     /// Whether the scheme is `https`.
@@ -477,7 +481,9 @@ impl Request {
         } else {
             Scheme::Http
         };
-        request.set_scheme(Some(&scheme)).map_err(|()| bad("scheme"))?;
+        request
+            .set_scheme(Some(&scheme))
+            .map_err(|()| bad("scheme"))?;
         request
             .set_authority(Some(&self.url.authority()))
             .map_err(|()| bad("host"))?;

@@ -158,7 +158,7 @@ macro_rules! export_capability {
                 }
             }
 
-            $crate::__bindings::__export_world!(__EverrunsExport with_types_in $crate::__bindings);
+    $crate::__bindings::__export_world!(__EverrunsExport with_types_in $crate::__bindings);
         };
     };
 }

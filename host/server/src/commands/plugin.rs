@@ -118,7 +118,8 @@ fn new(
     dir: Option<std::path::PathBuf>,
     sdk_dir: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    let id = CapabilityId::parse(name).with_context(|| format!("`{name}` is not a capability id"))?;
+    let id =
+        CapabilityId::parse(name).with_context(|| format!("`{name}` is not a capability id"))?;
     let sdk_dir = match sdk_dir.or_else(templates::default_sdk_dir) {
         Some(dir) => dir
             .canonicalize()

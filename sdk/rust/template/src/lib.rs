@@ -24,7 +24,11 @@ fn greet(_ctx: &Context, args: GreetArgs) -> ToolResult {
     kv::set("greetings", &count)?;
     log::info(&format!("greeting #{count}"));
     let text = format!("Hello, {}! (greeting #{count} in this session)", args.name);
-    Ok(Output::text(if args.shout { text.to_uppercase() } else { text }))
+    Ok(Output::text(if args.shout {
+        text.to_uppercase()
+    } else {
+        text
+    }))
 }
 
 struct Plugin;
