@@ -2,6 +2,9 @@
 //! call on a fresh store per call (what production does) against calls on one reused
 //! instance, and the time to load 10 plugins from a warm compile cache. `plugin-load`
 //! measures size, cold and warm load and a call of the Python and JavaScript SDK examples.
+//! `builtin-load [DIR...]` measures, for the built-in plugins (`plugins/dist`) and any
+//! plugin directories given, the component size, the cold load (compile + cache write) and
+//! the warm load (from the compile cache).
 //!
 //! Output: human-readable lines, then as the LAST line one JSON object.
 
@@ -34,7 +37,13 @@ fn main() -> anyhow::Result<()> {
             let _ = std::fs::remove_dir_all(&work);
             result
         }
-        _ => bail!("usage: everruns-bench plugin-call | plugin-load"),
+        "builtin-load" => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(builtin_load(
+                std::env::args().skip(2).map(PathBuf::from).collect(),
+            )),
+        _ => bail!("usage: everruns-bench plugin-call | plugin-load | builtin-load [PLUGIN_DIR...]"),
     }
 }
 
@@ -159,4 +168,95 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("everruns-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+const BUILTINS: &[&str] = &[
+    "current_time",
+    "web_fetch",
+    "session_files",
+    "todo",
+    "memory",
+];
+const COLD_RUNS: usize = 3;
+const WARM_RUNS: usize = 10;
+
+fn median_ms(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64() * 1e3
+}
+
+/// Lays out the built-ins from `plugins/` (manifest) and `plugins/dist` (component).
+fn builtin_dirs(work: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins");
+    let mut dirs = Vec::new();
+    for id in BUILTINS {
+        let dir = work.join("builtins").join(id);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(
+            plugins.join(id).join("capability.toml"),
+            dir.join("capability.toml"),
+        )?;
+        std::fs::copy(
+            plugins.join("dist").join(format!("{id}.wasm")),
+            dir.join(format!("{id}.wasm")),
+        )?;
+        dirs.push(dir);
+    }
+    Ok(dirs)
+}
+
+async fn builtin_load(extra: Vec<PathBuf>) -> anyhow::Result<()> {
+    let work = tempfile_dir()?;
+    let mut dirs = builtin_dirs(&work)?;
+    dirs.extend(extra);
+    let mut figures = serde_json::Map::new();
+    for dir in &dirs {
+        let mut cold = Vec::new();
+        let mut warm = Vec::new();
+        let mut size = 0;
+        let mut id = String::new();
+        for run in 0..COLD_RUNS {
+            let cache = work.join(format!("cache-{}-{run}", figures.len()));
+            let runtime = Runtime::new(
+                RuntimeConfig {
+                    max_concurrent_calls: 4,
+                    cache_dir: Some(cache),
+                    ..RuntimeConfig::default()
+                },
+                Arc::new(MemoryKv::default()),
+                Arc::new(MemorySecrets::default()),
+            )?;
+            let t = Instant::now();
+            let plugin = runtime
+                .load_plugin(dir)
+                .await
+                .with_context(|| format!("loading {}", dir.display()))?;
+            cold.push(t.elapsed());
+            id = plugin.id().to_string();
+            size = std::fs::metadata(dir.join(&plugin.manifest().component))?.len();
+            if run == 0 {
+                for _ in 0..WARM_RUNS {
+                    let t = Instant::now();
+                    runtime.load_plugin(dir).await?;
+                    warm.push(t.elapsed());
+                }
+            }
+        }
+        let (cold_ms, warm_ms) = (median_ms(cold), median_ms(warm));
+        println!(
+            "{id:<16} {:>8.1} KiB  cold load {cold_ms:>7.1} ms  warm load {warm_ms:>6.2} ms",
+            size as f64 / 1024.0
+        );
+        figures.insert(
+            id,
+            serde_json::json!({
+                "size_bytes": size,
+                "cold_load_ms": round1(cold_ms),
+                "warm_load_ms": (warm_ms * 100.0).round() / 100.0,
+            }),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    println!("{}", serde_json::Value::Object(figures));
+    Ok(())
 }

@@ -34,25 +34,31 @@ impl Scheme {
 }
 
 /// One allowed destination: `scheme://host[:port]`, where `host` may start with `*.` to
-/// allow every subdomain (but not the bare domain). The port defaults to the scheme's.
+/// allow every subdomain (but not the bare domain), or be `*` for every host (public
+/// addresses only, unless the operator allows private networks). The port defaults to the
+/// scheme's; `:*` allows every port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HostPattern {
     scheme: Scheme,
-    /// Lowercase host name or IP literal; for a wildcard, the suffix after `*.`.
+    /// Lowercase host name or IP literal; for a wildcard, the suffix after `*.` (empty
+    /// for `*`, every host).
     host: String,
     wildcard: bool,
-    port: u16,
+    /// `None`: every port.
+    port: Option<u16>,
 }
 
 impl HostPattern {
     /// Whether a request to `scheme://host:port` is allowed by this pattern.
     pub fn matches(&self, scheme: Scheme, host: &str, port: u16) -> bool {
-        if scheme != self.scheme || port != self.port {
+        if scheme != self.scheme || self.port.is_some_and(|p| p != port) {
             return false;
         }
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        if self.wildcard {
+        if self.any_host() {
+            !host.is_empty()
+        } else if self.wildcard {
             host.len() > self.host.len() + 1
                 && host.ends_with(&self.host)
                 && host.as_bytes()[host.len() - self.host.len() - 1] == b'.'
@@ -64,17 +70,38 @@ impl HostPattern {
     /// Whether every destination `other` allows is also allowed by `self` (used to
     /// intersect operator grants with manifest requests).
     pub fn covers(&self, other: &HostPattern) -> bool {
-        if self.scheme != other.scheme || self.port != other.port {
+        let port_covered = match (self.port, other.port) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(a), Some(b)) => a == b,
+        };
+        if self.scheme != other.scheme || !port_covered {
+            return false;
+        }
+        if self.any_host() {
+            return true;
+        }
+        if other.any_host() {
             return false;
         }
         match (self.wildcard, other.wildcard) {
             (false, true) => false,
             (false, false) => self.host == other.host,
-            (true, false) => self.matches(other.scheme, &other.host, other.port),
+            (true, false) => {
+                // Ports were compared above; only the host is left to match.
+                let port = other.port.or(self.port).unwrap_or_default();
+                self.matches(other.scheme, &other.host, port)
+            }
             (true, true) => {
                 other.host == self.host || other.host.ends_with(&format!(".{}", self.host))
             }
         }
+    }
+}
+
+impl HostPattern {
+    fn any_host(&self) -> bool {
+        self.wildcard && self.host.is_empty()
     }
 }
 
@@ -114,14 +141,24 @@ impl FromStr for HostPattern {
             }
         };
         let port = match port {
-            None => scheme.default_port(),
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| format!("`{s}`: invalid port `{p}`"))?,
+            None => Some(scheme.default_port()),
+            Some("*") => None,
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("`{s}`: invalid port `{p}`"))?,
+            ),
         };
         let host = host.to_ascii_lowercase();
+        if host == "*" {
+            return Ok(HostPattern {
+                scheme,
+                host: String::new(),
+                wildcard: true,
+                port,
+            });
+        }
         let (wildcard, host) = match host.strip_prefix("*.") {
             Some(suffix) => (true, suffix.to_string()),
             None => (false, host),
@@ -156,18 +193,20 @@ impl FromStr for HostPattern {
 impl fmt::Display for HostPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://", self.scheme.as_str())?;
-        if self.wildcard {
-            f.write_str("*.")?;
-        }
-        if self.host.contains(':') {
+        if self.any_host() {
+            f.write_str("*")?;
+        } else if self.wildcard {
+            write!(f, "*.{}", self.host)?;
+        } else if self.host.contains(':') {
             write!(f, "[{}]", self.host)?;
         } else {
             f.write_str(&self.host)?;
         }
-        if self.port != self.scheme.default_port() {
-            write!(f, ":{}", self.port)?;
+        match self.port {
+            None => f.write_str(":*"),
+            Some(p) if p != self.scheme.default_port() => write!(f, ":{p}"),
+            Some(_) => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -250,15 +289,24 @@ impl Permissions {
             .get(manifest.id.as_str())
             .unwrap_or(&grants.default);
         let requested = &manifest.permissions;
-        let allowed_hosts = requested
-            .allowed_hosts
-            .iter()
-            .filter(|want| match &grant.allowed_hosts {
-                None => true,
-                Some(granted) => granted.iter().any(|g| g.covers(want)),
-            })
-            .cloned()
-            .collect();
+        // The intersection: each requested pattern a grant covers, plus each granted
+        // pattern narrower than a request (a grant of `https://api.example.com` to a
+        // plugin asking for `https://*`).
+        let mut allowed_hosts: Vec<HostPattern> = Vec::new();
+        for want in &requested.allowed_hosts {
+            match &grant.allowed_hosts {
+                None => allowed_hosts.push(want.clone()),
+                Some(granted) => {
+                    if granted.iter().any(|g| g.covers(want)) {
+                        allowed_hosts.push(want.clone());
+                    } else {
+                        allowed_hosts.extend(granted.iter().filter(|g| want.covers(g)).cloned());
+                    }
+                }
+            }
+        }
+        allowed_hosts.sort();
+        allowed_hosts.dedup();
         let secrets = requested
             .secrets
             .iter()
@@ -369,6 +417,16 @@ mod tests {
         assert_eq!(wild.to_string(), "https://*.example.com:8443");
 
         assert!(p("http://[::1]:8080").matches(Scheme::Http, "[::1]", 8080));
+
+        let any = p("https://*");
+        assert!(any.matches(Scheme::Https, "example.org", 443));
+        assert!(!any.matches(Scheme::Https, "example.org", 8443));
+        assert!(!any.matches(Scheme::Http, "example.org", 443));
+        assert_eq!(any.to_string(), "https://*");
+        let any_port = p("http://*:*");
+        assert!(any_port.matches(Scheme::Http, "127.0.0.1", 31337));
+        assert_eq!(any_port.to_string(), "http://*:*");
+        assert!(p("https://api.example.com:*").matches(Scheme::Https, "api.example.com", 1));
         assert!(p("http://127.0.0.1").matches(Scheme::Http, "127.0.0.1", 80));
 
         for bad in [
@@ -395,6 +453,41 @@ mod tests {
         assert!(!p("https://api.example.com").covers(&p("https://*.example.com")));
         assert!(!p("https://*.example.com").covers(&p("https://example.com")));
         assert!(!p("https://*.example.com").covers(&p("http://a.example.com")));
+        assert!(p("https://*").covers(&p("https://*.example.com")));
+        assert!(!p("https://*").covers(&p("https://example.com:8443")));
+        assert!(p("http://*:*").covers(&p("http://127.0.0.1:8080")));
+        assert!(!p("https://*.example.com").covers(&p("https://*")));
+        assert!(!p("https://a.example.com").covers(&p("https://a.example.com:*")));
+    }
+
+    #[test]
+    fn a_narrow_grant_narrows_a_broad_request() {
+        let manifest = Manifest::parse(
+            "id = \"fetch\"\nversion = \"0.1.0\"\ncomponent = \"f.wasm\"\n\
+             [permissions]\nallowed_hosts = [\"http://*:*\", \"https://*\"]\n",
+            std::path::Path::new("capability.toml"),
+        )
+        .unwrap();
+        let mut grants = Grants::default();
+        assert_eq!(
+            Permissions::effective(&manifest, &grants).allowed_hosts,
+            vec![p("http://*:*"), p("https://*")]
+        );
+        grants.plugins.insert(
+            "fetch".into(),
+            Grant {
+                allowed_hosts: Some(vec![
+                    p("http://127.0.0.1:8080"),
+                    p("https://docs.example.com"),
+                ]),
+                ..Grant::as_requested()
+            },
+        );
+        let effective = Permissions::effective(&manifest, &grants);
+        assert!(effective.allows_host(Scheme::Http, "127.0.0.1", 8080));
+        assert!(!effective.allows_host(Scheme::Http, "127.0.0.1", 8081));
+        assert!(effective.allows_host(Scheme::Https, "docs.example.com", 443));
+        assert!(!effective.allows_host(Scheme::Https, "example.org", 443));
     }
 
     #[test]

@@ -351,10 +351,32 @@ impl Plugin {
         self.timeout_ms
     }
 
-    /// The plugin's system-prompt fragment for this context.
+    /// The key-value namespace of a call in `ctx`: this plugin plus the agent or session
+    /// the manifest asked for; `None` without the permission or without an owner id.
+    fn kv_scope(&self, ctx: &CallContext) -> Option<KvScope> {
+        self.permissions.kv.and_then(|kind| {
+            let owner = match kind {
+                KvScopeKind::Agent => KvOwner::Agent(ctx.agent_id.clone()),
+                KvScopeKind::Session => KvOwner::Session(ctx.session_id.clone()),
+            };
+            let id = match &owner {
+                KvOwner::Agent(id) | KvOwner::Session(id) => id,
+            };
+            (!id.is_empty()).then(|| KvScope {
+                plugin: self.manifest.id.clone(),
+                owner,
+            })
+        })
+    }
+
+    /// The plugin's system-prompt fragment for this context. The plugin may read its
+    /// key-value state (e.g. to list what it remembers).
     pub async fn system_prompt(&self, ctx: &CallContext) -> Result<Option<String>> {
         match self
-            .invoke(None, Request::SystemPrompt(self.wit_context(ctx)))
+            .invoke(
+                self.kv_scope(ctx),
+                Request::SystemPrompt(self.wit_context(ctx)),
+            )
             .await
             .0?
         {
@@ -419,19 +441,7 @@ impl Plugin {
     /// Runs one tool call in a fresh instance.
     pub async fn call_tool(&self, ctx: &CallContext, call: &ToolCall) -> CallOutcome {
         let started = Instant::now();
-        let kv_scope = self.permissions.kv.and_then(|kind| {
-            let owner = match kind {
-                KvScopeKind::Agent => KvOwner::Agent(ctx.agent_id.clone()),
-                KvScopeKind::Session => KvOwner::Session(ctx.session_id.clone()),
-            };
-            let id = match &owner {
-                KvOwner::Agent(id) | KvOwner::Session(id) => id,
-            };
-            (!id.is_empty()).then(|| KvScope {
-                plugin: self.manifest.id.clone(),
-                owner,
-            })
-        });
+        let kv_scope = self.kv_scope(ctx);
         let request = Request::Call(
             self.wit_context(ctx),
             wit::ToolCall {

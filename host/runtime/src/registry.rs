@@ -130,12 +130,13 @@ impl Registry {
         true
     }
 
-    /// Forgets directories not in `present`; returns them.
-    pub(crate) fn forget_missing(&self, present: &[PathBuf]) -> Vec<PathBuf> {
+    /// Forgets the plugin directories of `root` not in `present` (those of other roots are
+    /// left alone: several plugins directories share one registry); returns them.
+    pub(crate) fn forget_missing(&self, root: &Path, present: &[PathBuf]) -> Vec<PathBuf> {
         let mut map = self.fingerprints.lock().unwrap_or_else(|p| p.into_inner());
         let gone: Vec<PathBuf> = map
             .keys()
-            .filter(|d| !present.contains(d))
+            .filter(|d| d.parent() == Some(root) && !present.contains(d))
             .cloned()
             .collect();
         for d in &gone {

@@ -158,7 +158,7 @@ impl Runtime {
             }
             self.load_into_registry(dir, &mut report).await;
         }
-        for gone in self.registry.forget_missing(&dirs) {
+        for gone in self.registry.forget_missing(plugins_dir, &dirs) {
             self.registry.clear_failure(&gone);
             for plugin in self.plugins() {
                 if plugin.dir() == gone {

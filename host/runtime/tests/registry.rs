@@ -155,6 +155,25 @@ async fn watcher_notices_new_and_removed_plugins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_plugin_directories_share_the_registry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let builtins = tmp.path().join("builtin");
+    let installed = tmp.path().join("installed");
+    plugin_dir(&builtins, "wb", "well-behaved", WELL_BEHAVED);
+    let hostile = plugin_dir(&installed, "hostile", "hostile", HOSTILE);
+    let runtime = runtime();
+    assert_eq!(runtime.sync_dir(&builtins).await.added.len(), 1);
+    // Scanning the second directory neither unloads nor reloads the first one's plugins.
+    assert_eq!(runtime.sync_dir(&installed).await.added.len(), 1);
+    assert_eq!(runtime.sync_dir(&builtins).await, Default::default());
+    assert_eq!(runtime.plugins().len(), 2);
+    std::fs::remove_dir_all(&hostile).unwrap();
+    let report = runtime.sync_dir(&installed).await;
+    assert_eq!(report.removed.len(), 1);
+    assert!(runtime.get("well-behaved").is_some() && runtime.get("hostile").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_concurrent_calls_across_plugins() {
     let tmp = tempfile::tempdir().unwrap();
     let plugins = tmp.path().join("plugins");

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Everruns: durable AI agents with sandboxed WASM capabilities.
 #[derive(Debug, Parser)]
@@ -94,11 +94,48 @@ pub enum PluginCommand {
         /// Directory with `capability.toml` and the component.
         path: PathBuf,
     },
-    /// List installed plugins: id, version, status.
+    /// List the plugins of every plugin directory (built-ins included): id, version, status.
     List,
+    /// Create a plugin project from a template: manifest, source, build script.
+    New {
+        /// Capability id (lowercase letters, digits, `-` and `_`).
+        name: String,
+        /// Language of the plugin.
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// Directory to create [default: ./NAME]
+        #[arg(long, value_name = "PATH")]
+        dir: Option<PathBuf>,
+        /// The Everruns `sdk` directory to build against [default: the checkout this
+        /// binary was built from]
+        #[arg(long, value_name = "PATH")]
+        sdk_dir: Option<PathBuf>,
+    },
     /// Remove an installed plugin by id.
     Remove {
         /// Capability id.
         id: String,
     },
+}
+
+/// Languages `plugin new` has templates for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    /// Rust with the `everruns-sdk` crate (`sdk/rust`).
+    Rust,
+    /// Python with componentize-py (`sdk/python`).
+    Python,
+    /// JavaScript with componentize-js / jco (`sdk/js`).
+    Js,
+}
+
+impl Lang {
+    /// The template directory name under `sdk/`.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Lang::Rust => "rust",
+            Lang::Python => "python",
+            Lang::Js => "js",
+        }
+    }
 }

@@ -44,6 +44,13 @@ pub struct Config {
     /// Let plugins reach private, loopback and link-local addresses (development only).
     #[serde(default)]
     pub allow_private_networks: bool,
+    /// Load the built-in capabilities shipped inside the binary (`current_time`,
+    /// `web_fetch`, `session_files`, `todo`, `memory`).
+    #[serde(default = "enabled")]
+    pub builtin_plugins: bool,
+    /// Built-in capabilities not to load (e.g. to install a replacement with the same id).
+    #[serde(default)]
+    pub disabled_builtin_plugins: Vec<String>,
     /// Secret values plugins may be granted, by name (`[plugin_secrets]` in the file).
     #[serde(default)]
     pub plugin_secrets: HashMap<String, SecretString>,
@@ -93,6 +100,8 @@ impl Default for Config {
             bootstrap_api_key: None,
             plugin_dirs: Vec::new(),
             allow_private_networks: false,
+            builtin_plugins: true,
+            disabled_builtin_plugins: Vec::new(),
             plugin_secrets: HashMap::new(),
             llm_kind: None,
             llm_base_url: None,
@@ -116,6 +125,8 @@ const ENV_KEYS: &[&str] = &[
     "bootstrap_api_key",
     "plugin_dirs",
     "allow_private_networks",
+    "builtin_plugins",
+    "disabled_builtin_plugins",
     "llm_kind",
     "llm_base_url",
     "llm_api_key",
@@ -198,6 +209,17 @@ impl Config {
         }
         if config.database_max_connections == 0 {
             bail!("invalid configuration: database_max_connections must be at least 1");
+        }
+        if let Some(unknown) = config
+            .disabled_builtin_plugins
+            .iter()
+            .find(|id| !crate::builtins::IDS.contains(&id.as_str()))
+        {
+            bail!(
+                "invalid configuration: disabled_builtin_plugins: `{unknown}` is not a built-in \
+                 capability (they are {})",
+                crate::builtins::IDS.join(", ")
+            );
         }
         Ok(config)
     }

@@ -9,8 +9,12 @@
 //! - `shutdown`: SIGINT/SIGTERM become one cancellation token.
 //! - `plugins`: the capability runtime wired to the store (plugin state) and the plugin
 //!   directories (loaded at start, then watched).
+//! - [`builtins`]: the built-in capabilities embedded in the binary and written into the
+//!   data directory at start.
+//! - `templates`: the plugin templates of `everruns plugin new`, embedded at build time.
 //! - `commands`: the other subcommands (`worker`, `plugin ...`, `api-key ...`).
 
+pub mod builtins;
 mod cli;
 mod commands;
 mod config;
@@ -18,6 +22,7 @@ mod plugins;
 mod server;
 mod shutdown;
 mod telemetry;
+mod templates;
 
 pub use cli::Cli;
 pub use config::{Config, LogFormat};

@@ -15,6 +15,7 @@ use everruns_store::Store;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
+use crate::builtins;
 use crate::config::Config;
 
 /// How often the plugin directories are checked for added, changed and removed plugins.
@@ -76,11 +77,37 @@ impl KvBackend for StoreKv {
     }
 }
 
-/// The directories plugins are loaded from: `<data-dir>/plugins` first, then extra ones.
+/// The directories plugins are loaded from: the built-ins (`<data-dir>/builtin-plugins`,
+/// unless turned off), `<data-dir>/plugins`, then extra ones. The built-ins come first, so
+/// an installed plugin with a built-in's id fails to load as a duplicate: disable the
+/// built-in (`disabled_builtin_plugins`) to replace it.
 pub fn plugin_dirs(config: &Config) -> Vec<PathBuf> {
-    let mut dirs = vec![config.data_dir.join("plugins")];
+    let mut dirs = Vec::new();
+    if config.builtin_plugins {
+        dirs.push(builtin_dir(config));
+    }
+    dirs.push(config.data_dir.join("plugins"));
     dirs.extend(config.plugin_dirs.iter().cloned());
     dirs
+}
+
+fn builtin_dir(config: &Config) -> PathBuf {
+    config.data_dir.join("builtin-plugins")
+}
+
+/// Writes the built-in plugins into the data directory (when enabled), or removes them
+/// (when turned off), so the registry loads exactly the configured set.
+pub fn prepare_builtins(config: &Config) -> anyhow::Result<()> {
+    let dir = builtin_dir(config);
+    if config.builtin_plugins {
+        builtins::materialize(&dir, &config.disabled_builtin_plugins)
+    } else {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| anyhow::anyhow!("removing {}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
 }
 
 /// Plugin key-value state kept in `store`.
@@ -110,6 +137,12 @@ pub fn build_runtime(config: &Config, kv: Arc<dyn KvBackend>) -> anyhow::Result<
 
 /// Loads every plugin directory now, logging what loaded and what failed, then watches them.
 pub async fn load_and_watch(runtime: &Runtime, config: &Config, shutdown: &CancellationToken) {
+    if let Err(e) = prepare_builtins(config) {
+        tracing::error!(
+            error = format!("{e:#}"),
+            "cannot write the built-in plugins"
+        );
+    }
     for dir in plugin_dirs(config) {
         if let Err(e) = std::fs::create_dir_all(&dir) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot create the plugin directory");

@@ -35,7 +35,7 @@ impl TestApp {
     }
 
     /// Like [`TestApp::start`], with `configure` adjusting the configuration first (LLM
-    /// provider, plugin directories, lease, ...).
+    /// provider, plugin directories, built-in plugins (off unless turned on), lease, ...).
     pub async fn start_configured(
         data_dir: &Path,
         database_url: Option<&str>,
@@ -48,6 +48,9 @@ impl TestApp {
             database_max_connections: 5,
             log_format: LogFormat::Text,
             bootstrap_api_key: Some(SecretString::from(TEST_API_KEY.to_owned())),
+            // Compiling the built-in plugins costs every start seconds; tests that use
+            // them turn them on.
+            builtin_plugins: false,
             ..Config::default()
         };
         configure(&mut config);

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use everruns_runtime::{InstallStep, MemoryKv, PluginReport};
+use everruns_runtime::{CapabilityId, InstallStep, MemoryKv, PluginReport};
 
-use crate::cli::PluginCommand;
+use crate::cli::{Lang, PluginCommand};
 use crate::config::Config;
-use crate::plugins;
+use crate::{builtins, plugins, templates};
 
 pub async fn run(config: &Config, command: PluginCommand) -> anyhow::Result<()> {
     let plugins_dir = config.data_dir.join("plugins");
@@ -43,8 +43,24 @@ pub async fn run(config: &Config, command: PluginCommand) -> anyhow::Result<()> 
                 "installed {} {}; a running server picks it up within seconds",
                 report.info.id, report.info.version
             );
+            let id = report.info.id.as_str();
+            if config.builtin_plugins
+                && builtins::IDS.contains(&id)
+                && !config.disabled_builtin_plugins.iter().any(|d| d == id)
+            {
+                println!(
+                    "note: `{id}` is also a built-in capability, which loads first; set \
+                     disabled_builtin_plugins = [\"{id}\"] to use this one instead"
+                );
+            }
         }
         PluginCommand::List => list(config, &plugins_dir).await?,
+        PluginCommand::New {
+            name,
+            lang,
+            dir,
+            sdk_dir,
+        } => new(&name, lang, dir, sdk_dir)?,
         PluginCommand::Remove { id } => {
             let dir = everruns_runtime::remove(&plugins_dir, &id)
                 .with_context(|| format!("cannot remove plugin `{id}`"))?;
@@ -67,6 +83,7 @@ fn print_report(report: &PluginReport) {
 
 /// One line per plugin directory: id, version, status (loaded, or failed with the reason).
 async fn list(config: &Config, plugins_dir: &Path) -> anyhow::Result<()> {
+    plugins::prepare_builtins(config)?;
     let runtime = plugins::build_runtime(config, Arc::new(MemoryKv::default()))?;
     let mut any = false;
     for dir in plugins::plugin_dirs(config) {
@@ -91,5 +108,43 @@ async fn list(config: &Config, plugins_dir: &Path) -> anyhow::Result<()> {
     if !any {
         println!("no plugins in {}", plugins_dir.display());
     }
+    Ok(())
+}
+
+/// `plugin new`: copies the language's template with the placeholders filled in.
+fn new(
+    name: &str,
+    lang: Lang,
+    dir: Option<std::path::PathBuf>,
+    sdk_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let id =
+        CapabilityId::parse(name).with_context(|| format!("`{name}` is not a capability id"))?;
+    let sdk_dir = match sdk_dir.or_else(templates::default_sdk_dir) {
+        Some(dir) => dir
+            .canonicalize()
+            .with_context(|| format!("the SDK directory {} does not exist", dir.display()))?,
+        None => anyhow::bail!(
+            "cannot find the Everruns SDK this binary was built from; pass --sdk-dir \
+             <checkout>/sdk"
+        ),
+    };
+    let wit_dir = sdk_dir.parent().unwrap_or(&sdk_dir).join("wit");
+    let target = dir.unwrap_or_else(|| std::path::PathBuf::from(id.as_str()));
+    let vars = templates::Vars {
+        id: id.to_string(),
+        sdk_dir,
+        wit_dir,
+    };
+    let files = templates::scaffold(lang.dir_name(), &target, &vars)?;
+    println!("created {} ({:?} plugin `{id}`):", target.display(), lang);
+    for file in &files {
+        println!("  {}", file.display());
+    }
+    println!(
+        "next: cd {} and follow README.md to build it, then `everruns plugin install {}`",
+        target.display(),
+        target.display()
+    );
     Ok(())
 }

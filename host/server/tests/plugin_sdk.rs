@@ -1,0 +1,171 @@
+//! The plugin workflow through the `everruns` binary: a fresh data directory lists the five
+//! built-ins as loaded; `plugin new --lang rust` scaffolds a plugin that builds for
+//! wasm32-wasip2 against the SDK, passes `plugin check`, installs, loads and answers.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use everruns_runtime::{
+    CallContext, MemoryKv, MemorySecrets, Runtime, RuntimeConfig, ToolCall, ToolError, ToolFailure,
+    ToolOutput,
+};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_everruns");
+
+fn everruns(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("EVERRUNS_DATABASE_URL")
+        .env_remove("EVERRUNS_DATA_DIR")
+        .env_remove("EVERRUNS_BUILTIN_PLUGINS")
+        .env_remove("EVERRUNS_DISABLED_BUILTIN_PLUGINS")
+        .current_dir(data_dir);
+    cmd
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run everruns");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn a_fresh_data_directory_lists_the_builtins_as_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = run_ok(everruns(dir.path()).args(["plugin", "list"]));
+    for id in [
+        "current_time",
+        "web_fetch",
+        "session_files",
+        "todo",
+        "memory",
+    ] {
+        assert!(
+            text.lines().any(|l| l == format!("{id}\t0.1.0\tloaded")),
+            "{id} not loaded:\n{text}"
+        );
+    }
+    assert!(!text.contains("failed"), "{text}");
+
+    // An operator can turn one off (to install a replacement) or all of them.
+    let text = run_ok(
+        everruns(dir.path())
+            .args(["plugin", "list"])
+            .env("EVERRUNS_DISABLED_BUILTIN_PLUGINS", "[web_fetch]"),
+    );
+    assert!(!text.contains("web_fetch"), "{text}");
+    assert!(text.contains("memory\t0.1.0\tloaded"), "{text}");
+    let text = run_ok(
+        everruns(dir.path())
+            .args(["plugin", "list"])
+            .env("EVERRUNS_BUILTIN_PLUGINS", "false"),
+    );
+    assert!(text.starts_with("no plugins"), "{text}");
+    let out = everruns(dir.path())
+        .args(["plugin", "list"])
+        .env("EVERRUNS_DISABLED_BUILTIN_PLUGINS", "[wbe_fetch]")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("disabled_builtin_plugins") && stderr.contains("wbe_fetch"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaffolded_rust_plugin_builds_installs_and_answers() {
+    let work = tempfile::tempdir().unwrap();
+    let project = work.path().join("hello-tool");
+    let data = work.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let text = run_ok(
+        everruns(&data)
+            .args(["plugin", "new", "hello-tool", "--lang", "rust", "--dir"])
+            .arg(&project),
+    );
+    assert!(
+        text.contains("capability.toml") && text.contains("src/lib.rs"),
+        "{text}"
+    );
+    let out = everruns(&data)
+        .args(["plugin", "new", "Bad Name", "--lang", "rust"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+
+    // The template's own build script, as a user runs it (a shared target directory keeps
+    // the SDK's dependencies compiled between test runs).
+    let status = Command::new("bash")
+        .arg("build.sh")
+        .current_dir(&project)
+        .env(
+            "CARGO_TARGET_DIR",
+            everruns_testkit::guests::target_dir().join("scaffolded-plugins"),
+        )
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status()
+        .expect("run build.sh");
+    assert!(status.success(), "the scaffolded plugin does not build");
+    assert!(project.join("hello_tool.wasm").is_file());
+
+    let text = run_ok(everruns(&data).args(["plugin", "check"]).arg(&project));
+    assert!(text.contains("greet: Greets someone by name"), "{text}");
+    run_ok(everruns(&data).args(["plugin", "install"]).arg(&project));
+    let text = run_ok(everruns(&data).args(["plugin", "list"]));
+    assert!(text.contains("hello-tool\t0.1.0\tloaded"), "{text}");
+
+    let runtime = Runtime::new(
+        RuntimeConfig {
+            max_concurrent_calls: 4,
+            ..RuntimeConfig::default()
+        },
+        Arc::new(MemoryKv::default()),
+        Arc::new(MemorySecrets::default()),
+    )
+    .unwrap();
+    let plugin = runtime
+        .load_plugin(&data.join("plugins/hello-tool"))
+        .await
+        .unwrap();
+    let ctx = CallContext {
+        agent_id: "agt_1".into(),
+        session_id: "ses_1".into(),
+        run_id: "run_1".into(),
+        ..CallContext::default()
+    };
+    let greet = |arguments| ToolCall {
+        name: "greet".into(),
+        arguments,
+    };
+    for n in 1..=2 {
+        let out = plugin.call_tool(&ctx, &greet(json!({"name": "Ada"}))).await;
+        match out.result {
+            Ok(ToolOutput::Text(t)) => {
+                assert_eq!(t, format!("Hello, Ada! (greeting #{n} in this session)"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let out = plugin.call_tool(&ctx, &greet(json!({"name": 7}))).await;
+    match out.result {
+        Err(ToolFailure::Plugin(ToolError::InvalidArguments(m))) => {
+            assert!(m.starts_with("name: invalid type"), "{m}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let prompt = plugin.system_prompt(&ctx).await.unwrap().unwrap();
+    assert!(prompt.contains("hello-tool__greet"), "{prompt}");
+}
