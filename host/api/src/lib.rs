@@ -7,6 +7,8 @@
 //! - `json`: body and query extractors that name the offending field on bad input.
 //! - `pagination`: `?limit=&cursor=` in, `{data, next_cursor, total}` out.
 //! - `auth`: API key generation, hashing and the bearer-token middleware.
+//! - `ui`: the web UI's embedded files, served at `/` by the router's fallback (they are pages,
+//!   not API operations, so they stay out of the OpenAPI document).
 //!
 //! [`app`] builds the complete router; [`openapi`] the OpenAPI 3.1 document, which is generated
 //! from the same route definitions so the two cannot drift apart.
@@ -16,6 +18,7 @@ mod error;
 mod json;
 mod pagination;
 mod routes;
+mod ui;
 
 use std::sync::Arc;
 
@@ -140,15 +143,12 @@ pub fn app(state: AppState) -> Router {
     let (router, spec) = documented_routes(Some(&state)).split_for_parts();
     router
         .merge(SwaggerUi::new("/swagger-ui").url("/api-doc/openapi.json", spec))
-        .fallback(no_route)
+        // Unknown paths: the web UI's files, else a `no-such-route` problem.
+        .fallback(ui::serve)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-async fn no_route(request: Request) -> ApiError {
-    ApiError::no_route(request.uri().path())
 }
 
 async fn method_not_allowed(request: Request) -> axum::response::Response {
