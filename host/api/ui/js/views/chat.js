@@ -142,7 +142,9 @@ class Transcript {
     m.pending = true;
     requestAnimationFrame(() => {
       m.pending = false;
+      const stick = this.nearBottom();
       replace(m.body, renderMarkdown(m.text));
+      if (stick) this.scrollToEnd();
     });
   }
 
@@ -325,7 +327,8 @@ export async function render(main, { params, signal, navigate }) {
     if (signal.aborted) return;
     transcriptEl.append(problemBox(err));
   }
-  transcript.scrollToEnd();
+  // After the answers rendered (next frame).
+  requestAnimationFrame(() => transcript.scrollToEnd());
   input.focus();
   follow(`/v1/sessions/${encodeURIComponent(sid)}/events`, {
     signal,
