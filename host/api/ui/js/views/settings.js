@@ -106,7 +106,7 @@ function providerForm(p, { onDone, onCancel }) {
   // Write-only: never pre-filled; empty on edit keeps the stored key.
   const key = h('input', {
     id: 'provider-api-key', name: 'api_key', type: 'password', autocomplete: 'new-password', spellcheck: 'false',
-    required: !p, placeholder: p ? `unchanged (${p.api_key_hint || 'no key'})` : 'sk-…',
+    placeholder: p ? `unchanged (${p.api_key_hint || 'no key'})` : 'sk-…',
   });
   const defaultModel = h('input', { id: 'provider-default-model', name: 'default_model', value: p && p.default_model ? p.default_model : '' });
   const models = h('input', { id: 'provider-models', name: 'models', value: p && p.models ? p.models.join(', ') : '', placeholder: 'gpt-4o-mini, gpt-4o' });
@@ -118,7 +118,7 @@ function providerForm(p, { onDone, onCancel }) {
       field('provider-name', 'Name', name),
       field('provider-kind', 'Kind', kind),
       field('provider-base-url', 'Base URL (with the API version, e.g. …/v1)', baseUrl),
-      field('provider-api-key', 'API key', key, p ? 'Leave empty to keep the current key.' : 'Stored encrypted; only its last characters are ever shown.'),
+      field('provider-api-key', 'API key', key, p ? 'Leave empty to keep the current key.' : 'Stored encrypted; only its last characters are ever shown. Empty for servers that need none.'),
       field('provider-default-model', 'Default model', defaultModel),
       field('provider-models', 'Models (comma-separated)', models)),
     status,
@@ -133,7 +133,8 @@ function providerForm(p, { onDone, onCancel }) {
     };
     if (defaultModel.value.trim()) body.default_model = defaultModel.value.trim();
     else if (p) body.default_model = null;
-    if (key.value) body.api_key = key.value;
+    // On edit, an empty field keeps the stored key.
+    if (key.value || !p) body.api_key = key.value;
     save.disabled = true;
     replace(status);
     try {
