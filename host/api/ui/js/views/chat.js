@@ -203,7 +203,9 @@ export async function render(main, { params, signal, navigate }) {
   const side = h('aside', { class: 'chat-side' },
     h('div', { class: 'field' }, h('label', { for: 'agent-select', text: 'Agent' }), agentSelect),
     h('button', { id: 'new-chat', type: 'button', class: 'secondary', text: 'New conversation', onclick: () => navigate('#/chat') }),
-    h('h2', { text: 'Conversations' }), sessionList);
+    // On a phone the list folds away while a conversation is open.
+    h('details', { class: 'sessions', open: !sid || window.matchMedia('(min-width: 900px)').matches },
+      h('summary', {}, h('h2', { text: 'Conversations' })), sessionList));
   replace(main, h('div', { class: 'chat' }, side,
     h('section', { class: 'chat-main' }, h('header', { class: 'chat-head' }, title, runStatus, streamStatus), transcriptEl, composer)));
 
