@@ -41,7 +41,14 @@ function route() {
     return;
   }
   nav.hidden = false;
-  const [name, ...params] = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
+  const decode = (part) => {
+    try {
+      return decodeURIComponent(part);
+    } catch {
+      return part; // a malformed escape: keep it as typed
+    }
+  };
+  const [name, ...params] = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decode);
   const view = VIEWS[name] ? name : 'chat';
   for (const link of nav.querySelectorAll('a[data-view]')) {
     if (link.dataset.view === view) link.setAttribute('aria-current', 'page');
