@@ -83,6 +83,18 @@ function watch(page, log) {
 
 const log = { errors: [], streams: [], bodies: [], pending: [] };
 const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+// On every page load, record each text a streaming answer shows (to see it grow, and never
+// repeat itself).
+await context.addInitScript(() => {
+  window.partials = [];
+  document.addEventListener('DOMContentLoaded', () => {
+    new MutationObserver(() => {
+      for (const body of document.querySelectorAll('.msg.assistant[data-streaming] .body')) {
+        if (body.textContent && window.partials.at(-1) !== body.textContent) window.partials.push(body.textContent);
+      }
+    }).observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true });
+  });
+});
 const page = await context.newPage();
 page.setDefaultTimeout(TIMEOUT);
 watch(page, log);
@@ -144,41 +156,58 @@ try {
     await shot(page, 'settings-wide');
   });
 
-  await step('a bad field comes back as a readable problem naming the field', async () => {
-    await page.goto(BASE + '/#/agents/new');
-    await page.fill('#agent-name', 'greeter');
-    await page.fill('#agent-temperature', '5');
-    await page.click('#save-agent');
-    await page.waitForSelector('#agent-form-status .problem code:has-text("model.temperature")');
+  await step('edit the provider without retyping its key', async () => {
+    const card = page.locator('.provider[data-provider-name=fake]');
+    await card.locator('button:has-text("Edit")').click();
+    assert.equal(await page.inputValue('#provider-api-key'), '', 'the key is never filled in');
+    assert.ok((await page.getAttribute('#provider-api-key', 'placeholder')).includes(LLM_KEY.slice(-4)));
+    await page.fill('#provider-models', 'fake-model');
+    await page.click('#save-provider');
+    await page.locator('#provider-form').waitFor({ state: 'detached' });
+    assert.equal((await card.locator('dt:has-text("Models") + dd').textContent()).trim(), 'fake-model');
+    assert.equal((await card.locator('.key-hint').textContent()).trim(), `…${LLM_KEY.slice(-4)}`);
   });
 
-  await step('create an agent with a capability configured through its schema form', async () => {
-    await page.fill('#agent-temperature', '');
+  await step('create an agent; its capability is configured through a form generated from the schema', async () => {
+    await page.goto(BASE + '/#/agents/new');
+    await page.fill('#agent-name', 'greeter');
     await page.fill('#agent-prompt', 'You greet people.');
     await page.selectOption('#agent-provider', 'fake');
     await page.fill('#agent-model', 'fake-model');
     await page.check('#cap-well-behaved');
-    await page.fill('#cap-well-behaved-cfg-greeting', 'Howdy');
+    const cfg = '#cap-well-behaved-cfg';
+    assert.equal(await page.inputValue(`${cfg}-greeting`), 'hello', 'the default is filled in');
+    await page.fill(`${cfg}-greeting`, 'Howdy');
+    await page.selectOption(`${cfg}-style`, { label: 'fancy' });
+    await page.fill(`${cfg}-repeat`, '7');
+    await page.check(`${cfg}-loud`);
+    await page.click(`${cfg}-names button:has-text("Add item")`);
+    await page.fill(`${cfg}-names-0`, 'Ada');
+    await page.fill(`${cfg}-extra`, '{"a": 1}');
+    await page.fill('#agent-temperature', '5');
+    await page.click('#save-agent');
+    // The server's problem+json names each bad field.
+    const problem = page.locator('#agent-form-status .problem');
+    await problem.locator('code:has-text("model.temperature")').waitFor();
+    await problem.locator('code:has-text("capabilities[0].config.repeat")').waitFor();
+    await page.fill('#agent-temperature', '');
+    await page.fill(`${cfg}-repeat`, '2');
     await page.click('#save-agent');
     const card = page.locator('.agent[data-agent-name=greeter]');
     await card.waitFor();
     assert.match(await card.textContent(), /well-behaved/);
     assert.match(await card.textContent(), /fake · fake-model/);
+    const agent = await page.evaluate(async (key) => {
+      const r = await fetch('/v1/agents', { headers: { Authorization: `Bearer ${key}` } });
+      return (await r.json()).data.find((a) => a.name === 'greeter');
+    }, API_KEY);
+    assert.deepEqual(agent.capabilities, [{ id: 'well-behaved', config: { greeting: 'Howdy', style: 'fancy', repeat: 2, loud: true, names: ['Ada'], extra: { a: 1 } } }]);
   });
 
   let sessionUrl;
   await step('chat: the answer streams token by token, with the tool call and its result inline', async () => {
     await page.click('#nav a[data-view=chat]');
     await page.selectOption('#agent-select', { label: 'greeter' });
-    // Record every partial text an answer shows while it streams.
-    await page.evaluate(() => {
-      window.partials = [];
-      new MutationObserver(() => {
-        for (const body of document.querySelectorAll('.msg.assistant[data-streaming] .body')) {
-          if (body.textContent && window.partials.at(-1) !== body.textContent) window.partials.push(body.textContent);
-        }
-      }).observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true });
-    });
     await page.fill('#message-input', 'Please greet Ada <img src=x onerror=alert(1)>');
     await page.press('#message-input', 'Enter');
     await page.waitForURL(/#\/chat\/ses_/);
@@ -189,7 +218,7 @@ try {
     assert.match(await tool.locator('.tool-result').textContent(), /Howdy, Ada!/);
     await page.waitForSelector('#run-status[data-run-status=completed]');
     // Seen while streaming: growing partial answers before the whole one.
-    const partials = await page.evaluate(() => window.partials);
+    const partials = (await page.evaluate(() => window.partials)).filter((p) => p.startsWith('The plugin'));
     assert.ok(partials.length >= 3, `the answer did not stream: ${JSON.stringify(partials)}`);
     assert.ok(partials.every((p, n) => n === 0 || p.length >= partials[n - 1].length), JSON.stringify(partials));
     assert.ok(partials[0].length < 'The plugin said: Howdy, Ada! Done.'.length, JSON.stringify(partials));
@@ -231,6 +260,12 @@ try {
       `after the reload the stream resumed with Last-Event-ID: ${JSON.stringify(resumed)}`);
     const story = await page.evaluate(() => [...document.querySelectorAll('.msg.assistant .body')].pop().textContent.trim());
     assert.equal(story, STORY);
+    // After the reload: the text seen before, then more of it as it streamed on; never a word
+    // twice (the final message.completed would hide that, so check every step on the way).
+    const after = (await page.evaluate(() => window.partials)).filter((p) => p.startsWith('Once upon'));
+    assert.ok(after.length >= 2, `the run did not visibly continue after the reload: ${JSON.stringify(after)}`);
+    assert.ok(after[0].length >= before.trim().length - 1, `the reload lost text: ${JSON.stringify([before, after[0]])}`);
+    for (const partial of after) assert.ok(STORY.startsWith(partial.trim()), `repeated or wrong text while streaming: ${partial}`);
     // The whole conversation is there once: each answer exactly once.
     const answers = await page.locator('.msg.assistant').allTextContents();
     assert.equal(answers.filter((a) => a.includes('Once upon a time')).length, 1);
@@ -259,6 +294,9 @@ try {
     assert.equal(await card.getAttribute('data-status'), 'loaded');
     for (const tool of ['greet', 'count', 'ping', 'echo']) assert.equal(await card.locator(`.tool-spec[data-tool=${tool}]`).count(), 1, tool);
     assert.match(await card.textContent(), /per agent|per session/);
+    const broken = page.locator('.capability[data-capability=broken]');
+    assert.equal(await broken.getAttribute('data-status'), 'failed');
+    assert.match(await broken.locator('.problem').textContent(), /bogus_field/);
   });
 
   await step('API keys: a new key is shown once and can be revoked', async () => {

@@ -12,6 +12,13 @@ use everruns_testkit::guests::{WELL_BEHAVED, plugin_dir};
 use everruns_testkit::{FakeLlm, RecordedRequest, Reply, TestApp};
 use serde_json::json;
 
+/// The well-behaved plugin's config section, replaced by a schema with every kind of field the
+/// UI's generated form handles (the plugin reads only `greeting`).
+const RICH_CONFIG: &str = r#"[config]
+schema = { type = "object", required = ["greeting"], additionalProperties = false, properties = { greeting = { type = "string", description = "How to greet" }, style = { enum = ["plain", "fancy"] }, repeat = { type = "integer", minimum = 1, maximum = 3 }, loud = { type = "boolean" }, names = { type = "array", items = { type = "string" } }, extra = { type = "object" } } }
+defaults = { greeting = "hello", style = "plain" }
+"#;
+
 const INSTALL: &str = "apt-get install -y chromium && npm ci --prefix tests/e2e";
 /// The whole browser scenario; generous for a loaded 2-core machine.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(420);
@@ -90,12 +97,23 @@ async fn web_ui_end_to_end_in_chromium() {
     let e2e = e2e_dir();
     let chromium = preflight(&e2e);
     let dir = tempfile::tempdir().unwrap();
+    let (manifest, _) = WELL_BEHAVED
+        .split_once("[config]")
+        .expect("the well-behaved manifest has a [config] section");
     plugin_dir(
         &dir.path().join("plugins"),
         "well-behaved",
         "well-behaved",
-        WELL_BEHAVED,
+        &format!("{manifest}{RICH_CONFIG}"),
     );
+    // A plugin that fails to load: the Capabilities page shows why.
+    let broken = dir.path().join("plugins/broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(
+        broken.join("capability.toml"),
+        "id = \"broken\"\nversion = \"0.1.0\"\nbogus_field = true\n",
+    )
+    .unwrap();
     let llm = FakeLlm::start().await;
     llm.set_fallback(script);
     // No server-wide LLM: runs reach the fake only through the provider added in the UI.
