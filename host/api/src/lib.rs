@@ -2,7 +2,7 @@
 //!
 //! This is the only crate that knows HTTP. Modules:
 //! - `routes`: one module per resource (`agents`, `sessions`, `messages`, `runs`, `events`,
-//!   `capabilities`, `api_keys`, `health`).
+//!   `capabilities`, `providers`, `secrets`, `api_keys`, `health`).
 //! - `error`: [`ApiError`], the single mapping of errors to RFC 9457 problem+json responses.
 //! - `json`: body and query extractors that name the offending field on bad input.
 //! - `pagination`: `?limit=&cursor=` in, `{data, next_cursor, total}` out.
@@ -50,6 +50,9 @@ pub struct AppState {
     pub runtime: everruns_runtime::Runtime,
     /// Wakes this process's executor when a run was queued or cancelled.
     pub wake: Wake,
+    /// Seals provider keys and secrets; `None` when no master key is configured (PostgreSQL
+    /// without `EVERRUNS_SECRET_KEY`): those writes then answer 503.
+    pub keyring: Option<Arc<everruns_secrets::Keyring>>,
 }
 
 /// Wakes the executor after a run was queued or cancelled. Without a local worker (API-only
@@ -96,6 +99,8 @@ impl std::fmt::Debug for Wake {
         (name = "runs", description = "Runs: the agent answering a message, step by step"),
         (name = "capabilities", description = "Installed WASM plugins: tools, granted \
                                                  permissions, load status"),
+        (name = "providers", description = "LLM providers; API keys are write-only"),
+        (name = "secrets", description = "Named secrets for plugins; values are write-only"),
         (name = "api-keys", description = "API keys"),
         (name = "health", description = "Liveness"),
     )
@@ -124,7 +129,9 @@ fn documented_routes(auth: Option<&AppState>) -> OpenApiRouter<AppState> {
         .merge(routes::api_keys::router())
         .merge(routes::runs::router())
         .merge(routes::events::router())
-        .merge(routes::capabilities::router());
+        .merge(routes::capabilities::router())
+        .merge(routes::providers::router())
+        .merge(routes::secrets::router());
     if let Some(state) = auth {
         v1 = v1.route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
     }

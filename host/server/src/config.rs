@@ -47,6 +47,13 @@ pub struct Config {
     /// Secret values plugins may be granted, by name (`[plugin_secrets]` in the file).
     #[serde(default)]
     pub plugin_secrets: HashMap<String, SecretString>,
+    /// Master key sealing provider keys and secrets, `KEYID:BASE64` (32 bytes). Unset: a key
+    /// file generated in the data directory (SQLite), or no sealing at all (PostgreSQL).
+    #[serde(default)]
+    pub secret_key: Option<SecretString>,
+    /// The master key before the last rotation; values sealed with it stay readable.
+    #[serde(default)]
+    pub secret_key_previous: Option<SecretString>,
     /// Default LLM provider: `openai` (any OpenAI-compatible server) or `anthropic`.
     #[serde(default)]
     pub llm_kind: Option<String>,
@@ -94,6 +101,8 @@ impl Default for Config {
             plugin_dirs: Vec::new(),
             allow_private_networks: false,
             plugin_secrets: HashMap::new(),
+            secret_key: None,
+            secret_key_previous: None,
             llm_kind: None,
             llm_base_url: None,
             llm_api_key: None,
@@ -116,6 +125,8 @@ const ENV_KEYS: &[&str] = &[
     "bootstrap_api_key",
     "plugin_dirs",
     "allow_private_networks",
+    "secret_key",
+    "secret_key_previous",
     "llm_kind",
     "llm_base_url",
     "llm_api_key",
@@ -188,6 +199,8 @@ impl Config {
             &mut config.database_url,
             &mut config.bootstrap_api_key,
             &mut config.llm_api_key,
+            &mut config.secret_key,
+            &mut config.secret_key_previous,
         ] {
             if secret
                 .as_ref()

@@ -9,11 +9,14 @@
 //! - `shutdown`: SIGINT/SIGTERM become one cancellation token.
 //! - `plugins`: the capability runtime wired to the store (plugin state) and the plugin
 //!   directories (loaded at start, then watched).
-//! - `commands`: the other subcommands (`worker`, `plugin ...`, `api-key ...`).
+//! - `master_key`: the master keys sealing provider keys and secrets (environment or the
+//!   generated key file) and the start-up check that stored values open with them.
+//! - `commands`: the other subcommands (`worker`, `plugin ...`, `api-key ...`, `secrets ...`).
 
 mod cli;
 mod commands;
 mod config;
+mod master_key;
 mod plugins;
 mod server;
 mod shutdown;
