@@ -2,11 +2,13 @@
 //!
 //! This is the only crate that knows HTTP. Modules:
 //! - `routes`: one module per resource (`agents`, `sessions`, `messages`, `runs`, `events`,
-//!   `capabilities`, `api_keys`, `health`).
+//!   `capabilities`, `providers`, `secrets`, `api_keys`, `health`).
 //! - `error`: [`ApiError`], the single mapping of errors to RFC 9457 problem+json responses.
 //! - `json`: body and query extractors that name the offending field on bad input.
 //! - `pagination`: `?limit=&cursor=` in, `{data, next_cursor, total}` out.
 //! - `auth`: API key generation, hashing and the bearer-token middleware.
+//! - `ui`: the web UI's embedded files, served at `/` by the router's fallback (they are pages,
+//!   not API operations, so they stay out of the OpenAPI document).
 //!
 //! [`app`] builds the complete router; [`openapi`] the OpenAPI 3.1 document, which is generated
 //! from the same route definitions so the two cannot drift apart.
@@ -16,6 +18,7 @@ mod error;
 mod json;
 mod pagination;
 mod routes;
+mod ui;
 
 use std::sync::Arc;
 
@@ -47,6 +50,9 @@ pub struct AppState {
     pub runtime: everruns_runtime::Runtime,
     /// Wakes this process's executor when a run was queued or cancelled.
     pub wake: Wake,
+    /// Seals provider keys and secrets; `None` when no master key is configured (PostgreSQL
+    /// without `EVERRUNS_SECRET_KEY`): those writes then answer 503.
+    pub keyring: Option<Arc<everruns_secrets::Keyring>>,
 }
 
 /// Wakes the executor after a run was queued or cancelled. Without a local worker (API-only
@@ -93,6 +99,8 @@ impl std::fmt::Debug for Wake {
         (name = "runs", description = "Runs: the agent answering a message, step by step"),
         (name = "capabilities", description = "Installed WASM plugins: tools, granted \
                                                  permissions, load status"),
+        (name = "providers", description = "LLM providers; API keys are write-only"),
+        (name = "secrets", description = "Named secrets for plugins; values are write-only"),
         (name = "api-keys", description = "API keys"),
         (name = "health", description = "Liveness"),
     )
@@ -121,7 +129,9 @@ fn documented_routes(auth: Option<&AppState>) -> OpenApiRouter<AppState> {
         .merge(routes::api_keys::router())
         .merge(routes::runs::router())
         .merge(routes::events::router())
-        .merge(routes::capabilities::router());
+        .merge(routes::capabilities::router())
+        .merge(routes::providers::router())
+        .merge(routes::secrets::router());
     if let Some(state) = auth {
         v1 = v1.route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
     }
@@ -140,15 +150,12 @@ pub fn app(state: AppState) -> Router {
     let (router, spec) = documented_routes(Some(&state)).split_for_parts();
     router
         .merge(SwaggerUi::new("/swagger-ui").url("/api-doc/openapi.json", spec))
-        .fallback(no_route)
+        // Unknown paths: the web UI's files, else a `no-such-route` problem.
+        .fallback(ui::serve)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-async fn no_route(request: Request) -> ApiError {
-    ApiError::no_route(request.uri().path())
 }
 
 async fn method_not_allowed(request: Request) -> axum::response::Response {

@@ -29,7 +29,8 @@ impl PageParams {
             )));
         }
         let after = match &self.cursor {
-            Some(c) if c.len() > 128 || c.is_empty() => {
+            // Cursors are ids or names, never control characters (PostgreSQL refuses NUL).
+            Some(c) if c.len() > 128 || c.is_empty() || c.chars().any(char::is_control) => {
                 return Err(ApiError::bad_request(
                     "invalid query parameter `cursor`: use the `next_cursor` of a previous page",
                 ));

@@ -111,6 +111,10 @@ prefixed_id!(
     /// Identifies an API key record (not the secret key itself).
     ApiKeyId, "key_", "API key"
 );
+prefixed_id!(
+    /// Identifies an LLM provider configuration.
+    ProviderId, "prv_", "provider"
+);
 
 #[cfg(test)]
 mod tests {

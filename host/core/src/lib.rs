@@ -1,5 +1,5 @@
 //! Domain types of Everruns: prefixed ids, agents, sessions, messages, runs, steps, events,
-//! API keys, pages and plugin key-value scopes.
+//! API keys, providers, secrets, pages and plugin key-value scopes.
 //!
 //! This crate does no I/O. Modules:
 //! - `id`: validated, prefixed identifiers (`agt_...`, `ses_...`).
@@ -10,6 +10,9 @@
 //! - `step`: the journal of a run, one exactly-once record per LLM or tool call.
 //! - `event`: the per-session event log that clients replay over SSE.
 //! - `api_key`: API key records (only hashes, never the secret).
+//! - `provider`: LLM providers configured through the API (key sealed).
+//! - `secret`: named secrets for plugins (value sealed).
+//! - `sealed`: the stored form of an encrypted value and the row it belongs to.
 //! - `page`: cursor pagination shared by every list.
 //! - `kv`: scopes of the plugins' durable key-value state.
 
@@ -20,7 +23,10 @@ mod id;
 mod kv;
 mod message;
 mod page;
+mod provider;
 mod run;
+mod sealed;
+mod secret;
 mod session;
 mod step;
 
@@ -29,11 +35,14 @@ pub use agent::{
 };
 pub use api_key::{ApiKey, NewApiKey};
 pub use event::{Event, EventType, NewEvent};
-pub use id::{AgentId, ApiKeyId, IdError, MessageId, RunId, SessionId};
+pub use id::{AgentId, ApiKeyId, IdError, MessageId, ProviderId, RunId, SessionId};
 pub use kv::{KV_KEY_MAX, KvScope};
 pub use message::{Message, MessageRole, NewMessage};
 pub use page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
+pub use provider::{NewProvider, PROVIDER_NAME_MAX, Provider, ProviderKind, ProviderPatch};
 pub use run::{Lease, Run, RunStatus, StartedRun, Usage};
+pub use sealed::{Sealed, SealedOwner, SealedRef};
+pub use secret::{SECRET_NAME_MAX, Secret, is_valid_secret_name};
 pub use session::{NewSession, Session, SessionPatch, SessionStatus};
 pub use step::{NewStep, RecordedStep, Step, StepKind, StepMessage, StepStatus};
 

@@ -205,7 +205,11 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
 
     let session = store.get_session(&run.session_id).await?;
     let agent = store.get_agent(&session.agent_id).await?;
-    let client = shared.providers.client_for(&agent).map_err(Stop::Fatal)?;
+    let client = shared
+        .providers
+        .client_for(store, &agent)
+        .await?
+        .map_err(Stop::Fatal)?;
     let toolbox = Toolbox::build(&shared.runtime, &agent, run)
         .await
         .map_err(Stop::Fatal)?;

@@ -20,6 +20,8 @@ use crate::{
 pub struct LlmClient {
     config: ProviderConfig,
     options: ClientOptions,
+    /// The base URL without a trailing slash.
+    base: String,
     endpoint: String,
     http: reqwest::Client,
 }
@@ -73,6 +75,7 @@ impl LlmClient {
             .build()
             .map_err(|e| LlmError::InvalidRequest(format!("cannot build HTTP client: {e}")))?;
         Ok(Self {
+            base: base.to_owned(),
             endpoint: format!("{base}{path}"),
             config,
             options,
@@ -158,20 +161,77 @@ impl LlmClient {
         }
     }
 
-    async fn attempt(
-        &self,
-        body: &bytes::Bytes,
-        on_event: &mut (dyn FnMut(StreamEvent) + Send),
-    ) -> Result<ChatResponse, Failure> {
+    /// Lists the provider's models (`GET {base}/models`, the same path for both providers): a
+    /// cheap call that proves the base URL and the API key work. One attempt, no retries, all
+    /// of it (connecting included) within `timeout`. Errors carry the provider's own message
+    /// and never the key.
+    pub async fn list_models(&self, timeout: Duration) -> Result<Vec<String>> {
         let provider = self.config.kind;
+        let url = format!("{}{}", self.base, PATH_MODELS);
+        let request = self
+            .authorize(self.http.get(&url))
+            .header(ACCEPT, "application/json")
+            .timeout(timeout);
+        let timed_out = || LlmError::Timeout {
+            provider,
+            message: format!("no answer within {}s", timeout.as_secs_f64()),
+            attempts: 1,
+        };
         let key = self.config.api_key.expose_secret();
-        let mut request = self
-            .http
-            .post(&self.endpoint)
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "text/event-stream")
-            .body(body.clone());
-        request = match provider {
+        let response = match tokio::time::timeout(timeout, request.send()).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(e)) if e.is_timeout() => return Err(timed_out()),
+            Ok(Err(e)) => {
+                let error = match self.send_failure(&e).error {
+                    LlmError::Connect {
+                        message, attempts, ..
+                    } => LlmError::Connect {
+                        provider,
+                        url: url.clone(),
+                        message,
+                        attempts,
+                    },
+                    other => other,
+                };
+                return Err(error.redact(key));
+            }
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        let text = match tokio::time::timeout(timeout, response.text()).await {
+            Ok(Ok(text)) => text,
+            Ok(Err(_)) | Err(_) if !status.is_success() => String::new(),
+            Ok(Err(e)) => return Err(self.send_failure(&e).error.redact(key)),
+            Err(_) => return Err(timed_out()),
+        };
+        if !status.is_success() {
+            let message = if text.trim().is_empty() {
+                status
+                    .canonical_reason()
+                    .unwrap_or("no error body")
+                    .to_owned()
+            } else {
+                error_message(&text)
+            };
+            return Err(LlmError::Http {
+                provider,
+                status: status.as_u16(),
+                message,
+                retryable: is_retryable_status(status.as_u16()),
+                attempts: 1,
+            }
+            .redact(key));
+        }
+        models_of(&text).ok_or_else(|| LlmError::Protocol {
+            provider,
+            message: "the model list is not `{\"data\": [{\"id\": ...}]}`".to_owned(),
+        })
+    }
+
+    /// Adds the provider's authentication (and version) headers; an empty key sends none.
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let key = self.config.api_key.expose_secret();
+        match self.config.kind {
             ProviderKind::OpenAi if key.is_empty() => request,
             ProviderKind::OpenAi => request.bearer_auth(key),
             ProviderKind::Anthropic => {
@@ -182,7 +242,22 @@ impl LlmClient {
                     r.header("x-api-key", key)
                 }
             }
-        };
+        }
+    }
+
+    async fn attempt(
+        &self,
+        body: &bytes::Bytes,
+        on_event: &mut (dyn FnMut(StreamEvent) + Send),
+    ) -> Result<ChatResponse, Failure> {
+        let provider = self.config.kind;
+        let request = self.authorize(
+            self.http
+                .post(&self.endpoint)
+                .header(CONTENT_TYPE, "application/json")
+                .header(ACCEPT, "text/event-stream")
+                .body(body.clone()),
+        );
         let wait = self.options.response_timeout;
         let response = match tokio::time::timeout(wait, request.send()).await {
             Err(_) => {
@@ -382,6 +457,20 @@ fn with_note(mut error: LlmError, note: &str) -> LlmError {
         message.push_str(&format!(" ({note})"));
     }
     error
+}
+
+/// Path of the model list, relative to the base URL (OpenAI and Anthropic alike).
+const PATH_MODELS: &str = "/models";
+
+/// The model ids of a model list: `{"data": [{"id": "..."}, ...]}` in both providers' formats.
+fn models_of(body: &str) -> Option<Vec<String>> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    value
+        .get("data")?
+        .as_array()?
+        .iter()
+        .map(|m| m.get("id").and_then(|id| id.as_str()).map(str::to_owned))
+        .collect()
 }
 
 fn bytes_of(value: &serde_json::Value) -> bytes::Bytes {

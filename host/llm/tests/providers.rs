@@ -40,6 +40,7 @@ both_providers!(
     dropping_the_future_cancels_promptly,
     api_key_never_appears_in_errors,
     fallback_answers_by_conversation_state,
+    models_are_listed_and_a_wrong_key_is_reported,
 );
 
 fn fast_options() -> ClientOptions {
@@ -707,4 +708,48 @@ fn client_and_call_future_are_send() {
     let mut on_event = |_: StreamEvent| {};
     let fut = client.stream(&req, &mut on_event);
     assert_send(&fut);
+}
+
+async fn models_are_listed_and_a_wrong_key_is_reported(kind: ProviderKind) {
+    let llm = FakeLlm::start().await;
+    llm.set_models(["m-1", "m-2"]);
+    let models = client(&llm, kind)
+        .list_models(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(models, ["m-1", "m-2"]);
+
+    let wrong_key = "sk-wrong-key-that-must-not-leak-42";
+    let bad = LlmClient::with_options(
+        config(kind, llm.openai_base_url(), wrong_key),
+        fast_options(),
+    )
+    .unwrap();
+    let err = bad.list_models(Duration::from_secs(5)).await.unwrap_err();
+    match &err {
+        LlmError::Http {
+            status,
+            message,
+            attempts,
+            ..
+        } => {
+            assert_eq!(
+                (*status, message.as_str(), *attempts),
+                (401, "invalid API key", 1)
+            );
+        }
+        other => panic!("expected HTTP 401, got {other:?}"),
+    }
+    assert!(!err.to_string().contains(wrong_key));
+    let requests = llm.requests();
+    assert_eq!(requests.len(), 2, "one attempt each, no retries");
+    let expected = match kind {
+        ProviderKind::OpenAi => WireFormat::OpenAi,
+        ProviderKind::Anthropic => WireFormat::Anthropic,
+    };
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.path == "/v1/models" && r.wire == expected)
+    );
 }

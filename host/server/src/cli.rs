@@ -51,6 +51,23 @@ pub enum Command {
     /// Manage API keys.
     #[command(name = "api-key", subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Manage the encryption of provider keys and secrets.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-seal every provider key and secret under the current master key
+    /// (EVERRUNS_SECRET_KEY; values under EVERRUNS_SECRET_KEY_PREVIOUS are moved to it). Safe to
+    /// run again and while servers run.
+    Rotate,
+    /// Print a new random master key (`KEYID:BASE64`) for EVERRUNS_SECRET_KEY.
+    GenerateKey {
+        /// The new key's id (1 to 64 of `A-Z a-z 0-9 _ . -`); use a new id for every key.
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -54,6 +54,13 @@ pub struct Config {
     /// Secret values plugins may be granted, by name (`[plugin_secrets]` in the file).
     #[serde(default)]
     pub plugin_secrets: HashMap<String, SecretString>,
+    /// Master key sealing provider keys and secrets, `KEYID:BASE64` (32 bytes). Unset: a key
+    /// file generated in the data directory (SQLite), or no sealing at all (PostgreSQL).
+    #[serde(default)]
+    pub secret_key: Option<SecretString>,
+    /// The master key before the last rotation; values sealed with it stay readable.
+    #[serde(default)]
+    pub secret_key_previous: Option<SecretString>,
     /// Default LLM provider: `openai` (any OpenAI-compatible server) or `anthropic`.
     #[serde(default)]
     pub llm_kind: Option<String>,
@@ -103,6 +110,8 @@ impl Default for Config {
             builtin_plugins: true,
             disabled_builtin_plugins: Vec::new(),
             plugin_secrets: HashMap::new(),
+            secret_key: None,
+            secret_key_previous: None,
             llm_kind: None,
             llm_base_url: None,
             llm_api_key: None,
@@ -127,6 +136,8 @@ const ENV_KEYS: &[&str] = &[
     "allow_private_networks",
     "builtin_plugins",
     "disabled_builtin_plugins",
+    "secret_key",
+    "secret_key_previous",
     "llm_kind",
     "llm_base_url",
     "llm_api_key",
@@ -199,6 +210,8 @@ impl Config {
             &mut config.database_url,
             &mut config.bootstrap_api_key,
             &mut config.llm_api_key,
+            &mut config.secret_key,
+            &mut config.secret_key_previous,
         ] {
             if secret
                 .as_ref()

@@ -12,12 +12,15 @@
 //! - [`builtins`]: the built-in capabilities embedded in the binary and written into the
 //!   data directory at start.
 //! - `templates`: the plugin templates of `everruns plugin new`, embedded at build time.
-//! - `commands`: the other subcommands (`worker`, `plugin ...`, `api-key ...`).
+//! - `master_key`: the master keys sealing provider keys and secrets (environment or the
+//!   generated key file) and the start-up check that stored values open with them.
+//! - `commands`: the other subcommands (`worker`, `plugin ...`, `api-key ...`, `secrets ...`).
 
 pub mod builtins;
 mod cli;
 mod commands;
 mod config;
+mod master_key;
 mod plugins;
 mod server;
 mod shutdown;

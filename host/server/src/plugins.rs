@@ -1,17 +1,20 @@
 //! Connects the capability runtime to the rest of the server: plugin key-value state stored
-//! through the `Store` (so it is durable on both backends), secrets from the configuration,
-//! and the plugin directories loaded at start and watched afterwards.
+//! through the `Store` (so it is durable on both backends), secrets from `/v1/secrets` (opened
+//! with the keyring) with the configuration's `[plugin_secrets]` as the fallback, and the
+//! plugin directories loaded at start and watched afterwards.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use everruns_core::KvScope as StoreScope;
+use everruns_core::{KvScope as StoreScope, SealedOwner, is_valid_secret_name};
 use everruns_runtime::{
-    BackendError, Grants, KvBackend, KvOwner, KvScope, MemorySecrets, Runtime, RuntimeConfig,
+    BackendError, CapabilityId, Grants, KvBackend, KvOwner, KvScope, MemorySecrets, Runtime,
+    RuntimeConfig, SecretSource,
 };
-use everruns_store::Store;
+use everruns_secrets::Keyring;
+use everruns_store::{Store, StoreError};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
@@ -77,6 +80,61 @@ impl KvBackend for StoreKv {
     }
 }
 
+/// Secret values for plugins: the store's secrets, opened with the keyring, else the ones
+/// configured in `[plugin_secrets]`. The runtime asks only for secrets the plugin was granted.
+#[derive(Debug)]
+struct StoreSecrets {
+    store: Arc<dyn Store>,
+    keyring: Option<Arc<Keyring>>,
+    configured: MemorySecrets,
+}
+
+#[async_trait]
+impl SecretSource for StoreSecrets {
+    async fn get(&self, plugin: &CapabilityId, name: &str) -> Result<Option<String>, BackendError> {
+        if !is_valid_secret_name(name) {
+            return self.configured.get(plugin, name).await;
+        }
+        let secret = match self.store.get_secret(name).await {
+            Ok(secret) => secret,
+            Err(StoreError::NotFound { .. }) => return self.configured.get(plugin, name).await,
+            Err(e) => return Err(backend_error(e)),
+        };
+        let keyring = self.keyring.as_deref().ok_or_else(|| {
+            BackendError(format!(
+                "secret `{name}` is encrypted and this process has no EVERRUNS_SECRET_KEY"
+            ))
+        })?;
+        let value = keyring
+            .open_string(&SealedOwner::Secret(name.to_owned()), &secret.value)
+            .map_err(|e| BackendError(format!("secret `{name}`: {e}")))?;
+        Ok(Some(value.expose_secret().to_owned()))
+    }
+}
+
+/// Plugin secrets from `store` (sealed with `keyring`), falling back to the configured ones.
+pub fn store_secrets(
+    config: &Config,
+    store: Arc<dyn Store>,
+    keyring: Option<Arc<Keyring>>,
+) -> Arc<dyn SecretSource> {
+    Arc::new(StoreSecrets {
+        store,
+        keyring,
+        configured: configured_secrets(config),
+    })
+}
+
+/// The secrets of the configuration's `[plugin_secrets]` table.
+pub fn configured_secrets(config: &Config) -> MemorySecrets {
+    MemorySecrets::new(
+        config
+            .plugin_secrets
+            .iter()
+            .map(|(name, value)| (name.clone(), value.expose_secret().to_owned())),
+    )
+}
+
 /// The directories plugins are loaded from: the built-ins (`<data-dir>/builtin-plugins`,
 /// unless turned off), `<data-dir>/plugins`, then extra ones. The built-ins come first, so
 /// an installed plugin with a built-in's id fails to load as a duplicate: disable the
@@ -115,14 +173,13 @@ pub fn store_kv(store: Arc<dyn Store>) -> Arc<dyn KvBackend> {
     Arc::new(StoreKv(store))
 }
 
-/// Builds the runtime (compile cache under the data directory) with plugin state in `kv`.
-pub fn build_runtime(config: &Config, kv: Arc<dyn KvBackend>) -> anyhow::Result<Runtime> {
-    let secrets = MemorySecrets::new(
-        config
-            .plugin_secrets
-            .iter()
-            .map(|(name, value)| (name.clone(), value.expose_secret().to_owned())),
-    );
+/// Builds the runtime (compile cache under the data directory) with plugin state in `kv` and
+/// secret values from `secrets`.
+pub fn build_runtime(
+    config: &Config,
+    kv: Arc<dyn KvBackend>,
+    secrets: Arc<dyn SecretSource>,
+) -> anyhow::Result<Runtime> {
     let runtime_config = RuntimeConfig {
         cache_dir: Some(config.data_dir.join("cache").join("components")),
         grants: Grants {
@@ -131,7 +188,7 @@ pub fn build_runtime(config: &Config, kv: Arc<dyn KvBackend>) -> anyhow::Result<
         },
         ..RuntimeConfig::default()
     };
-    Runtime::new(runtime_config, kv, Arc::new(secrets))
+    Runtime::new(runtime_config, kv, secrets)
         .map_err(|e| anyhow::anyhow!("starting the plugin runtime: {e}"))
 }
 

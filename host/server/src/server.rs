@@ -1,4 +1,5 @@
-//! The running server: opens the store, makes sure an API key exists, loads the plugins,
+//! The running server: opens the store, loads the master key and checks the database's
+//! encrypted values open with it, makes sure an API key exists, loads the plugins,
 //! starts the executor (unless this process only serves the API) and serves HTTP until the
 //! shutdown token is cancelled (in-flight requests finish first).
 
@@ -10,18 +11,20 @@ use anyhow::{Context, bail};
 use everruns_api::{AppState, MIN_KEY_LEN, Wake, generate_key, key_record};
 use everruns_executor::{Executor, ExecutorConfig, Providers};
 use everruns_runtime::Runtime;
+use everruns_secrets::Keyring;
 use everruns_store::{Store, StoreConfig};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::plugins;
+use crate::{master_key, plugins};
 
 /// A server bound to its address, ready to run.
 #[derive(Debug)]
 pub struct Server {
     store: Arc<dyn Store>,
+    keyring: Option<Arc<Keyring>>,
     runtime: Runtime,
     executor: Option<Executor>,
     listener: TcpListener,
@@ -34,10 +37,16 @@ impl Server {
     /// none, starts the plugin runtime and binds the listening socket.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let store = open_store(config).await?;
+        let keyring = open_keyring(config, store.as_ref()).await?;
         bootstrap_api_key(store.as_ref(), config).await?;
-        let runtime = plugins::build_runtime(config, plugins::store_kv(store.clone()))?;
+        let runtime = build_runtime(config, &store, &keyring)?;
         let executor = if config.worker {
-            Some(build_executor(config, store.clone(), runtime.clone())?)
+            Some(build_executor(
+                config,
+                store.clone(),
+                runtime.clone(),
+                keyring.clone(),
+            )?)
         } else {
             None
         };
@@ -47,6 +56,7 @@ impl Server {
         let local_addr = listener.local_addr()?;
         Ok(Self {
             store,
+            keyring,
             runtime,
             executor,
             listener,
@@ -83,6 +93,7 @@ impl Server {
             store: self.store,
             runtime: self.runtime,
             wake,
+            keyring: self.keyring,
         });
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -101,31 +112,60 @@ impl Server {
 /// Runs only the executor (the `worker` subcommand) until `shutdown`.
 pub async fn run_worker(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = open_store(config).await?;
-    let runtime = plugins::build_runtime(config, plugins::store_kv(store.clone()))?;
+    let keyring = open_keyring(config, store.as_ref()).await?;
+    let runtime = build_runtime(config, &store, &keyring)?;
     plugins::load_and_watch(&runtime, config, &shutdown).await;
-    let executor = build_executor(config, store, runtime)?;
+    let executor = build_executor(config, store, runtime, keyring)?;
     executor.run(shutdown).await;
     Ok(())
+}
+
+/// The master keys, checked against the database's encrypted values (a wrong or missing key
+/// stops start-up here).
+async fn open_keyring(config: &Config, store: &dyn Store) -> anyhow::Result<Option<Arc<Keyring>>> {
+    let keyring = master_key::load(config)?;
+    master_key::check(store, keyring.as_ref()).await?;
+    if keyring.is_none() {
+        tracing::warn!(
+            "EVERRUNS_SECRET_KEY is not set: providers and secrets cannot be stored until every \
+             process sharing this database is given the same key"
+        );
+    }
+    Ok(keyring.map(Arc::new))
+}
+
+fn build_runtime(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    keyring: &Option<Arc<Keyring>>,
+) -> anyhow::Result<Runtime> {
+    plugins::build_runtime(
+        config,
+        plugins::store_kv(store.clone()),
+        plugins::store_secrets(config, store.clone(), keyring.clone()),
+    )
 }
 
 fn build_executor(
     config: &Config,
     store: Arc<dyn Store>,
     runtime: Runtime,
+    keyring: Option<Arc<Keyring>>,
 ) -> anyhow::Result<Executor> {
-    let providers = match config.llm_provider()? {
-        Some(provider) => Providers::with_default(
+    let default = match config.llm_provider()? {
+        Some(provider) => Some(
             everruns_llm::LlmClient::new(provider)
                 .map_err(|e| anyhow::anyhow!("invalid LLM provider configuration: {e}"))?,
         ),
         None => {
-            tracing::warn!(
-                "no LLM provider configured (EVERRUNS_LLM_KIND, EVERRUNS_LLM_BASE_URL, \
-                 EVERRUNS_LLM_API_KEY, EVERRUNS_LLM_MODEL): runs will fail until one is"
+            tracing::info!(
+                "no default LLM provider configured (EVERRUNS_LLM_*): agents must name one of \
+                 /v1/providers"
             );
-            Providers::none()
+            None
         }
     };
+    let providers = Providers::new(default, keyring);
     let lease = Duration::from_millis(config.executor_lease_ms.max(100));
     let executor_config = ExecutorConfig {
         lease,

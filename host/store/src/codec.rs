@@ -3,7 +3,10 @@
 //! violations.
 
 use chrono::{DateTime, SubsecRound, Utc};
-use everruns_core::{KV_KEY_MAX, KvScope, MessageRole, NewApiKey, SessionStatus, Timestamp};
+use everruns_core::{
+    KV_KEY_MAX, KvScope, MessageRole, NewApiKey, ProviderKind, ProviderPatch, Sealed,
+    SessionStatus, Timestamp,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -151,6 +154,69 @@ pub(crate) fn check_new_api_key(new: &NewApiKey) -> Result<()> {
     reject_nul("an API key name", &new.name)?;
     reject_nul("an API key prefix", &new.prefix)?;
     reject_nul("an API key hash", &new.hash)
+}
+
+/// Maps a unique violation on the provider name to a conflict naming it.
+pub(crate) fn provider_name_conflict(err: sqlx::Error, name: &str) -> StoreError {
+    if is_unique_violation(&err, "providers", "name") {
+        StoreError::Conflict(format!("a provider named `{name}` already exists"))
+    } else {
+        err.into()
+    }
+}
+
+pub(crate) fn parse_provider_kind(value: &str) -> Result<ProviderKind> {
+    value.parse().map_err(|detail| StoreError::Corrupt {
+        what: "provider kind",
+        detail,
+    })
+}
+
+/// Checks the text of a sealed value's key id.
+pub(crate) fn check_sealed(sealed: &Sealed) -> Result<()> {
+    reject_nul("a key id", &sealed.key_id)
+}
+
+/// Checks every text field of a provider (new or patch) before it reaches SQL.
+pub(crate) fn check_provider_text(
+    name: Option<&str>,
+    base_url: Option<&str>,
+    default_model: Option<&str>,
+    models: Option<&[String]>,
+) -> Result<()> {
+    if let Some(name) = name {
+        reject_nul("a provider name", name)?;
+    }
+    if let Some(url) = base_url {
+        reject_nul("a base URL", url)?;
+    }
+    if let Some(model) = default_model {
+        reject_nul("a model name", model)?;
+    }
+    for model in models.unwrap_or_default() {
+        reject_nul("a model name", model)?;
+    }
+    Ok(())
+}
+
+/// [`check_provider_text`] and [`check_sealed`] for a patch.
+pub(crate) fn check_provider_patch(patch: &ProviderPatch) -> Result<()> {
+    check_provider_text(
+        patch.name.as_deref(),
+        patch.base_url.as_deref(),
+        patch.default_model.as_ref().and_then(|m| m.as_deref()),
+        patch.models.as_deref(),
+    )?;
+    if let Some((sealed, hint)) = &patch.api_key {
+        check_sealed(sealed)?;
+        reject_nul("a key hint", hint)?;
+    }
+    Ok(())
+}
+
+/// Checks a secret name before it reaches SQL (the API validates the alphabet).
+pub(crate) fn check_secret_name(name: &str) -> Result<()> {
+    reject_nul("a secret name", name)
 }
 
 #[cfg(test)]

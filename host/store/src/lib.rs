@@ -25,6 +25,9 @@
 //!   ([`StoreError::LeaseLost`]) once another claim has taken the run over. Lease expiry is
 //!   judged by the database's clock on PostgreSQL, so several processes agree.
 //!
+//! Provider API keys and secret values are stored sealed (see `everruns-secrets`): the store
+//! keeps the sealed bytes and never sees plaintext; sealing and opening happen above it.
+//!
 //! This crate knows nothing about HTTP; it is the only crate that contains SQL.
 
 mod codec;
@@ -41,8 +44,9 @@ use std::time::Duration;
 
 use everruns_core::{
     Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Event, KvScope, Lease, Message, NewAgent,
-    NewApiKey, NewEvent, NewMessage, NewSession, NewStep, Page, PageRequest, RecordedStep, Run,
-    RunId, RunStatus, Session, SessionId, SessionPatch, StartedRun, Step, Usage,
+    NewApiKey, NewEvent, NewMessage, NewProvider, NewSession, NewStep, Page, PageRequest, Provider,
+    ProviderId, ProviderPatch, RecordedStep, Run, RunId, RunStatus, Sealed, SealedOwner, SealedRef,
+    Secret, Session, SessionId, SessionPatch, StartedRun, Step, Usage,
 };
 
 pub use connect::{StoreConfig, connect};
@@ -116,6 +120,51 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Marks the key revoked; NotFound when absent. Revoking twice is fine and keeps the first
     /// `revoked_at`.
     async fn revoke_api_key(&self, id: &ApiKeyId) -> Result<ApiKey>;
+
+    // ---- providers ----
+    /// Stores a provider under the caller's id; a duplicate name is [`StoreError::Conflict`].
+    async fn create_provider(&self, new: NewProvider) -> Result<Provider>;
+    /// [`StoreError::NotFound`] when absent.
+    async fn get_provider(&self, id: &ProviderId) -> Result<Provider>;
+    /// The provider with this exact name; [`StoreError::NotFound`] when none.
+    async fn get_provider_by_name(&self, name: &str) -> Result<Provider>;
+    /// The provider an agent names: by id when `name_or_id` is a provider id, else by name.
+    async fn find_provider(&self, name_or_id: &str) -> Result<Provider> {
+        match ProviderId::parse(name_or_id) {
+            Ok(id) => self.get_provider(&id).await,
+            Err(_) => self.get_provider_by_name(name_or_id).await,
+        }
+    }
+    /// Providers in id (creation) order.
+    async fn list_providers(&self, page: &PageRequest) -> Result<Page<Provider>>;
+    /// Applies the patch; NotFound / Conflict (name) as above. Bumps `updated_at`.
+    async fn update_provider(&self, id: &ProviderId, patch: ProviderPatch) -> Result<Provider>;
+    /// [`StoreError::NotFound`] when absent. Agents naming it keep the name (their runs fail).
+    async fn delete_provider(&self, id: &ProviderId) -> Result<()>;
+
+    // ---- secrets ----
+    /// Creates or replaces the secret `name`; `true` when it was created.
+    async fn put_secret(&self, name: &str, value: Sealed) -> Result<(Secret, bool)>;
+    /// [`StoreError::NotFound`] when absent.
+    async fn get_secret(&self, name: &str) -> Result<Secret>;
+    /// Secrets in name (byte) order; the cursor is the last name of the previous page.
+    async fn list_secrets(&self, page: &PageRequest) -> Result<Page<Secret>>;
+    /// [`StoreError::NotFound`] when absent.
+    async fn delete_secret(&self, name: &str) -> Result<()>;
+
+    // ---- sealed values ----
+    /// One sealed value for each master key id in use (providers first, then secrets), so
+    /// start-up can check every key the database needs is configured and right.
+    async fn sealed_samples(&self) -> Result<Vec<SealedRef>>;
+    /// Replaces `owner`'s sealed value with `new` only if it is still `current` (compared by
+    /// nonce, unique per sealing), without touching `updated_at`: key rotation never
+    /// overwrites a value changed meanwhile. `false` when it was changed or deleted.
+    async fn replace_sealed(
+        &self,
+        owner: &SealedOwner,
+        current: &Sealed,
+        new: &Sealed,
+    ) -> Result<bool>;
 
     // ---- plugin key-value state ----
     // Keys are 1..=KV_KEY_MAX bytes without NUL (`StoreError::Invalid` otherwise); values are

@@ -2,18 +2,20 @@
 //!
 //! JSON documents are bound as text and cast to `json` in SQL, and read back with `::text`,
 //! so the stored text is exactly what was written. Timestamps are `timestamptz` (microsecond
-//! precision, matching [`codec::now`]). Runs, steps and events live in the `runs` submodule.
+//! precision, matching [`codec::now`]). Runs, steps and events live in the `runs` submodule,
+//! providers and secrets in `vault`.
 
 mod runs;
+mod vault;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use everruns_core::{
     Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Event, KvScope, Lease, Message, MessageId,
-    NewAgent, NewApiKey, NewEvent, NewMessage, NewSession, NewStep, Page, PageRequest,
-    RecordedStep, Run, RunId, RunStatus, Session, SessionId, SessionPatch, SessionStatus,
-    StartedRun, Step, Usage,
+    NewAgent, NewApiKey, NewEvent, NewMessage, NewProvider, NewSession, NewStep, Page, PageRequest,
+    Provider, ProviderId, ProviderPatch, RecordedStep, Run, RunId, RunStatus, Sealed, SealedOwner,
+    SealedRef, Secret, Session, SessionId, SessionPatch, SessionStatus, StartedRun, Step, Usage,
 };
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgRow};
@@ -626,6 +628,65 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(keys)
+    }
+
+    // ---- providers ----
+
+    async fn create_provider(&self, new: NewProvider) -> Result<Provider> {
+        vault::create_provider(&self.pool, new).await
+    }
+
+    async fn get_provider(&self, id: &ProviderId) -> Result<Provider> {
+        vault::get_provider(&self.pool, id).await
+    }
+
+    async fn get_provider_by_name(&self, name: &str) -> Result<Provider> {
+        vault::get_provider_by_name(&self.pool, name).await
+    }
+
+    async fn list_providers(&self, page: &PageRequest) -> Result<Page<Provider>> {
+        vault::list_providers(&self.pool, page).await
+    }
+
+    async fn update_provider(&self, id: &ProviderId, patch: ProviderPatch) -> Result<Provider> {
+        vault::update_provider(&self.pool, id, patch).await
+    }
+
+    async fn delete_provider(&self, id: &ProviderId) -> Result<()> {
+        vault::delete_provider(&self.pool, id).await
+    }
+
+    // ---- secrets ----
+
+    async fn put_secret(&self, name: &str, value: Sealed) -> Result<(Secret, bool)> {
+        vault::put_secret(&self.pool, name, &value).await
+    }
+
+    async fn get_secret(&self, name: &str) -> Result<Secret> {
+        vault::get_secret(&self.pool, name).await
+    }
+
+    async fn list_secrets(&self, page: &PageRequest) -> Result<Page<Secret>> {
+        vault::list_secrets(&self.pool, page).await
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<()> {
+        vault::delete_secret(&self.pool, name).await
+    }
+
+    // ---- sealed values ----
+
+    async fn sealed_samples(&self) -> Result<Vec<SealedRef>> {
+        vault::sealed_samples(&self.pool).await
+    }
+
+    async fn replace_sealed(
+        &self,
+        owner: &SealedOwner,
+        current: &Sealed,
+        new: &Sealed,
+    ) -> Result<bool> {
+        vault::replace_sealed(&self.pool, owner, current, new).await
     }
 
     // ---- runs ----

@@ -11,6 +11,10 @@ use tokio_util::sync::CancellationToken;
 /// The admin key every test server is bootstrapped with.
 pub const TEST_API_KEY: &str = "evr_test_admin_key_0123456789abcdef";
 
+/// The master key of test servers on PostgreSQL (`EVERRUNS_SECRET_KEY`): there every process
+/// must be given the same key. On SQLite test servers generate their key file instead.
+pub const TEST_SECRET_KEY: &str = "test:ZXZlcnJ1bnMtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=";
+
 /// A server running for one test.
 #[derive(Debug)]
 pub struct TestApp {
@@ -51,6 +55,7 @@ impl TestApp {
             // Compiling the built-in plugins costs every start seconds; tests that use
             // them turn them on.
             builtin_plugins: false,
+            secret_key: database_url.map(|_| SecretString::from(TEST_SECRET_KEY.to_owned())),
             ..Config::default()
         };
         configure(&mut config);
@@ -110,6 +115,11 @@ impl TestApp {
     /// An authenticated PATCH.
     pub fn patch(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.patch(self.url(path)).bearer_auth(&self.api_key)
+    }
+
+    /// An authenticated PUT.
+    pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.put(self.url(path)).bearer_auth(&self.api_key)
     }
 
     /// An authenticated DELETE.

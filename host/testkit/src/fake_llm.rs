@@ -1,7 +1,8 @@
 //! [`FakeLlm`]: a real HTTP server speaking the OpenAI Chat Completions and Anthropic Messages
 //! streaming wire formats, scripted per test, recording every request.
 //!
-//! Each request takes the next [`Reply`] from a FIFO; when the FIFO is empty, the fallback
+//! `GET /v1/models` lists [`FakeLlm::set_models`] (both providers' shape) after the same key
+//! check, for provider connection tests. Each chat request takes the next [`Reply`] from a FIFO; when the FIFO is empty, the fallback
 //! closure (if set) decides from the [`RecordedRequest`]; otherwise the server answers 500
 //! "no scripted reply", which fails the test with a clear message.
 
@@ -16,7 +17,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
@@ -278,6 +279,7 @@ struct Shared {
     delta_delay: Mutex<Duration>,
     next_id: AtomicU64,
     client_disconnects: AtomicU64,
+    models: Mutex<Vec<String>>,
 }
 
 /// Locks a mutex, ignoring poisoning: a panicking test thread must not hide the fake's state
@@ -318,10 +320,12 @@ impl FakeLlm {
             delta_delay: Mutex::new(Duration::ZERO),
             next_id: AtomicU64::new(1),
             client_disconnects: AtomicU64::new(0),
+            models: Mutex::new(vec!["fake-model".to_owned()]),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(openai))
             .route("/v1/messages", post(anthropic))
+            .route("/v1/models", get(models))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
@@ -381,6 +385,11 @@ impl FakeLlm {
         *lock(&self.shared.delta_delay) = delay;
     }
 
+    /// The model ids `GET /v1/models` lists (default `["fake-model"]`).
+    pub fn set_models<S: Into<String>>(&self, models: impl IntoIterator<Item = S>) {
+        *lock(&self.shared.models) = models.into_iter().map(Into::into).collect();
+    }
+
     /// Every request received so far, in order (including rejected ones).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.shared.requests).clone()
@@ -417,13 +426,45 @@ async fn anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
     handle(shared, WireFormat::Anthropic, "/v1/messages", headers, body).await
 }
 
-async fn handle(
-    shared: Arc<Shared>,
+/// `GET /v1/models`: Anthropic's shape when the request carries `anthropic-version`, else
+/// OpenAI's; both are `{"data": [{"id": ...}]}`.
+async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let wire = if headers.contains_key("anthropic-version") {
+        WireFormat::Anthropic
+    } else {
+        WireFormat::OpenAi
+    };
+    let request = record(&shared, wire, "/v1/models", &headers, Value::Null);
+    if !request.auth_ok {
+        return error_response(wire, 401, "invalid API key", None);
+    }
+    let models = lock(&shared.models).clone();
+    let data: Vec<Value> = models
+        .iter()
+        .map(|id| match wire {
+            WireFormat::OpenAi => json!({"id": id, "object": "model", "owned_by": "fake"}),
+            WireFormat::Anthropic => {
+                json!({"id": id, "type": "model", "display_name": id, "created_at": "2025-01-01T00:00:00Z"})
+            }
+        })
+        .collect();
+    let body = match wire {
+        WireFormat::OpenAi => json!({"object": "list", "data": data}),
+        WireFormat::Anthropic => {
+            json!({"data": data, "has_more": false, "first_id": models.first(), "last_id": models.last()})
+        }
+    };
+    axum::Json(body).into_response()
+}
+
+/// Records a request (without its key) and whether it carried [`FAKE_LLM_API_KEY`].
+fn record(
+    shared: &Shared,
     wire: WireFormat,
     path: &str,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+    headers: &HeaderMap,
+    body: Value,
+) -> RecordedRequest {
     let auth_ok = match wire {
         WireFormat::OpenAi => headers
             .get(header::AUTHORIZATION)
@@ -447,11 +488,22 @@ async fn handle(
             })
             .collect(),
         auth_ok,
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        body,
     };
     lock(&shared.requests).push(request.clone());
+    request
+}
 
-    if !auth_ok {
+async fn handle(
+    shared: Arc<Shared>,
+    wire: WireFormat,
+    path: &str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let request = record(&shared, wire, path, &headers, body);
+    if !request.auth_ok {
         return error_response(wire, 401, "invalid API key", None);
     }
     if request.body.is_null() {

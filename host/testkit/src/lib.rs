@@ -15,6 +15,6 @@ mod fake_llm;
 pub mod guests;
 pub mod polyglot;
 
-pub use app::{TEST_API_KEY, TestApp};
+pub use app::{TEST_API_KEY, TEST_SECRET_KEY, TestApp};
 pub use db::{DEFAULT_TEST_DATABASE_URL, TEST_DATABASE_URL_ENV, TestDb};
 pub use fake_llm::{FAKE_LLM_API_KEY, FakeLlm, FakeToolCall, RecordedRequest, Reply, WireFormat};

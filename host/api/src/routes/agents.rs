@@ -7,6 +7,7 @@ use everruns_core::{
     AGENT_NAME_MAX, Agent, AgentId, AgentPatch, CapabilityRef, ModelSettings, NewAgent,
     SYSTEM_PROMPT_MAX,
 };
+use everruns_store::StoreError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -31,7 +32,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSettingsBody {
-    /// Provider name; absent means the server's default provider.
+    /// Provider name or id (see `/v1/providers`); absent means the server's default provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     /// Model name as the provider knows it; absent means the provider's default model.
@@ -219,6 +220,22 @@ fn validate_model(model: &ModelSettingsBody, errors: &mut Vec<FieldError>) -> Mo
     }
 }
 
+/// A provider the agent names must exist (by name or id) when the agent is saved; it may
+/// still be deleted later, which fails the agent's runs with a clear error.
+async fn check_provider(state: &AppState, model: &ModelSettings) -> ApiResult<()> {
+    let Some(name) = &model.provider else {
+        return Ok(());
+    };
+    match state.store.find_provider(name).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::NotFound { .. }) => Err(ApiError::invalid_field(
+            "model.provider",
+            format!("no provider is named `{name}` or has that id (see /v1/providers)"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Checks the shape of the list, then (only if that is sound) that each capability is a loaded
 /// plugin and its config satisfies the plugin's schema.
 fn validate_capabilities(
@@ -306,6 +323,7 @@ async fn create_agent(
     let model = validate_model(&body.model, &mut errors);
     let capabilities = validate_capabilities(&state.runtime, &body.capabilities, &mut errors);
     check_fields(errors)?;
+    check_provider(&state, &model).await?;
     let agent = state
         .store
         .create_agent(NewAgent {
@@ -364,6 +382,9 @@ async fn update_agent(
         .as_ref()
         .map(|c| validate_capabilities(&state.runtime, c, &mut errors));
     check_fields(errors)?;
+    if let Some(model) = &model {
+        check_provider(&state, model).await?;
+    }
     let patch = AgentPatch {
         name: body.name,
         system_prompt: body.system_prompt,

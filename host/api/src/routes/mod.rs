@@ -6,5 +6,7 @@ pub(crate) mod capabilities;
 pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod messages;
+pub(crate) mod providers;
 pub(crate) mod runs;
+pub(crate) mod secrets;
 pub(crate) mod sessions;

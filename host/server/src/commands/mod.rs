@@ -2,6 +2,7 @@
 
 mod api_key;
 mod plugin;
+mod secrets;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -31,6 +32,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&cli.global, None)?;
             telemetry::init(config.log_format);
             api_key::run(&config, command).await
+        }
+        Command::Secrets(command) => {
+            let config = Config::load(&cli.global, None)?;
+            telemetry::init(config.log_format);
+            secrets::run(&config, command).await
         }
     }
 }

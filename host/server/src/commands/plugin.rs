@@ -32,7 +32,11 @@ pub async fn run(config: &Config, command: PluginCommand) -> anyhow::Result<()> 
             .with_context(|| format!("cannot install {}", path.display()))?;
             println!("compiling {} for this machine...", report.info.id);
             let started = Instant::now();
-            let runtime = plugins::build_runtime(config, Arc::new(MemoryKv::default()))?;
+            let runtime = plugins::build_runtime(
+                config,
+                Arc::new(MemoryKv::default()),
+                Arc::new(plugins::configured_secrets(config)),
+            )?;
             runtime
                 .check(&report.dir)
                 .await
@@ -84,7 +88,11 @@ fn print_report(report: &PluginReport) {
 /// One line per plugin directory: id, version, status (loaded, or failed with the reason).
 async fn list(config: &Config, plugins_dir: &Path) -> anyhow::Result<()> {
     plugins::prepare_builtins(config)?;
-    let runtime = plugins::build_runtime(config, Arc::new(MemoryKv::default()))?;
+    let runtime = plugins::build_runtime(
+        config,
+        Arc::new(MemoryKv::default()),
+        Arc::new(plugins::configured_secrets(config)),
+    )?;
     let mut any = false;
     for dir in plugins::plugin_dirs(config) {
         if !dir.exists() {

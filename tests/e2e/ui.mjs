@@ -1,0 +1,393 @@
+// End-to-end test of the Everruns web UI in headless Chromium (Debian's `chromium`, driven by
+// playwright-core). Started by host/server/tests/browser.rs, which runs the real server with
+// the well-behaved test plugin and a scripted fake LLM, and passes in:
+//   EVERRUNS_URL, EVERRUNS_API_KEY   the server and its admin key
+//   FAKE_LLM_BASE_URL, FAKE_LLM_API_KEY   the fake provider (OpenAI wire format)
+//   CHROMIUM   the browser executable (default /usr/bin/chromium)
+//   E2E_SCREENSHOTS   optional directory for screenshots
+// Exits 0 when every step passed; prints one line per step.
+
+import { strict as assert } from 'node:assert';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set; run this through host/server/tests/browser.rs`);
+  return value;
+};
+const BASE = env('EVERRUNS_URL');
+const API_KEY = env('EVERRUNS_API_KEY');
+const LLM_URL = env('FAKE_LLM_BASE_URL');
+const LLM_KEY = env('FAKE_LLM_API_KEY');
+const SECRET_VALUE = 'e2e-secret-value-7f3a9c';
+const SHOTS = process.env.E2E_SCREENSHOTS || '';
+const TIMEOUT = 30_000;
+
+// What the fake model answers (host/server/tests/browser.rs scripts the same words).
+const GREETING_REPLY = 'The plugin said: Howdy, Ada! **Done**.';
+const STORY_WORDS = Array.from({ length: 40 }, (_, n) => `w${String(n + 1).padStart(2, '0')}`);
+const STORY = `Once upon a time ${STORY_WORDS.join(' ')} the end.`;
+
+let passed = 0;
+async function step(name, fn) {
+  const started = Date.now();
+  try {
+    await fn();
+  } catch (err) {
+    console.log(`not ok - ${name} (${Date.now() - started} ms)`);
+    throw err;
+  }
+  passed += 1;
+  console.log(`ok - ${name} (${Date.now() - started} ms)`);
+}
+
+async function shot(page, name) {
+  if (!SHOTS) return;
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  // Root in a container: Chromium's own sandbox needs user namespaces it may not have.
+  args: ['--no-sandbox', '--disable-dev-shm-usage'],
+});
+
+/** Response bodies the page received, console errors, and SSE requests it made. */
+function watch(page, log) {
+  page.on('dialog', (dialog) => dialog.accept());
+  page.on('console', (msg) => {
+    // The browser logs every 4xx it got; the steps that provoke them check what the user sees.
+    if (msg.type() === 'error' && !/^Failed to load resource: the server responded with a status of 4\d\d/.test(msg.text())) {
+      log.errors.push(`console: ${msg.text()}`);
+    }
+  });
+  page.on('pageerror', (err) => log.errors.push(`page error: ${err.message}`));
+  page.on('request', (request) => {
+    const headers = request.headers();
+    if (request.url().startsWith(BASE)) {
+      assert.ok(!request.url().includes(API_KEY), `the API key appeared in a URL: ${request.url()}`);
+    }
+    if (headers.accept === 'text/event-stream') log.streams.push({ url: request.url(), lastEventId: headers['last-event-id'] || null });
+  });
+  page.on('response', async (response) => {
+    if (!response.url().startsWith(BASE)) return;
+    const type = response.headers()['content-type'] || '';
+    if (type.startsWith('text/event-stream')) return; // endless; its events are checked from the JSON log
+    const pending = response.text().then((body) => log.bodies.push({ url: response.url(), body }), () => {});
+    log.pending.push(pending);
+  });
+}
+
+const log = { errors: [], streams: [], bodies: [], pending: [] };
+const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+// On every page load, record each text a streaming answer shows (to see it grow, and never
+// repeat itself).
+await context.addInitScript(() => {
+  window.partials = [];
+  document.addEventListener('DOMContentLoaded', () => {
+    new MutationObserver(() => {
+      for (const body of document.querySelectorAll('.msg.assistant[data-streaming] .body')) {
+        if (body.textContent && window.partials.at(-1) !== body.textContent) window.partials.push(body.textContent);
+      }
+    }).observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true });
+  });
+});
+const page = await context.newPage();
+page.setDefaultTimeout(TIMEOUT);
+watch(page, log);
+
+/** Waits until `fn` (run in the page) returns something truthy; returns it. */
+const until = (fn, arg) => page.waitForFunction(fn, arg, { timeout: TIMEOUT, polling: 50 }).then((h) => h.jsonValue());
+
+async function signIn(p) {
+  await p.goto(BASE + '/');
+  await p.fill('#api-key', API_KEY);
+  await p.click('#signin-form button[type=submit]');
+  await p.waitForSelector('#nav:not([hidden])');
+}
+
+try {
+  await step('the page is served with a strict CSP and security headers', async () => {
+    const response = await page.goto(BASE + '/');
+    const h = response.headers();
+    assert.equal(response.status(), 200);
+    assert.match(h['content-type'], /^text\/html/);
+    for (const directive of ["default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'", "require-trusted-types-for 'script'"]) {
+      assert.ok(h['content-security-policy'].includes(directive), `CSP lacks ${directive}: ${h['content-security-policy']}`);
+    }
+    assert.equal(h['x-content-type-options'], 'nosniff');
+    assert.equal(h['referrer-policy'], 'no-referrer');
+    assert.ok(h.etag, 'no ETag');
+    const again = await page.request.get(BASE + '/ui/js/app.js', { headers: { 'If-None-Match': (await page.request.get(BASE + '/ui/js/app.js')).headers().etag } });
+    assert.equal(again.status(), 304);
+  });
+
+  await step('a wrong API key is refused readably, the right one signs in', async () => {
+    await page.fill('#api-key', 'evr_wrong_key_0000000000000000');
+    await page.click('#signin-form button[type=submit]');
+    await page.waitForSelector('.problem:has-text("not accepted")');
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('everruns.apiKey')), null);
+    await page.fill('#api-key', API_KEY);
+    await page.click('#signin-form button[type=submit]');
+    await page.waitForSelector('#nav:not([hidden])');
+    assert.equal(await page.evaluate(() => localStorage.length), 0, 'nothing is kept in localStorage');
+  });
+
+  await step('add a provider pointing at the fake LLM; its key is never shown', async () => {
+    await page.click('#nav a[data-view=settings]');
+    await page.click('#add-provider');
+    await page.fill('#provider-name', 'fake');
+    await page.selectOption('#provider-kind', 'openai');
+    await page.fill('#provider-base-url', LLM_URL);
+    await page.fill('#provider-api-key', LLM_KEY);
+    await page.fill('#provider-default-model', 'fake-model');
+    await page.fill('#provider-models', 'fake-model, fake-model-large');
+    await page.click('#save-provider');
+    const card = page.locator('.provider[data-provider-name=fake]');
+    await card.waitFor();
+    assert.equal((await card.locator('.key-hint').textContent()).trim(), `…${LLM_KEY.slice(-4)}`);
+    assert.equal(await page.locator('#provider-form').count(), 0, 'the form is gone (and the key with it)');
+    await card.locator('.test-provider').click();
+    await card.locator('.test-result .ok[data-ok=true]').waitFor();
+    assert.match(await card.locator('.test-result').textContent(), /fake-model/);
+    await shot(page, 'settings-wide');
+  });
+
+  await step('edit the provider without retyping its key', async () => {
+    const card = page.locator('.provider[data-provider-name=fake]');
+    await card.locator('button:has-text("Edit")').click();
+    assert.equal(await page.inputValue('#provider-api-key'), '', 'the key is never filled in');
+    assert.ok((await page.getAttribute('#provider-api-key', 'placeholder')).includes(LLM_KEY.slice(-4)));
+    await page.fill('#provider-models', 'fake-model');
+    await page.click('#save-provider');
+    await page.locator('#provider-form').waitFor({ state: 'detached' });
+    assert.equal((await card.locator('dt:has-text("Models") + dd').textContent()).trim(), 'fake-model');
+    assert.equal((await card.locator('.key-hint').textContent()).trim(), `…${LLM_KEY.slice(-4)}`);
+  });
+
+  await step('create an agent; its capability is configured through a form generated from the schema', async () => {
+    await page.goto(BASE + '/#/agents/new');
+    await page.fill('#agent-name', 'greeter');
+    await page.fill('#agent-prompt', 'You greet people.');
+    await page.selectOption('#agent-provider', 'fake');
+    await page.fill('#agent-model', 'fake-model');
+    await page.check('#cap-well-behaved');
+    const cfg = '#cap-well-behaved-cfg';
+    assert.equal(await page.inputValue(`${cfg}-greeting`), 'hello', 'the default is filled in');
+    await page.fill(`${cfg}-greeting`, 'Howdy');
+    await page.selectOption(`${cfg}-style`, { label: 'fancy' });
+    await page.fill(`${cfg}-repeat`, '7');
+    await page.check(`${cfg}-loud`);
+    await page.click(`${cfg}-names button:has-text("Add item")`);
+    await page.fill(`${cfg}-names-0`, 'Ada');
+    await page.fill(`${cfg}-extra`, '{"a": 1}');
+    await page.fill('#agent-temperature', '5');
+    await page.click('#save-agent');
+    // The server's problem+json names each bad field.
+    const problem = page.locator('#agent-form-status .problem');
+    await problem.locator('code:has-text("model.temperature")').waitFor();
+    await problem.locator('code:has-text("capabilities[0].config.repeat")').waitFor();
+    await page.fill('#agent-temperature', '');
+    await page.fill(`${cfg}-repeat`, '2');
+    await page.click('#save-agent');
+    const card = page.locator('.agent[data-agent-name=greeter]');
+    await card.waitFor();
+    assert.match(await card.textContent(), /well-behaved/);
+    assert.match(await card.textContent(), /fake · fake-model/);
+    const agent = await page.evaluate(async (key) => {
+      const r = await fetch('/v1/agents', { headers: { Authorization: `Bearer ${key}` } });
+      return (await r.json()).data.find((a) => a.name === 'greeter');
+    }, API_KEY);
+    assert.deepEqual(agent.capabilities, [{ id: 'well-behaved', config: { greeting: 'Howdy', style: 'fancy', repeat: 2, loud: true, names: ['Ada'], extra: { a: 1 } } }]);
+  });
+
+  let sessionUrl;
+  await step('chat: the answer streams token by token, with the tool call and its result inline', async () => {
+    await page.click('#nav a[data-view=chat]');
+    await page.selectOption('#agent-select', { label: 'greeter' });
+    await page.fill('#message-input', 'Please greet Ada <img src=x onerror=alert(1)>');
+    await page.press('#message-input', 'Enter');
+    await page.waitForURL(/#\/chat\/ses_/);
+    sessionUrl = page.url();
+    const tool = page.locator('.tool[data-state=completed]');
+    await tool.waitFor();
+    assert.match(await tool.locator('.tool-name').textContent(), /greet/);
+    assert.match(await tool.locator('.tool-result').textContent(), /Howdy, Ada!/);
+    await page.waitForSelector('#run-status[data-run-status=completed]');
+    // Seen while streaming: growing partial answers before the whole one.
+    const partials = (await page.evaluate(() => window.partials)).filter((p) => p.startsWith('The plugin'));
+    assert.ok(partials.length >= 3, `the answer did not stream: ${JSON.stringify(partials)}`);
+    assert.ok(partials.every((p, n) => n === 0 || p.length >= partials[n - 1].length), JSON.stringify(partials));
+    assert.ok(partials[0].length < 'The plugin said: Howdy, Ada! Done.'.length, JSON.stringify(partials));
+    const answer = page.locator('.msg.assistant').last();
+    assert.equal((await answer.locator('.body').textContent()).trim(), 'The plugin said: Howdy, Ada! Done.');
+    assert.equal(await answer.locator('strong').textContent(), 'Done', 'markdown is rendered');
+    // The user's text is text, not markup.
+    assert.match(await page.locator('.msg.user .body').first().textContent(), /<img src=x onerror=alert\(1\)>/);
+    assert.equal(await page.locator('#transcript img').count(), 0);
+    await shot(page, 'chat-wide');
+  });
+
+  await step('unsafe markdown from the model stays inert', async () => {
+    await page.fill('#message-input', 'Show me links');
+    await page.press('#message-input', 'Enter');
+    const answer = page.locator('.msg.assistant:has-text("bad link")');
+    await answer.waitFor();
+    await page.waitForSelector('#run-status[data-run-status=completed]');
+    const links = await answer.locator('a').evaluateAll((as) => as.map((a) => ({ href: a.getAttribute('href'), rel: a.rel, target: a.target })));
+    assert.deepEqual(links, [{ href: 'https://example.com/docs', rel: 'noopener noreferrer', target: '_blank' }]);
+    assert.equal(await answer.locator('img, script').count(), 0);
+    assert.match(await answer.textContent(), /<script>alert\(1\)<\/script>/);
+  });
+
+  await step('reloading mid-run resumes the stream where it was, without repeating text', async () => {
+    await page.fill('#message-input', 'Tell me a story');
+    await page.press('#message-input', 'Enter');
+    await until(() => {
+      const m = [...document.querySelectorAll('.msg.assistant[data-streaming] .body')].pop();
+      return m && / w05/.test(m.textContent);
+    });
+    const before = await page.evaluate(() => [...document.querySelectorAll('.msg.assistant .body')].pop().textContent);
+    assert.ok(!before.includes('the end.'), 'the run should still be going');
+    const streamsBefore = log.streams.length;
+    await page.reload();
+    await page.waitForSelector('#run-status[data-run-status=completed]', { timeout: 60_000 });
+    const resumed = log.streams.slice(streamsBefore);
+    assert.ok(resumed.length >= 1 && resumed[0].lastEventId && Number(resumed[0].lastEventId) > 0,
+      `after the reload the stream resumed with Last-Event-ID: ${JSON.stringify(resumed)}`);
+    const story = await page.evaluate(() => [...document.querySelectorAll('.msg.assistant .body')].pop().textContent.trim());
+    assert.equal(story, STORY);
+    // After the reload: the text seen before, then more of it as it streamed on; never a word
+    // twice (the final message.completed would hide that, so check every step on the way).
+    const after = (await page.evaluate(() => window.partials)).filter((p) => p.startsWith('Once upon'));
+    assert.ok(after.length >= 2, `the run did not visibly continue after the reload: ${JSON.stringify(after)}`);
+    assert.ok(after[0].length >= before.trim().length - 1, `the reload lost text: ${JSON.stringify([before, after[0]])}`);
+    for (const partial of after) assert.ok(STORY.startsWith(partial.trim()), `repeated or wrong text while streaming: ${partial}`);
+    // The whole conversation is there once: each answer exactly once.
+    const answers = await page.locator('.msg.assistant').allTextContents();
+    assert.equal(answers.filter((a) => a.includes('Once upon a time')).length, 1);
+    assert.equal(answers.filter((a) => a.includes('Howdy, Ada!')).length, 1);
+    assert.equal(await page.locator('.tool').count(), 1);
+  });
+
+  await step('cancel a run and see it cancelled', async () => {
+    await page.fill('#message-input', 'Please wait forever');
+    await page.press('#message-input', 'Enter');
+    await until(() => {
+      const m = [...document.querySelectorAll('.msg.assistant[data-streaming] .body')].pop();
+      return m && m.textContent.includes('Thinking');
+    });
+    await page.waitForSelector('#run-status[data-run-status=running]');
+    await page.click('#cancel-run');
+    await page.waitForSelector('#run-status[data-run-status=cancelled]');
+    await page.locator('.run[data-status=cancelled]').last().waitFor();
+    assert.ok(await page.locator('#cancel-run').isDisabled());
+  });
+
+  await step('capabilities: the plugin, its tools, schemas and permissions', async () => {
+    await page.click('#nav a[data-view=capabilities]');
+    const card = page.locator('.capability[data-capability=well-behaved]');
+    await card.waitFor();
+    assert.equal(await card.getAttribute('data-status'), 'loaded');
+    for (const tool of ['greet', 'count', 'ping', 'echo']) assert.equal(await card.locator(`.tool-spec[data-tool=${tool}]`).count(), 1, tool);
+    assert.match(await card.textContent(), /per agent|per session/);
+    const broken = page.locator('.capability[data-capability=broken]');
+    assert.equal(await broken.getAttribute('data-status'), 'failed');
+    assert.match(await broken.locator('.problem').textContent(), /bogus_field/);
+  });
+
+  await step('API keys: a new key is shown once and can be revoked', async () => {
+    await page.click('#nav a[data-view=settings]');
+    await page.fill('#api-key-name', 'e2e-key');
+    await page.click('#api-key-form button[type=submit]');
+    const shown = await page.locator('#new-api-key').textContent();
+    assert.match(shown, /^evr_[0-9a-f]{64}$/);
+    const row = page.locator('#api-key-list li:has-text("e2e-key")');
+    await row.locator('button:has-text("Revoke")').click();
+    await row.locator('.badge:has-text("revoked")').waitFor();
+    await page.reload();
+    await page.locator('#api-key-list li:has-text("e2e-key")').waitFor();
+    assert.equal(await page.locator('#new-api-key').count(), 0, 'the key is not shown again');
+  });
+
+  await step('secrets: set and delete; the value is never shown', async () => {
+    await page.fill('#secret-name', 'e2e_secret');
+    await page.fill('#secret-value', SECRET_VALUE);
+    await page.click('#secret-form button[type=submit]');
+    await page.locator('#secret-list li[data-secret=e2e_secret]').waitFor();
+    assert.equal(await page.inputValue('#secret-value'), '');
+    assert.ok(!(await page.content()).includes(SECRET_VALUE));
+    await page.locator('#secret-list li[data-secret=e2e_secret] button').click();
+    await page.locator('#secret-list li[data-secret=e2e_secret]').waitFor({ state: 'detached' });
+  });
+
+  await step('the provider key is in no page, DOM, storage or response seen by the page', async () => {
+    await page.goto(sessionUrl);
+    await page.waitForSelector('.tool');
+    await Promise.all(log.pending);
+    const views = [['#/chat', '#message-input'], ['#/agents', '.agent'], ['#/capabilities', '.capability'], ['#/settings', '.provider']];
+    for (const [view, ready] of views) {
+      await page.goto(BASE + '/' + view);
+      await page.waitForSelector(ready);
+      const seen = await page.evaluate(() => ({
+        html: document.documentElement.outerHTML,
+        inputs: [...document.querySelectorAll('input, textarea')].map((i) => i.value).join('\n'),
+        local: JSON.stringify({ ...localStorage }),
+        session: JSON.stringify({ ...sessionStorage }),
+      }));
+      for (const [where, text] of Object.entries(seen)) {
+        assert.ok(!text.includes(LLM_KEY), `the provider key is in ${where} of ${view}`);
+        assert.ok(!text.includes(SECRET_VALUE), `the secret value is in ${where} of ${view}`);
+      }
+    }
+    await Promise.all(log.pending);
+    assert.ok(log.bodies.length > 20, `only ${log.bodies.length} responses seen`);
+    for (const { url, body } of log.bodies) {
+      assert.ok(!body.includes(LLM_KEY), `the provider key is in the response of ${url}`);
+      assert.ok(!body.includes(SECRET_VALUE), `the secret value is in the response of ${url}`);
+    }
+    // The SSE streams carried the session's events; the same events as JSON hold no key either.
+    const sid = sessionUrl.split('/').pop();
+    const events = await page.request.get(`${BASE}/v1/sessions/${sid}/events?limit=500`, { headers: { Authorization: `Bearer ${API_KEY}` } });
+    assert.ok(!(await events.text()).includes(LLM_KEY));
+  });
+
+  await step('a 360 px wide screen has no horizontal overflow', async () => {
+    const phone = await browser.newContext({ viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true });
+    const small = await phone.newPage();
+    small.setDefaultTimeout(TIMEOUT);
+    const phoneLog = { errors: log.errors, streams: [], bodies: [], pending: [] };
+    watch(small, phoneLog);
+    await signIn(small);
+    const sid = sessionUrl.split('/').pop();
+    const agentId = await small.evaluate(async (key) => {
+      const r = await fetch('/v1/agents', { headers: { Authorization: `Bearer ${key}` } });
+      return (await r.json()).data[0].id;
+    }, API_KEY);
+    for (const [view, ready] of [
+      [`#/chat/${sid}`, '.tool[data-state=completed]'],
+      ['#/chat', '#message-input'],
+      ['#/agents', '.agent'],
+      [`#/agents/${agentId}`, '#agent-form'],
+      ['#/capabilities', '.capability'],
+      ['#/settings', '.provider'],
+    ]) {
+      await small.goto(`${BASE}/${view}`);
+      await small.waitForSelector(ready);
+      const { scroll, width } = await small.evaluate(() => ({ scroll: document.documentElement.scrollWidth, width: window.innerWidth }));
+      assert.ok(scroll <= width, `${view} overflows horizontally at 360 px: ${scroll} > ${width}`);
+      await shot(small, `phone-${view.replace(/[#/]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'home'}`);
+    }
+    await phone.close();
+  });
+
+  await step('no console errors, page errors or CSP violations', async () => {
+    assert.deepEqual(log.errors, []);
+  });
+} finally {
+  await browser.close();
+}
+console.log(`${passed} passed, 0 failed`);
