@@ -7,12 +7,15 @@
 //! - `json`: body and query extractors that name the offending field on bad input.
 //! - `pagination`: `?limit=&cursor=` in, `{data, next_cursor, total}` out.
 //! - `auth`: API key generation, hashing and the bearer-token middleware.
+//! - `hub`: [`EventHub`], one follower per watched session fanning live events out to its
+//!   SSE streams.
 //!
 //! [`app`] builds the complete router; [`openapi`] the OpenAPI 3.1 document, which is generated
 //! from the same route definitions so the two cannot drift apart.
 
 mod auth;
 mod error;
+mod hub;
 mod json;
 mod pagination;
 mod routes;
@@ -34,6 +37,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use auth::{GeneratedKey, KEY_PREFIX, MIN_KEY_LEN, generate_key, hash_key, key_record};
 pub use error::{ApiError, PROBLEM_JSON, Problem};
+pub use hub::EventHub;
 
 /// Largest request body accepted, in bytes; larger bodies get 413.
 pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
@@ -47,6 +51,8 @@ pub struct AppState {
     pub runtime: everruns_runtime::Runtime,
     /// Wakes this process's executor when a run was queued or cancelled.
     pub wake: Wake,
+    /// Fans live events out to the SSE streams of each session.
+    pub events: EventHub,
 }
 
 /// Wakes the executor after a run was queued or cancelled. Without a local worker (API-only
