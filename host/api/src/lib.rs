@@ -9,12 +9,15 @@
 //! - `auth`: API key generation, hashing and the bearer-token middleware.
 //! - `ui`: the web UI's embedded files, served at `/` by the router's fallback (they are pages,
 //!   not API operations, so they stay out of the OpenAPI document).
+//! - `hub`: [`EventHub`], one follower per watched session fanning live events out to its
+//!   SSE streams.
 //!
 //! [`app`] builds the complete router; [`openapi`] the OpenAPI 3.1 document, which is generated
 //! from the same route definitions so the two cannot drift apart.
 
 mod auth;
 mod error;
+mod hub;
 mod json;
 mod pagination;
 mod routes;
@@ -37,6 +40,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use auth::{GeneratedKey, KEY_PREFIX, MIN_KEY_LEN, generate_key, hash_key, key_record};
 pub use error::{ApiError, PROBLEM_JSON, Problem};
+pub use hub::EventHub;
 
 /// Largest request body accepted, in bytes; larger bodies get 413.
 pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
@@ -53,6 +57,8 @@ pub struct AppState {
     /// Seals provider keys and secrets; `None` when no master key is configured (PostgreSQL
     /// without `EVERRUNS_SECRET_KEY`): those writes then answer 503.
     pub keyring: Option<Arc<everruns_secrets::Keyring>>,
+    /// Fans live events out to the SSE streams of each session.
+    pub events: EventHub,
 }
 
 /// Wakes the executor after a run was queued or cancelled. Without a local worker (API-only

@@ -1,5 +1,6 @@
 //! Rebuilds the model's view of a session from stored messages: every earlier run's trigger
 //! message and the messages that run produced, in queue order, up to the run being executed.
+//! [`History`] reads them once per claim and then follows the run's own writes.
 //!
 //! Messages a run produces carry `metadata.run_id`, so a message queued behind an active run
 //! never leaks into that run's conversation.
@@ -32,29 +33,52 @@ pub fn tool_metadata(run: &Run, call: &ToolCall, is_error: bool) -> Value {
     })
 }
 
-/// The conversation the model sees for `run`.
-pub async fn load(store: &dyn Store, run: &Run) -> Result<Vec<ChatMessage>, StoreError> {
-    let runs = all_runs(store, run).await?;
-    let messages = all_messages(store, run).await?;
+/// The session's runs and messages as far as `run` is concerned: read once when the run's
+/// first model call is made, then extended with the messages the run's own steps store (its
+/// worker holds the lease, so nobody else adds to what the run sees).
+#[derive(Debug)]
+pub struct History {
+    runs: Vec<Run>,
+    messages: Vec<Message>,
+}
 
-    let by_id: HashMap<&str, &Message> = messages.iter().map(|m| (m.id.as_str(), m)).collect();
-    let mut produced: HashMap<&str, Vec<&Message>> = HashMap::new();
-    for message in &messages {
-        if let Some(run_id) = message.metadata.get("run_id").and_then(Value::as_str) {
-            produced.entry(run_id).or_default().push(message);
-        }
+impl History {
+    /// Reads the session's runs and messages.
+    pub async fn load(store: &dyn Store, run: &Run) -> Result<Self, StoreError> {
+        Ok(Self {
+            runs: all_runs(store, run).await?,
+            messages: all_messages(store, run).await?,
+        })
     }
 
-    let mut out = Vec::new();
-    for earlier in runs.iter().filter(|r| r.id <= run.id) {
-        if let Some(trigger) = by_id.get(earlier.trigger_message_id.as_str()) {
-            out.push(ChatMessage::user(trigger.content.clone()));
-        }
-        if let Some(list) = produced.get(earlier.id.as_str()) {
-            push_run_messages(&mut out, list);
-        }
+    /// Adds a message the run stored (in id order, as a fresh read would return it).
+    pub fn push(&mut self, message: Message) {
+        let at = self.messages.partition_point(|m| m.id <= message.id);
+        self.messages.insert(at, message);
     }
-    Ok(out)
+
+    /// The conversation the model sees for `run`.
+    pub fn chat(&self, run: &Run) -> Vec<ChatMessage> {
+        let by_id: HashMap<&str, &Message> =
+            self.messages.iter().map(|m| (m.id.as_str(), m)).collect();
+        let mut produced: HashMap<&str, Vec<&Message>> = HashMap::new();
+        for message in &self.messages {
+            if let Some(run_id) = message.metadata.get("run_id").and_then(Value::as_str) {
+                produced.entry(run_id).or_default().push(message);
+            }
+        }
+
+        let mut out = Vec::new();
+        for earlier in self.runs.iter().filter(|r| r.id <= run.id) {
+            if let Some(trigger) = by_id.get(earlier.trigger_message_id.as_str()) {
+                out.push(ChatMessage::user(trigger.content.clone()));
+            }
+            if let Some(list) = produced.get(earlier.id.as_str()) {
+                push_run_messages(&mut out, list);
+            }
+        }
+        out
+    }
 }
 
 /// Appends one run's assistant and tool messages, closing any tool call left without a result

@@ -1,9 +1,10 @@
 //! Executing one claimed run: a heartbeat keeps the lease, a watcher notices cancel requests,
 //! and the step loop journals each LLM call and tool call as it finishes.
 //!
-//! The loop is driven by what the journal says, never by memory: after a takeover the same
-//! code finds the last recorded LLM step, runs only the tool calls that have no step yet
-//! (with the same idempotency keys), and continues.
+//! The loop is driven by what the journal says: after a takeover the same code finds the last
+//! recorded LLM step, runs only the tool calls that have no step yet (with the same
+//! idempotency keys), and continues. The journal and the conversation are read once per claim
+//! and then extended with the steps this worker records (fenced writes: nobody else adds any).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,10 +12,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use everruns_core::{
-    Agent, EventType, Lease, MessageId, MessageRole, NewEvent, NewStep, Run, RunStatus, Step,
-    StepKind, StepMessage, StepStatus, Usage,
+    Agent, EventType, Lease, MessageId, MessageRole, NewEvent, NewStep, RecordedStep, Run,
+    RunStatus, Step, StepKind, StepMessage, StepStatus, Usage,
 };
-use everruns_llm::{ChatRequest, StreamEvent, ToolCall};
+use everruns_llm::{ChatMessage, ChatRequest, StreamEvent, ToolCall};
 use everruns_store::StoreError;
 use futures::future::join_all;
 use serde_json::{Value, json};
@@ -22,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::conversation;
+use crate::conversation::{self, History};
 use crate::toolbox::Toolbox;
 use crate::worker::{RENEW_TIMEOUT, Shared};
 
@@ -216,8 +217,11 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
     let max_steps = agent.model.max_steps.unwrap_or(config.default_max_steps);
     let attempt = run.recovery_attempts + 1;
 
+    // Read once; then this worker's own recorded steps are the only ones added (it holds the
+    // lease), so the journal and the history follow them in memory.
+    let mut journal = store.list_steps(&run.id).await?;
+    let mut history: Option<History> = None;
     loop {
-        let journal = store.list_steps(&run.id).await?;
         let next_llm_step = match journal.iter().rev().find(|s| s.kind == StepKind::Llm) {
             None => 0,
             Some(llm) => {
@@ -240,7 +244,14 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
                     .filter(|(no, _)| !journal.iter().any(|s: &Step| s.step_no == *no))
                     .collect();
                 if !missing.is_empty() {
-                    run_tools(shared, &toolbox, &agent, run, lease, attempt, missing).await?;
+                    let recorded =
+                        run_tools(shared, &toolbox, &agent, run, lease, attempt, missing).await?;
+                    for step in recorded {
+                        journal.push(step.step);
+                        if let (Some(history), Some(message)) = (&mut history, step.message) {
+                            history.push(message);
+                        }
+                    }
                     continue;
                 }
                 llm.step_no + 1 + calls.len() as u32
@@ -251,7 +262,11 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
                 "the step limit of {max_steps} was reached before the model finished"
             )));
         }
-        llm_step(
+        let history = match &mut history {
+            Some(history) => history,
+            None => history.insert(History::load(store, run).await?),
+        };
+        let recorded = llm_step(
             shared,
             &toolbox,
             &agent,
@@ -260,8 +275,13 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
             lease,
             attempt,
             next_llm_step,
+            history.chat(run),
         )
         .await?;
+        journal.push(recorded.step);
+        if let Some(message) = recorded.message {
+            history.push(message);
+        }
     }
 }
 
@@ -278,13 +298,14 @@ async fn llm_step(
     lease: &Lease,
     attempt: u32,
     step_no: u32,
-) -> Result<(), Stop> {
+    messages: Vec<ChatMessage>,
+) -> Result<RecordedStep, Stop> {
     let store = shared.store.as_ref();
     let started_at = Utc::now();
     let request = ChatRequest {
         model: agent.model.model.clone().unwrap_or_default(),
         system: toolbox.system_prompt(agent),
-        messages: conversation::load(store, run).await?,
+        messages,
         tools: toolbox.tools.clone(),
         temperature: agent.model.temperature,
         max_tokens: agent.model.max_tokens,
@@ -374,8 +395,7 @@ async fn llm_step(
             }),
         ),
     ];
-    store.record_step(lease, step, events, usage).await?;
-    Ok(())
+    Ok(store.record_step(lease, step, events, usage).await?)
 }
 
 /// Writes streamed text as `message.delta` events, coalescing what arrives within
@@ -407,7 +427,8 @@ async fn flush_deltas(
     Ok(())
 }
 
-/// Runs the tool calls in parallel; each is recorded as soon as it finishes.
+/// Runs the tool calls in parallel; each is recorded as soon as it finishes. Returns the
+/// records in call order.
 async fn run_tools(
     shared: &Shared,
     toolbox: &Toolbox,
@@ -416,7 +437,7 @@ async fn run_tools(
     lease: &Lease,
     attempt: u32,
     calls: Vec<(u32, ToolCall)>,
-) -> Result<(), Stop> {
+) -> Result<Vec<RecordedStep>, Stop> {
     let store = shared.store.as_ref();
     let run_id = run.id.as_str();
     let started: Vec<NewEvent> = calls
@@ -489,8 +510,9 @@ async fn run_tools(
             .await
     }))
     .await;
+    let mut recorded = Vec::with_capacity(results.len());
     for result in results {
-        result?;
+        recorded.push(result?);
     }
-    Ok(())
+    Ok(recorded)
 }

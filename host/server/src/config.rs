@@ -82,6 +82,10 @@ pub struct Config {
     /// How often an idle worker looks for runs when nothing woke it, in milliseconds.
     #[serde(default = "default_poll_ms")]
     pub executor_poll_ms: u64,
+    /// How often a followed session's event log is re-read when nothing announced new events
+    /// (the fallback for missed PostgreSQL notifications), in milliseconds.
+    #[serde(default = "default_poll_ms")]
+    pub events_poll_ms: u64,
 }
 
 fn default_poll_ms() -> u64 {
@@ -119,6 +123,7 @@ impl Default for Config {
             worker: true,
             executor_lease_ms: default_lease_ms(),
             executor_poll_ms: default_poll_ms(),
+            events_poll_ms: default_poll_ms(),
         }
     }
 }
@@ -144,6 +149,7 @@ const ENV_KEYS: &[&str] = &[
     "llm_model",
     "executor_lease_ms",
     "executor_poll_ms",
+    "events_poll_ms",
     "worker",
 ];
 

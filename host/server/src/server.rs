@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use everruns_api::{AppState, MIN_KEY_LEN, Wake, generate_key, key_record};
+use everruns_api::{AppState, EventHub, MIN_KEY_LEN, Wake, generate_key, key_record};
 use everruns_executor::{Executor, ExecutorConfig, Providers};
 use everruns_runtime::Runtime;
 use everruns_secrets::Keyring;
@@ -89,11 +89,16 @@ impl Server {
             worker = worker.is_some(),
             "everruns is serving"
         );
+        let events = EventHub::new(
+            self.store.clone(),
+            Duration::from_millis(self.config.events_poll_ms.max(10)),
+        );
         let app = everruns_api::app(AppState {
             store: self.store,
             runtime: self.runtime,
             wake,
             keyring: self.keyring,
+            events,
         });
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())

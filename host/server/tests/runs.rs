@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use everruns_testkit::guests::{WELL_BEHAVED, plugin_dir};
+use everruns_testkit::guests::{HOSTILE, WELL_BEHAVED, plugin_dir};
 use everruns_testkit::{FakeLlm, Reply, TestApp, TestDb};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -362,6 +362,118 @@ async fn cancel_stops_a_streaming_answer() {
         asked.elapsed() < Duration::from_secs(1),
         "cancelled within 1 s: {:?}",
         asked.elapsed()
+    );
+    app.stop().await;
+}
+
+/// A cancel while a plugin tool is still running (the hostile guest's `spin`, an endless
+/// loop allowed 30 s) stops the call: the run is `cancelled` within 1 s and its event log
+/// ends with `run.cancelled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_slow_tool_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let llm = FakeLlm::start().await;
+    llm.set_fallback(|_| Reply::tool_call("hostile__spin", json!({})));
+    plugin_dir(
+        &dir.path().join("plugins"),
+        "hostile",
+        "hostile",
+        &HOSTILE.replace("timeout_ms = 1000", "timeout_ms = 30000"),
+    );
+    let app = start(dir.path(), None, &llm, false).await;
+    let agent = json_of(
+        app.post("/v1/agents")
+            .json(&json!({
+                "name": "spinner",
+                "system_prompt": "x",
+                "capabilities": [{"id": "hostile"}],
+            }))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let session = json_of(
+        app.post("/v1/sessions")
+            .json(&json!({"agent_id": agent["id"]}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let sid = session["id"].as_str().unwrap();
+    let stream = app
+        .get(&format!("/v1/sessions/{sid}/events"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let watcher = tokio::spawn(sse_until(stream, "tool.started"));
+    let run = json_of(
+        app.post(&format!("/v1/sessions/{sid}/messages"))
+            .json(&json!({"content": "spin"}))
+            .send()
+            .await
+            .unwrap(),
+        202,
+    )
+    .await;
+    let seen = watcher.await.unwrap();
+    assert_eq!(seen.last().unwrap().2["name"], "hostile__spin");
+    let rid = run["id"].as_str().unwrap();
+    let asked = std::time::Instant::now();
+    let cancelling = json_of(
+        app.post(&format!("/v1/runs/{rid}/cancel"))
+            .send()
+            .await
+            .unwrap(),
+        202,
+    )
+    .await;
+    assert_eq!(cancelling["status"], "cancelling");
+    let run = loop {
+        let run = json_of(
+            app.get(&format!("/v1/runs/{rid}")).send().await.unwrap(),
+            200,
+        )
+        .await;
+        if run["status"] != "cancelling" {
+            break run;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "cancel took too long"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = asked.elapsed();
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert!(
+        took < Duration::from_secs(1),
+        "cancelled within 1 s: {took:?}"
+    );
+    // The tool call never finished: no tool step, and the log ends with the cancel.
+    assert_eq!(run["steps_completed"], 1, "only the LLM step: {run}");
+    let log = json_of(
+        app.get(&format!("/v1/sessions/{sid}/events?limit=500"))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    let types: Vec<&str> = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types.last(), Some(&"run.cancelled"), "{types:?}");
+    assert!(
+        !types.contains(&"tool.completed") && !types.contains(&"tool.failed"),
+        "{types:?}"
     );
     app.stop().await;
 }

@@ -12,6 +12,15 @@ use serde::de::DeserializeOwned;
 
 use crate::{Result, StoreError};
 
+/// `last_used_at` of an API key is rewritten only when older than this: authentication is on
+/// every request's path, and a write per request would cost more than the request.
+pub(crate) const KEY_USE_RESOLUTION: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// Whether a key last used at `last_used` should be marked used at `now`.
+pub(crate) fn key_use_is_stale(last_used: Option<Timestamp>, now: Timestamp) -> bool {
+    last_used.is_none_or(|at| now - at >= KEY_USE_RESOLUTION)
+}
+
 /// The current time at the precision both backends store (microseconds), so a value returned
 /// by a write equals the value read back later.
 pub(crate) fn now() -> Timestamp {

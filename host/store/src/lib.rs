@@ -7,7 +7,10 @@
 //! - `connect`: [`connect`] picks the implementation from a URL and applies migrations.
 //! - `codec`: column encodings both backends share (timestamps, JSON, enums) and the
 //!   classification of constraint violations.
-//! - `signal`: [`EventSignal`], wakes SSE readers after writes that appended events.
+//! - `bus`: [`EventBus`], tells followers of a session (SSE) that its event log grew: the
+//!   events themselves for writes of this process, `NOTIFY`ed log ends for writes of others
+//!   on PostgreSQL.
+//! - `signal`: [`EventSignal`], wakes workers when a run may have become claimable.
 //! - `paging`: turning an over-fetched row list into a [`Page`].
 //! - `run_codec`: the backend-independent parts of runs, steps and events (the events the
 //!   store writes itself, input checks, counter conversions).
@@ -30,6 +33,7 @@
 //!
 //! This crate knows nothing about HTTP; it is the only crate that contains SQL.
 
+mod bus;
 mod codec;
 mod connect;
 mod error;
@@ -49,6 +53,7 @@ use everruns_core::{
     Secret, Session, SessionId, SessionPatch, StartedRun, Step, Usage,
 };
 
+pub use bus::{Appended, EventBus, SessionFeed};
 pub use connect::{StoreConfig, connect};
 pub use error::{Result, StoreError};
 pub use postgres::PgStore;
@@ -62,9 +67,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is, e.g. "postgres" or "sqlite" (for logs and `/health`).
     fn backend(&self) -> &'static str;
 
-    /// Bumped after every committed write of this store value that appended events; SSE
-    /// readers wait on it (and poll, for writes made by other processes).
-    fn event_signal(&self) -> EventSignal;
+    /// Carries, per session, notices of committed writes that appended events: from this
+    /// store value with the events, and on PostgreSQL from other processes (`LISTEN/NOTIFY`,
+    /// one coalesced `NOTIFY` per round trip, not one per event) with the new log end only.
+    /// SSE follows it, with polling as the fallback.
+    fn event_bus(&self) -> &EventBus;
 
     /// Bumped when a run may have become claimable: after writes of this store value that
     /// queue, finish or cancel a run and, on PostgreSQL, after such writes in any process
@@ -113,7 +120,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Creates the key only if no API key exists at all (first start). Returns `None` when keys
     /// already exist. Safe against two processes starting at once.
     async fn create_first_api_key(&self, new: NewApiKey) -> Result<Option<ApiKey>>;
-    /// The active (not revoked) key with this hash, recording `last_used_at`.
+    /// The active (not revoked) key with this hash, recording `last_used_at` (rewritten at most
+    /// once a minute: this runs on every request).
     async fn authenticate_api_key(&self, hash: &str) -> Result<Option<ApiKey>>;
     /// All keys, revoked ones included, in id order.
     async fn list_api_keys(&self, page: &PageRequest) -> Result<Page<ApiKey>>;

@@ -8,6 +8,7 @@
 mod runs;
 mod vault;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,9 +21,11 @@ use everruns_core::{
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{PgConnection, Row};
+use tokio::sync::mpsc;
 
+use crate::bus::EventBus;
 use crate::codec::{self, from_json_text, parse_id, reject_nul, to_json_text};
-use crate::signal::{self, EventSignal};
+use crate::signal::EventSignal;
 use crate::{Result, Store, StoreError, paging};
 
 /// The PostgreSQL schema, embedded at build time.
@@ -59,19 +62,23 @@ macro_rules! api_key_columns {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
-    signal: EventSignal,
+    bus: EventBus,
     run_signal: EventSignal,
 }
 
 impl PgStore {
     /// Wraps a pool whose database has been migrated (see [`crate::connect`]).
     pub(crate) fn new(pool: PgPool) -> Self {
+        let (outbox, pending) = mpsc::unbounded_channel();
         let store = Self {
             pool,
-            signal: EventSignal::default(),
+            bus: EventBus::with_outbox(outbox),
             run_signal: EventSignal::default(),
         };
-        spawn_run_listener(store.pool.clone(), &store.run_signal);
+        // Tells notices of this process from those of others on the shared channel.
+        let origin = random_origin();
+        tokio::spawn(notify_events(store.pool.clone(), origin.clone(), pending));
+        spawn_listener(store.pool.clone(), origin, &store.run_signal, &store.bus);
         store
     }
 
@@ -160,8 +167,8 @@ async fn insert_api_key<'e>(
 
 #[async_trait]
 impl Store for PgStore {
-    fn event_signal(&self) -> EventSignal {
-        self.signal.clone()
+    fn event_bus(&self) -> &EventBus {
+        &self.bus
     }
 
     fn run_signal(&self) -> EventSignal {
@@ -520,15 +527,26 @@ impl Store for PgStore {
 
     async fn authenticate_api_key(&self, hash: &str) -> Result<Option<ApiKey>> {
         let row = sqlx::query(concat!(
-            "UPDATE api_keys SET last_used_at = $2 \
-             WHERE hash = $1 AND revoked_at IS NULL RETURNING ",
-            api_key_columns!()
+            "SELECT ",
+            api_key_columns!(),
+            " FROM api_keys WHERE hash = $1 AND revoked_at IS NULL"
         ))
         .bind(hash)
-        .bind(codec::now())
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(api_key_from_row).transpose()
+        let Some(mut key) = row.as_ref().map(api_key_from_row).transpose()? else {
+            return Ok(None);
+        };
+        let now = codec::now();
+        if codec::key_use_is_stale(key.last_used_at, now) {
+            sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
+                .bind(key.id.as_str())
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+            key.last_used_at = Some(now);
+        }
+        Ok(Some(key))
     }
 
     async fn list_api_keys(&self, page: &PageRequest) -> Result<Page<ApiKey>> {
@@ -697,10 +715,11 @@ impl Store for PgStore {
         content: String,
         idempotency_key: Option<String>,
     ) -> Result<StartedRun> {
-        signal::after(
-            &[&self.signal, &self.run_signal],
-            runs::start_run(&self.pool, session, content, idempotency_key).await,
-        )
+        let (started, events) =
+            runs::start_run(&self.pool, session, content, idempotency_key).await?;
+        self.bus.committed(&events);
+        self.run_signal.bump();
+        Ok(started)
     }
 
     async fn claim_run(&self, owner: &str, lease: Duration) -> Result<Option<(Run, Lease)>> {
@@ -712,10 +731,9 @@ impl Store for PgStore {
     }
 
     async fn append_events(&self, lease: &Lease, events: Vec<NewEvent>) -> Result<Vec<Event>> {
-        signal::after(
-            &[&self.signal],
-            runs::append_events(&self.pool, lease, events).await,
-        )
+        let events = runs::append_events(&self.pool, lease, events).await?;
+        self.bus.committed(&events);
+        Ok(events)
     }
 
     async fn record_step(
@@ -725,10 +743,9 @@ impl Store for PgStore {
         events: Vec<NewEvent>,
         usage_delta: Usage,
     ) -> Result<RecordedStep> {
-        signal::after(
-            &[&self.signal],
-            runs::record_step(&self.pool, lease, step, events, usage_delta).await,
-        )
+        let recorded = runs::record_step(&self.pool, lease, step, events, usage_delta).await?;
+        self.bus.committed(&recorded.events);
+        Ok(recorded)
     }
 
     async fn list_steps(&self, run: &RunId) -> Result<Vec<Step>> {
@@ -742,17 +759,17 @@ impl Store for PgStore {
         error: Option<String>,
         events: Vec<NewEvent>,
     ) -> Result<Run> {
-        signal::after(
-            &[&self.signal, &self.run_signal],
-            runs::finish_run(&self.pool, lease, status, error, events).await,
-        )
+        let (run, events) = runs::finish_run(&self.pool, lease, status, error, events).await?;
+        self.bus.committed(&events);
+        self.run_signal.bump();
+        Ok(run)
     }
 
     async fn request_cancel(&self, run: &RunId) -> Result<Run> {
-        signal::after(
-            &[&self.signal, &self.run_signal],
-            runs::request_cancel(&self.pool, run).await,
-        )
+        let (run, events) = runs::request_cancel(&self.pool, run).await?;
+        self.bus.committed(&events);
+        self.run_signal.bump();
+        Ok(run)
     }
 
     async fn get_run(&self, run: &RunId) -> Result<Run> {
@@ -783,16 +800,91 @@ impl Store for PgStore {
     }
 }
 
-/// Listens for `everruns_runs` notifications from every process and bumps `signal`, so idle
-/// workers claim new runs at once. Reconnects after errors; ends when the store is dropped.
-fn spawn_run_listener(pool: PgPool, signal: &EventSignal) {
+/// A random tag of this store value, carried in its event notifications.
+fn random_origin() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded randomly per process and per value: enough to tell stores apart.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+/// Longest `NOTIFY` payload sent (PostgreSQL's limit is 8000 bytes).
+const NOTIFY_PAYLOAD_MAX: usize = 7_000;
+
+/// Sends the event notices of this process to the others: `origin session:seq ...` on
+/// [`runs::EVENTS_CHANNEL`]. Everything queued while one `NOTIFY` is in flight goes into the
+/// next, with one entry per session (its newest seq), so the rate stays at most one
+/// statement per round trip however many events are written. Ends with the store.
+async fn notify_events(
+    pool: PgPool,
+    origin: String,
+    mut pending: mpsc::UnboundedReceiver<(SessionId, i64)>,
+) {
+    let mut newest: HashMap<SessionId, i64> = HashMap::new();
+    while let Some((session, seq)) = pending.recv().await {
+        newest.insert(session, seq);
+        while let Ok((session, seq)) = pending.try_recv() {
+            let entry = newest.entry(session).or_insert(seq);
+            *entry = (*entry).max(seq);
+        }
+        let mut payloads = vec![origin.clone()];
+        for (session, seq) in newest.drain() {
+            let entry = format!(" {session}:{seq}");
+            if payloads
+                .last()
+                .is_some_and(|p| p.len() + entry.len() > NOTIFY_PAYLOAD_MAX)
+            {
+                payloads.push(origin.clone());
+            }
+            if let Some(last) = payloads.last_mut() {
+                last.push_str(&entry);
+            }
+        }
+        for payload in payloads {
+            let sent = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(runs::EVENTS_CHANNEL)
+                .bind(&payload)
+                .execute(&pool)
+                .await;
+            if let Err(e) = sent {
+                // Other processes' SSE streams fall back to polling for this one.
+                tracing::debug!(error = %e, "notifying other processes of events failed");
+            }
+        }
+    }
+}
+
+/// Parses `origin session:seq ...`; `None` for notices of `own` origin or malformed ones.
+fn parse_event_notice<'a>(
+    payload: &'a str,
+    own: &str,
+) -> Option<impl Iterator<Item = (SessionId, i64)> + 'a> {
+    let mut parts = payload.split(' ');
+    let origin = parts.next()?;
+    if origin == own {
+        return None;
+    }
+    Some(parts.filter_map(|part| {
+        let (session, seq) = part.split_once(':')?;
+        Some((SessionId::parse(session).ok()?, seq.parse().ok()?))
+    }))
+}
+
+/// Listens on both channels: `everruns_runs` notifications from every process bump `signal`,
+/// so idle workers claim new runs at once; `everruns_events` notices of other processes go to
+/// the event bus, so SSE streams here follow runs executing there. Reconnects after errors
+/// (then bumps the run signal once, as something may have been missed; SSE streams catch up
+/// by polling); ends when the store is dropped.
+fn spawn_listener(pool: PgPool, origin: String, signal: &EventSignal, bus: &EventBus) {
     let weak = signal.downgrade();
+    let bus = bus.downgrade();
     tokio::spawn(async move {
         loop {
             let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
                 Ok(listener) => listener,
                 Err(e) => {
-                    tracing::debug!(error = %e, "run listener cannot connect; retrying");
+                    tracing::debug!(error = %e, "listener cannot connect; retrying");
                     if pool.is_closed() || weak.strong_count() == 0 {
                         return;
                     }
@@ -800,8 +892,9 @@ fn spawn_run_listener(pool: PgPool, signal: &EventSignal) {
                     continue;
                 }
             };
-            if let Err(e) = listener.listen(runs::RUNS_CHANNEL).await {
-                tracing::debug!(error = %e, "run listener cannot LISTEN; retrying");
+            let channels = [runs::RUNS_CHANNEL, runs::EVENTS_CHANNEL];
+            if let Err(e) = listener.listen_all(channels).await {
+                tracing::debug!(error = %e, "listener cannot LISTEN; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -812,16 +905,29 @@ fn spawn_run_listener(pool: PgPool, signal: &EventSignal) {
             loop {
                 // Wake up now and then to notice a dropped store even when nothing arrives.
                 match tokio::time::timeout(Duration::from_secs(5), listener.recv()).await {
+                    Ok(Ok(notification)) if notification.channel() == runs::EVENTS_CHANNEL => {
+                        let Some(notices) = parse_event_notice(notification.payload(), &origin)
+                        else {
+                            continue;
+                        };
+                        for (session, seq) in notices {
+                            if !bus.remote(&session, seq) {
+                                return;
+                            }
+                        }
+                    }
                     Ok(Ok(_)) => {
                         if !EventSignal::bump_weak(&weak) {
                             return;
                         }
                     }
                     Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "run listener lost its connection; reconnecting");
+                        tracing::debug!(error = %e, "listener lost its connection; reconnecting");
                         break;
                     }
-                    Err(_) if weak.strong_count() == 0 || pool.is_closed() => return,
+                    Err(_) if !bus.alive() || weak.strong_count() == 0 || pool.is_closed() => {
+                        return;
+                    }
                     Err(_) => {}
                 }
             }

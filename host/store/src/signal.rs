@@ -1,14 +1,12 @@
-//! [`EventSignal`]: a wake-up counter. The store keeps two: one bumped after writes that
-//! appended events (SSE readers re-read the log at once instead of waiting for their poll), one
-//! bumped when a run may have become claimable (workers look for work at once). On PostgreSQL
-//! the run signal is also bumped by `NOTIFY`s from other processes.
+//! [`EventSignal`]: a wake-up counter, bumped when a run may have become claimable (workers
+//! look for work at once). On PostgreSQL it is also bumped by `NOTIFY`s from other processes.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-/// A counter bumped after every committed write that appended events. Readers compare it
-/// with what they saw last; it carries no data, the log in the store is the truth.
+/// A counter bumped after every committed write that may have made a run claimable. It
+/// carries no data: the runs table is the truth.
 #[derive(Debug, Clone)]
 pub struct EventSignal {
     tx: Arc<watch::Sender<u64>>,
@@ -23,7 +21,7 @@ impl Default for EventSignal {
 }
 
 impl EventSignal {
-    /// Records that events were appended.
+    /// Records that something changed.
     pub(crate) fn bump(&self) {
         self.tx.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -48,14 +46,4 @@ impl EventSignal {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.tx.subscribe()
     }
-}
-
-/// Bumps every signal in `signals` when `result` is a success, then hands the result back.
-pub(crate) fn after<T, E>(signals: &[&EventSignal], result: Result<T, E>) -> Result<T, E> {
-    if result.is_ok() {
-        for signal in signals {
-            signal.bump();
-        }
-    }
-    result
 }

@@ -24,11 +24,12 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{Connection, Row, SqliteConnection};
 
+use crate::bus::EventBus;
 use crate::codec::{
     self, from_json_text, parse_id, reject_nul, timestamp_from_text, timestamp_to_text,
     to_json_text,
 };
-use crate::signal::{self, EventSignal};
+use crate::signal::EventSignal;
 use crate::{Result, Store, StoreError, paging};
 
 /// The SQLite schema, embedded at build time.
@@ -59,7 +60,7 @@ macro_rules! api_key_columns {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    signal: EventSignal,
+    bus: EventBus,
     run_signal: EventSignal,
 }
 
@@ -68,7 +69,7 @@ impl SqliteStore {
     pub(crate) fn new(pool: SqlitePool) -> Self {
         Self {
             pool,
-            signal: EventSignal::default(),
+            bus: EventBus::default(),
             run_signal: EventSignal::default(),
         }
     }
@@ -170,8 +171,8 @@ async fn insert_api_key<'e>(
 
 #[async_trait]
 impl Store for SqliteStore {
-    fn event_signal(&self) -> EventSignal {
-        self.signal.clone()
+    fn event_bus(&self) -> &EventBus {
+        &self.bus
     }
 
     fn run_signal(&self) -> EventSignal {
@@ -524,15 +525,26 @@ impl Store for SqliteStore {
 
     async fn authenticate_api_key(&self, hash: &str) -> Result<Option<ApiKey>> {
         let row = sqlx::query(concat!(
-            "UPDATE api_keys SET last_used_at = $2 \
-             WHERE hash = $1 AND revoked_at IS NULL RETURNING ",
-            api_key_columns!()
+            "SELECT ",
+            api_key_columns!(),
+            " FROM api_keys WHERE hash = $1 AND revoked_at IS NULL"
         ))
         .bind(hash)
-        .bind(timestamp_to_text(&codec::now()))
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(api_key_from_row).transpose()
+        let Some(mut key) = row.as_ref().map(api_key_from_row).transpose()? else {
+            return Ok(None);
+        };
+        let now = codec::now();
+        if codec::key_use_is_stale(key.last_used_at, now) {
+            sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
+                .bind(key.id.as_str())
+                .bind(timestamp_to_text(&now))
+                .execute(&self.pool)
+                .await?;
+            key.last_used_at = Some(now);
+        }
+        Ok(Some(key))
     }
 
     async fn list_api_keys(&self, page: &PageRequest) -> Result<Page<ApiKey>> {
@@ -702,10 +714,11 @@ impl Store for SqliteStore {
         content: String,
         idempotency_key: Option<String>,
     ) -> Result<StartedRun> {
-        signal::after(
-            &[&self.signal, &self.run_signal],
-            runs::start_run(&self.pool, session, content, idempotency_key).await,
-        )
+        let (started, events) =
+            runs::start_run(&self.pool, session, content, idempotency_key).await?;
+        self.bus.committed(&events);
+        self.run_signal.bump();
+        Ok(started)
     }
 
     async fn claim_run(&self, owner: &str, lease: Duration) -> Result<Option<(Run, Lease)>> {
@@ -717,10 +730,9 @@ impl Store for SqliteStore {
     }
 
     async fn append_events(&self, lease: &Lease, events: Vec<NewEvent>) -> Result<Vec<Event>> {
-        signal::after(
-            &[&self.signal],
-            runs::append_events(&self.pool, lease, events).await,
-        )
+        let events = runs::append_events(&self.pool, lease, events).await?;
+        self.bus.committed(&events);
+        Ok(events)
     }
 
     async fn record_step(
@@ -730,10 +742,9 @@ impl Store for SqliteStore {
         events: Vec<NewEvent>,
         usage_delta: Usage,
     ) -> Result<RecordedStep> {
-        signal::after(
-            &[&self.signal],
-            runs::record_step(&self.pool, lease, step, events, usage_delta).await,
-        )
+        let recorded = runs::record_step(&self.pool, lease, step, events, usage_delta).await?;
+        self.bus.committed(&recorded.events);
+        Ok(recorded)
     }
 
     async fn list_steps(&self, run: &RunId) -> Result<Vec<Step>> {
@@ -747,17 +758,17 @@ impl Store for SqliteStore {
         error: Option<String>,
         events: Vec<NewEvent>,
     ) -> Result<Run> {
-        signal::after(
-            &[&self.signal, &self.run_signal],
-            runs::finish_run(&self.pool, lease, status, error, events).await,
-        )
+        let (run, events) = runs::finish_run(&self.pool, lease, status, error, events).await?;
+        self.bus.committed(&events);
+        self.run_signal.bump();
+        Ok(run)
     }
 
     async fn request_cancel(&self, run: &RunId) -> Result<Run> {
-        signal::after(
-            &[&self.signal, &self.run_signal],
-            runs::request_cancel(&self.pool, run).await,
-        )
+        let (run, events) = runs::request_cancel(&self.pool, run).await?;
+        self.bus.committed(&events);
+        self.run_signal.bump();
+        Ok(run)
     }
 
     async fn get_run(&self, run: &RunId) -> Result<Run> {

@@ -45,6 +45,16 @@ impl TestDb {
     pub async fn postgres() -> Self {
         let admin_url = std::env::var(TEST_DATABASE_URL_ENV)
             .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned());
+        Self::postgres_on(&admin_url).await
+    }
+
+    /// Creates an empty database `everruns_test_<uuid>` on the server of `admin_url` (any
+    /// database on it), e.g. for benchmarks given a `DATABASE_URL`.
+    ///
+    /// # Panics
+    /// When PostgreSQL is not reachable there.
+    pub async fn postgres_on(admin_url: &str) -> Self {
+        let admin_url = admin_url.to_owned();
         let mut admin = PgConnection::connect(&admin_url)
             .await
             .unwrap_or_else(|err| {

@@ -25,6 +25,23 @@ schema = { type = "object", properties = { greeting = { type = "string" } } }
 defaults = { greeting = "hello" }
 "#;
 
+/// Manifest of the `hostile` guest: one tool per attack (`spin` loops forever, `memory-bomb`,
+/// `recurse`, `huge-output`, `http-get`, `secret`, `sandbox-probe`); calls time out after 1 s.
+pub const HOSTILE: &str = r#"
+id = "hostile"
+version = "0.1.0"
+description = "Misbehaves on request"
+component = "plugin.wasm"
+
+[permissions]
+allowed_hosts = ["http://localhost:9", "http://127.0.0.1:9"]
+secrets = ["GRANTED"]
+
+[limits]
+memory_mib = 16
+timeout_ms = 1000
+"#;
+
 /// The workspace's target directory.
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")

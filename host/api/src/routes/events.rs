@@ -13,19 +13,19 @@ use axum::response::{IntoResponse, Response};
 use everruns_core::{Event, SessionId};
 use futures::stream::Stream;
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, QueryErrors};
+use crate::hub::Frame;
 use crate::json::ApiQuery;
 use crate::routes::sessions::session_id;
 
 /// Events read from the store per query.
 const BATCH: u32 = 500;
-/// How often a live stream re-reads the log when nothing in this process woke it.
-const POLL: Duration = Duration::from_millis(200);
 /// Heartbeat comment interval, so proxies keep the stream open.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
@@ -147,17 +147,19 @@ async fn session_events(
     .into_response())
 }
 
-/// Replays from `since`, then follows the log. Ends only when the client goes away (which
-/// never affects runs) or the store fails.
+/// Replays from `since`, then follows the session's live frames (see [`crate::hub`]). Ends
+/// only when the client goes away (which never affects runs).
 fn live(
     state: AppState,
     session: SessionId,
     since: i64,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     async_stream::stream! {
+        // Subscribed before the replay reads the log, so nothing falls between the two.
+        let mut live = state.events.subscribe(&session).await;
         let mut last = since;
-        let mut signal = state.store.event_signal().subscribe();
         loop {
+            // From the log: the replay, and again after a gap or a lag.
             let batch = match state.store.list_events(&session, last, BATCH).await {
                 Ok(batch) => batch,
                 Err(e) => {
@@ -167,20 +169,33 @@ fn live(
                 }
             };
             let full = batch.len() as u32 == BATCH;
-            for event in batch {
+            for event in &batch {
                 last = event.seq;
-                let event_type = event.event_type.as_str();
-                let body = serde_json::to_string(&EventResponse::from(event))
-                    .unwrap_or_else(|_| "{}".to_owned());
-                yield Ok(SseEvent::default().id(last.to_string()).event(event_type).data(body));
+                yield Ok(sse_event(&Frame::of(event)));
             }
-            if !full {
-                // Woken by writes in this process; the poll picks up other processes' writes.
-                tokio::select! {
-                    _ = signal.changed() => {}
-                    _ = tokio::time::sleep(POLL) => {}
+            if full {
+                continue;
+            }
+            // Live: frames come in sequence order; skip what the log already gave.
+            loop {
+                match live.recv().await {
+                    Ok(frame) if frame.seq <= last => {}
+                    Ok(frame) if frame.seq == last + 1 => {
+                        last = frame.seq;
+                        yield Ok(sse_event(&frame));
+                    }
+                    // A gap, or this client fell behind the buffer: read the log.
+                    Ok(_) | Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return,
                 }
             }
         }
     }
+}
+
+fn sse_event(frame: &Frame) -> SseEvent {
+    SseEvent::default()
+        .id(frame.seq.to_string())
+        .event(frame.event_type)
+        .data(&frame.data)
 }

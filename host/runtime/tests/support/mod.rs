@@ -8,26 +8,11 @@ use std::sync::Arc;
 use everruns_runtime::{MemoryKv, MemorySecrets, Runtime, RuntimeConfig};
 
 #[allow(unused_imports, reason = "each test binary uses a different part")]
-pub use everruns_testkit::guests::{WELL_BEHAVED, plugin_dir, target_dir, wasm};
+pub use everruns_testkit::guests::{HOSTILE, WELL_BEHAVED, plugin_dir, target_dir, wasm};
 
 pub fn well_behaved_v2_manifest() -> String {
     WELL_BEHAVED.replace("version = \"0.1.0\"", "version = \"0.2.0\"")
 }
-
-pub const HOSTILE: &str = r#"
-id = "hostile"
-version = "0.1.0"
-description = "Misbehaves on request"
-component = "plugin.wasm"
-
-[permissions]
-allowed_hosts = ["http://localhost:9", "http://127.0.0.1:9"]
-secrets = ["GRANTED"]
-
-[limits]
-memory_mib = 16
-timeout_ms = 1000
-"#;
 
 /// A compile cache shared by all tests (compiling in the dev profile is slow).
 pub fn shared_cache() -> PathBuf {

@@ -262,19 +262,22 @@ async fn started_by_key(
 /// The channel that tells workers a run became claimable (queued, or freed by a finish).
 pub(crate) const RUNS_CHANNEL: &str = "everruns_runs";
 
+/// The channel that tells other processes a session's event log grew (see `notify_events`).
+pub(crate) const EVENTS_CHANNEL: &str = "everruns_events";
+
 pub(super) async fn start_run(
     pool: &PgPool,
     session: &SessionId,
     content: String,
     idempotency_key: Option<String>,
-) -> Result<StartedRun> {
+) -> Result<(StartedRun, Vec<Event>)> {
     reject_nul("message content", &content)?;
     run_codec::check_idempotency_key(idempotency_key.as_deref())?;
     // A retried request usually finds its run here, without taking any lock.
     if let Some(key) = &idempotency_key {
         let mut conn = pool.acquire().await?;
         if let Some(found) = started_by_key(&mut conn, session, key).await? {
-            return Ok(found);
+            return Ok((found, Vec::new()));
         }
     }
 
@@ -295,7 +298,7 @@ pub(super) async fn start_run(
         && let Some(found) = started_by_key(&mut tx, session, key).await?
     {
         tx.rollback().await?;
-        return Ok(found);
+        return Ok((found, Vec::new()));
     }
     let queue_seq = last_seq;
     let queued_behind = first_active_before(&mut tx, session, queue_seq).await?;
@@ -352,7 +355,7 @@ pub(super) async fn start_run(
     .execute(&mut *tx)
     .await?;
     let events = run_codec::start_events(&run.id, &message, queued_behind.as_ref());
-    insert_events(
+    let written = insert_events(
         &mut tx,
         session,
         last_seq,
@@ -367,12 +370,15 @@ pub(super) async fn start_run(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(StartedRun {
-        run,
-        message,
-        created: true,
-        queued_behind,
-    })
+    Ok((
+        StartedRun {
+            run,
+            message,
+            created: true,
+            queued_behind,
+        },
+        written,
+    ))
 }
 
 pub(super) async fn claim_run(
@@ -682,7 +688,7 @@ pub(super) async fn finish_run(
     status: RunStatus,
     error: Option<String>,
     events: Vec<NewEvent>,
-) -> Result<Run> {
+) -> Result<(Run, Vec<Event>)> {
     run_codec::check_final_status(status)?;
     if let Some(error) = &error {
         reject_nul("a run error", error)?;
@@ -712,7 +718,7 @@ pub(super) async fn finish_run(
     let last = take_seqs(&mut tx, &run.session_id, events.len())
         .await?
         .ok_or_else(|| StoreError::not_found("session", &run.session_id))?;
-    insert_events(&mut tx, &run.session_id, last, Some(&run.id), events, now).await?;
+    let written = insert_events(&mut tx, &run.session_id, last, Some(&run.id), events, now).await?;
     settle_session_status(&mut tx, &run.session_id).await?;
     // Wakes workers in every process at commit (PostgreSQL folds repeats in one transaction).
     sqlx::query("SELECT pg_notify($1, '')")
@@ -720,10 +726,10 @@ pub(super) async fn finish_run(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(run)
+    Ok((run, written))
 }
 
-pub(super) async fn request_cancel(pool: &PgPool, id: &RunId) -> Result<Run> {
+pub(super) async fn request_cancel(pool: &PgPool, id: &RunId) -> Result<(Run, Vec<Event>)> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query(concat!(
         "SELECT ",
@@ -738,6 +744,7 @@ pub(super) async fn request_cancel(pool: &PgPool, id: &RunId) -> Result<Run> {
     };
     let run = run_from_row(&row)?;
     let now = codec::now();
+    let mut written = Vec::new();
     let run = match run.status {
         RunStatus::Queued | RunStatus::Waiting => {
             // No worker holds it: cancelled now, and the session's queue moves on.
@@ -756,7 +763,7 @@ pub(super) async fn request_cancel(pool: &PgPool, id: &RunId) -> Result<Run> {
                 .await?
                 .ok_or_else(|| StoreError::not_found("session", &run.session_id))?;
             let event = run_codec::cancelled_event(&run);
-            insert_events(
+            written = insert_events(
                 &mut tx,
                 &run.session_id,
                 last,
@@ -790,7 +797,7 @@ pub(super) async fn request_cancel(pool: &PgPool, id: &RunId) -> Result<Run> {
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(run)
+    Ok((run, written))
 }
 
 pub(super) async fn get_run(pool: &PgPool, id: &RunId) -> Result<Run> {

@@ -265,14 +265,14 @@ pub(super) async fn start_run(
     session: &SessionId,
     content: String,
     idempotency_key: Option<String>,
-) -> Result<StartedRun> {
+) -> Result<(StartedRun, Vec<Event>)> {
     reject_nul("message content", &content)?;
     run_codec::check_idempotency_key(idempotency_key.as_deref())?;
     // A retried request usually finds its run here, without taking the write lock.
     if let Some(key) = &idempotency_key {
         let mut conn = pool.acquire().await?;
         if let Some(found) = started_by_key(&mut conn, session, key).await? {
-            return Ok(found);
+            return Ok((found, Vec::new()));
         }
     }
 
@@ -293,7 +293,7 @@ pub(super) async fn start_run(
         && let Some(found) = started_by_key(&mut tx, session, key).await?
     {
         tx.rollback().await?;
-        return Ok(found);
+        return Ok((found, Vec::new()));
     }
     let queue_seq = last_seq;
     let queued_behind = first_active_before(&mut tx, session, queue_seq).await?;
@@ -350,7 +350,7 @@ pub(super) async fn start_run(
     .execute(&mut *tx)
     .await?;
     let events = run_codec::start_events(&run.id, &message, queued_behind.as_ref());
-    insert_events(
+    let written = insert_events(
         &mut tx,
         session,
         last_seq,
@@ -360,12 +360,15 @@ pub(super) async fn start_run(
     )
     .await?;
     tx.commit().await?;
-    Ok(StartedRun {
-        run,
-        message,
-        created: true,
-        queued_behind,
-    })
+    Ok((
+        StartedRun {
+            run,
+            message,
+            created: true,
+            queued_behind,
+        },
+        written,
+    ))
 }
 
 pub(super) async fn claim_run(
@@ -630,7 +633,7 @@ pub(super) async fn finish_run(
     status: RunStatus,
     error: Option<String>,
     events: Vec<NewEvent>,
-) -> Result<Run> {
+) -> Result<(Run, Vec<Event>)> {
     run_codec::check_final_status(status)?;
     if let Some(error) = &error {
         reject_nul("a run error", error)?;
@@ -660,13 +663,13 @@ pub(super) async fn finish_run(
     let last = take_seqs(&mut tx, &run.session_id, events.len())
         .await?
         .ok_or_else(|| StoreError::not_found("session", &run.session_id))?;
-    insert_events(&mut tx, &run.session_id, last, Some(&run.id), events, now).await?;
+    let written = insert_events(&mut tx, &run.session_id, last, Some(&run.id), events, now).await?;
     settle_session_status(&mut tx, &run.session_id).await?;
     tx.commit().await?;
-    Ok(run)
+    Ok((run, written))
 }
 
-pub(super) async fn request_cancel(pool: &SqlitePool, id: &RunId) -> Result<Run> {
+pub(super) async fn request_cancel(pool: &SqlitePool, id: &RunId) -> Result<(Run, Vec<Event>)> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let row = sqlx::query(concat!(
         "SELECT ",
@@ -681,6 +684,7 @@ pub(super) async fn request_cancel(pool: &SqlitePool, id: &RunId) -> Result<Run>
     };
     let run = run_from_row(&row)?;
     let now = codec::now();
+    let mut written = Vec::new();
     let run = match run.status {
         RunStatus::Queued | RunStatus::Waiting => {
             // No worker holds it: cancelled now, and the session's queue moves on.
@@ -699,7 +703,7 @@ pub(super) async fn request_cancel(pool: &SqlitePool, id: &RunId) -> Result<Run>
                 .await?
                 .ok_or_else(|| StoreError::not_found("session", &run.session_id))?;
             let event = run_codec::cancelled_event(&run);
-            insert_events(
+            written = insert_events(
                 &mut tx,
                 &run.session_id,
                 last,
@@ -728,7 +732,7 @@ pub(super) async fn request_cancel(pool: &SqlitePool, id: &RunId) -> Result<Run>
         }
     };
     tx.commit().await?;
-    Ok(run)
+    Ok((run, written))
 }
 
 pub(super) async fn get_run(pool: &SqlitePool, id: &RunId) -> Result<Run> {

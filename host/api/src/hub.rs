@@ -1,0 +1,236 @@
+//! [`EventHub`]: fan-out of live events. Per session followed by at least one SSE stream, one
+//! task learns of new events (from the store's event bus, or by re-reading the log when a
+//! notice does not continue where it stopped, or every poll interval), encodes each once and
+//! broadcasts it to every stream of that session. So N streams cost one read per new event
+//! (none for writes of this process), not N.
+//!
+//! The log stays the truth: streams replay from the store, then take live frames, skipping
+//! what they already sent; a stream that falls behind the broadcast buffer (a slow client)
+//! goes back to reading the store instead of holding the others up.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use everruns_core::{Event, SessionId};
+use everruns_store::Store;
+use tokio::sync::{broadcast, watch};
+use tokio::task::AbortHandle;
+
+use crate::routes::events::EventResponse;
+
+/// Frames kept per session for streams that are momentarily behind; a stream further behind
+/// re-reads the log.
+const BUFFER: usize = 1024;
+/// Events read per query when catching up.
+const READ_BATCH: u32 = 1000;
+/// Pause after a failed read before trying again.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// One event, encoded once for every stream.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub seq: i64,
+    pub event_type: &'static str,
+    /// The event as JSON ([`EventResponse`]).
+    pub data: String,
+}
+
+impl Frame {
+    pub(crate) fn of(event: &Event) -> Self {
+        let data = serde_json::to_string(&EventResponse::from(event.clone()))
+            .unwrap_or_else(|_| "{}".to_owned());
+        Self {
+            seq: event.seq,
+            event_type: event.event_type.as_str(),
+            data,
+        }
+    }
+}
+
+/// The fan-out of every followed session of this process.
+#[derive(Debug, Clone)]
+pub struct EventHub {
+    inner: Arc<HubInner>,
+}
+
+#[derive(Debug)]
+struct HubInner {
+    store: Arc<dyn Store>,
+    poll: Duration,
+    sessions: Mutex<HashMap<SessionId, Weak<SessionHub>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Single inserts and removes: the map is consistent whatever panicked holding it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl EventHub {
+    /// A hub over `store`; a followed session's log is re-read every `poll` when nothing
+    /// announced new events (the fallback for missed cross-process notifications).
+    pub fn new(store: Arc<dyn Store>, poll: Duration) -> Self {
+        Self {
+            inner: Arc::new(HubInner {
+                store,
+                poll,
+                sessions: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Subscribes to the live events of `session`. Once this returns, every event after
+    /// those already in the log reaches the subscription (or it learns that it lagged).
+    pub(crate) async fn subscribe(&self, session: &SessionId) -> Subscription {
+        let hub = {
+            let mut sessions = lock(&self.inner.sessions);
+            match sessions.get(session).and_then(Weak::upgrade) {
+                Some(hub) => hub,
+                None => {
+                    let hub = SessionHub::start(&self.inner, session);
+                    sessions.insert(session.clone(), Arc::downgrade(&hub));
+                    hub
+                }
+            }
+        };
+        let rx = hub.tx.subscribe();
+        // Until the follower knows where the log ends, a frame it sends later could skip
+        // events this subscriber's replay has not read yet.
+        let mut ready = hub.ready.clone();
+        // Fails only if the follower task is gone, which ends the subscription's frames too.
+        let _ = ready.wait_for(|ready| *ready).await;
+        Subscription { _hub: hub, rx }
+    }
+}
+
+/// The follower of one session, alive while a subscription holds it.
+#[derive(Debug)]
+struct SessionHub {
+    session: SessionId,
+    hub: Weak<HubInner>,
+    tx: broadcast::Sender<Arc<Frame>>,
+    ready: watch::Receiver<bool>,
+    task: AbortHandle,
+}
+
+impl SessionHub {
+    fn start(inner: &Arc<HubInner>, session: &SessionId) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(BUFFER);
+        let (ready_tx, ready) = watch::channel(false);
+        let task = tokio::spawn(follow(
+            inner.store.clone(),
+            session.clone(),
+            tx.clone(),
+            ready_tx,
+            inner.poll,
+        ))
+        .abort_handle();
+        Arc::new(Self {
+            session: session.clone(),
+            hub: Arc::downgrade(inner),
+            tx,
+            ready,
+            task,
+        })
+    }
+}
+
+impl Drop for SessionHub {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Some(hub) = self.hub.upgrade() {
+            let mut sessions = lock(&hub.sessions);
+            // A new follower may already have replaced this one.
+            if sessions
+                .get(&self.session)
+                .is_some_and(|weak| weak.strong_count() == 0)
+            {
+                sessions.remove(&self.session);
+            }
+        }
+    }
+}
+
+/// One stream's view of a session's live frames.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    _hub: Arc<SessionHub>,
+    rx: broadcast::Receiver<Arc<Frame>>,
+}
+
+impl Subscription {
+    /// The next frame; `Lagged` when frames were dropped because this subscriber was too
+    /// slow (re-read the log), `Closed` if the follower is gone.
+    pub(crate) async fn recv(&mut self) -> Result<Arc<Frame>, broadcast::error::RecvError> {
+        self.rx.recv().await
+    }
+}
+
+/// The follower task: broadcasts every event after the log end it found at start, in
+/// sequence order without gaps.
+async fn follow(
+    store: Arc<dyn Store>,
+    session: SessionId,
+    tx: broadcast::Sender<Arc<Frame>>,
+    ready: watch::Sender<bool>,
+    poll: Duration,
+) {
+    // Watch first, then read the log end: nothing committed in between is missed.
+    let mut feed = store.event_bus().watch(&session);
+    let mut last = loop {
+        match store.last_event_seq(&session).await {
+            Ok(seq) => break seq,
+            Err(e) => {
+                tracing::warn!(error = %e, session = %session, "reading the log end failed");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    };
+    ready.send_replace(true);
+    loop {
+        let notice = tokio::select! {
+            notice = feed.next() => notice,
+            _ = tokio::time::sleep(poll) => None,
+        };
+        match notice {
+            Some(notice) if notice.last_seq <= last => {}
+            // Written by this process right after what was sent last: no read needed.
+            Some(notice) if notice.events.first().is_some_and(|e| e.seq == last + 1) => {
+                for event in notice.events.iter() {
+                    // No subscriber at this instant is fine: they read the log.
+                    let _ = tx.send(Arc::new(Frame::of(event)));
+                }
+                last = notice.last_seq;
+            }
+            _ => last = catch_up(store.as_ref(), &session, last, &tx).await,
+        }
+    }
+}
+
+/// Reads and broadcasts the events after `last`; returns the new last sequence number.
+async fn catch_up(
+    store: &dyn Store,
+    session: &SessionId,
+    mut last: i64,
+    tx: &broadcast::Sender<Arc<Frame>>,
+) -> i64 {
+    loop {
+        match store.list_events(session, last, READ_BATCH).await {
+            Ok(events) => {
+                let full = events.len() as u32 == READ_BATCH;
+                for event in &events {
+                    let _ = tx.send(Arc::new(Frame::of(event)));
+                    last = event.seq;
+                }
+                if !full {
+                    return last;
+                }
+            }
+            Err(e) => {
+                // The next notice or poll tries again.
+                tracing::warn!(error = %e, session = %session, "reading new events failed");
+                return last;
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `plugin-call`: a trivial plugin tool call on a fresh store per call (what production
+//! does) against calls on one reused instance, and the time to load 10 plugins from a warm
+//! compile cache.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use everruns_runtime::{CallContext, MemoryKv, MemorySecrets, Runtime, RuntimeConfig, ToolCall};
+
+use crate::stats::{percentile, round1};
+
+const CALLS: usize = 5_000;
+const WARMUP: usize = 200;
+
+/// Builds the test guests (their own cargo workspace) and returns the well-behaved one.
+fn build_guest(target: &Path) -> anyhow::Result<PathBuf> {
+    let guests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/guests");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "well-behaved",
+        ])
+        .arg("--target-dir")
+        .arg(target)
+        .current_dir(&guests)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .context("running cargo to build the guest")?;
+    if !status.success() {
+        bail!("guest build failed (is `rustup target add wasm32-wasip2` done?)");
+    }
+    Ok(target.join("wasm32-wasip2/release/well_behaved.wasm"))
+}
+
+pub(crate) async fn run() -> anyhow::Result<()> {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests");
+    let wasm = build_guest(&target)?;
+    let work = tempfile_dir()?;
+    let dir = work.join("well-behaved");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::copy(&wasm, dir.join("plugin.wasm"))?;
+    std::fs::write(
+        dir.join("capability.toml"),
+        "id = \"well-behaved\"\nversion = \"0.1.0\"\ncomponent = \"plugin.wasm\"\n",
+    )?;
+    let config = RuntimeConfig {
+        cache_dir: Some(work.join("cache")),
+        ..RuntimeConfig::default()
+    };
+    let runtime = Runtime::new(
+        config,
+        Arc::new(MemoryKv::default()),
+        Arc::new(MemorySecrets::default()),
+    )?;
+
+    let t = Instant::now();
+    let plugin = runtime.load_plugin(&dir).await?;
+    println!(
+        "cold load (compile + cache write): {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+
+    let t = Instant::now();
+    for _ in 0..10 {
+        runtime.load_plugin(&dir).await?;
+    }
+    let load_10_ms = t.elapsed().as_secs_f64() * 1e3;
+    println!("load 10 plugins from warm cache: {load_10_ms:.1} ms");
+
+    let ctx = CallContext::default();
+    let call = ToolCall {
+        name: "ping".into(),
+        arguments: serde_json::json!({}),
+    };
+    let mut fresh = Vec::with_capacity(CALLS);
+    for i in 0..WARMUP + CALLS {
+        let t = Instant::now();
+        let out = plugin.call_tool(&ctx, &call).await;
+        let took = t.elapsed();
+        out.result
+            .map_err(|e| anyhow::anyhow!("call failed: {e}"))?;
+        if i >= WARMUP {
+            fresh.push(took);
+        }
+    }
+    let mut reused = plugin
+        .bench_reused_instance(&ctx, &call, WARMUP + CALLS)
+        .await?
+        .split_off(WARMUP);
+    fresh.sort();
+    reused.sort();
+
+    let fresh_p50 = micros(percentile(&fresh, 0.50));
+    let fresh_p99 = micros(percentile(&fresh, 0.99));
+    let reused_p50 = micros(percentile(&reused, 0.50));
+    let reused_p99 = micros(percentile(&reused, 0.99));
+    println!("fresh store per call: p50 {fresh_p50:.1} µs, p99 {fresh_p99:.1} µs ({CALLS} calls)");
+    println!(
+        "reused instance:      p50 {reused_p50:.1} µs, p99 {reused_p99:.1} µs ({CALLS} calls)"
+    );
+    let ratio = fresh_p50 / reused_p50.max(0.001);
+    println!("isolation cost: fresh/reused p50 ratio {ratio:.1}");
+    let _ = std::fs::remove_dir_all(&work);
+    println!(
+        "{}",
+        serde_json::json!({
+            "fresh_p50_us": round1(fresh_p50),
+            "fresh_p99_us": round1(fresh_p99),
+            "reused_p50_us": round1(reused_p50),
+            "reused_p99_us": round1(reused_p99),
+            "ratio_fresh_to_reused": round1(ratio),
+            "load_10_plugins_warm_ms": round1(load_10_ms),
+        })
+    );
+    Ok(())
+}
+
+pub(crate) fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("everruns-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}

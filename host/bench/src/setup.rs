@@ -1,0 +1,130 @@
+//! The system under test: a fresh PostgreSQL database (on `DATABASE_URL`), the fake LLM, the
+//! well-behaved test plugin and the real server in-process on port 0, driven over HTTP.
+
+use anyhow::{Context, bail};
+use everruns_testkit::guests::{WELL_BEHAVED, plugin_dir};
+use everruns_testkit::{FakeLlm, RecordedRequest, TestApp, TestDb};
+use serde_json::{Value, json};
+
+/// PostgreSQL server used when `DATABASE_URL` is not set.
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A running server with its fake LLM and database.
+pub(crate) struct Setup {
+    pub app: TestApp,
+    pub llm: FakeLlm,
+    pub db: TestDb,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// Starts everything; the server's database pool has `pool` connections.
+    pub(crate) async fn start(pool: u32) -> anyhow::Result<Self> {
+        let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
+        let db = TestDb::postgres_on(&url).await;
+        eprintln!(
+            "fresh database on {}",
+            db.url().rsplit('/').next().unwrap_or_default()
+        );
+        let llm = FakeLlm::start().await;
+        let dir = tempfile::tempdir()?;
+        eprintln!("building the test plugins ...");
+        plugin_dir(
+            &dir.path().join("plugins"),
+            "well-behaved",
+            "well-behaved",
+            WELL_BEHAVED,
+        );
+        let (base, key) = (llm.openai_base_url(), llm.api_key().to_owned());
+        let app = TestApp::start_configured(dir.path(), Some(db.url()), |config| {
+            config.llm_kind = Some("openai".to_owned());
+            config.llm_base_url = Some(base);
+            config.llm_api_key = Some(key.into());
+            config.llm_model = Some("fake".to_owned());
+            config.database_max_connections = pool;
+        })
+        .await;
+        Ok(Self {
+            app,
+            llm,
+            db,
+            _dir: dir,
+        })
+    }
+
+    /// An agent with the well-behaved plugin (created once per name) and a new session of it.
+    pub(crate) async fn session(&self, agent: &str) -> anyhow::Result<String> {
+        let created = self
+            .app
+            .post("/v1/agents")
+            .json(&json!({
+                "name": agent,
+                "system_prompt": "You benchmark.",
+                "capabilities": [{"id": "well-behaved"}],
+            }))
+            .send()
+            .await?;
+        let agent_id = match created.status().as_u16() {
+            201 => created.json::<Value>().await?["id"].clone(),
+            409 => {
+                let list: Value = self
+                    .app
+                    .get("/v1/agents?limit=100")
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                list["data"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|x| x["name"] == agent))
+                    .map(|x| x["id"].clone())
+                    .context("agent listed")?
+            }
+            status => bail!("creating the agent: {status}: {}", created.text().await?),
+        };
+        let session: Value = self
+            .app
+            .post("/v1/sessions")
+            .json(&json!({"agent_id": agent_id}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        session["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("session id")
+    }
+
+    /// Posts a message; returns the run id.
+    pub(crate) async fn post_message(&self, session: &str) -> anyhow::Result<String> {
+        let response = self
+            .app
+            .post(&format!("/v1/sessions/{session}/messages"))
+            .json(&json!({"content": "go"}))
+            .send()
+            .await?;
+        if response.status() != 202 {
+            bail!("posting a message: {}", response.text().await?);
+        }
+        let run: Value = response.json().await?;
+        run["id"].as_str().map(str::to_owned).context("run id")
+    }
+
+    pub(crate) async fn finish(self) {
+        self.app.stop().await;
+        self.db.cleanup().await;
+    }
+}
+
+/// How many tool results the model has seen since the last user message (the current run's
+/// turn; the conversation also holds earlier runs of the session).
+pub(crate) fn tool_results_this_turn(request: &RecordedRequest) -> usize {
+    request
+        .messages()
+        .iter()
+        .rev()
+        .take_while(|m| m["role"] != "user")
+        .filter(|m| m["role"] == "tool")
+        .count()
+}

@@ -1,0 +1,165 @@
+//! `steps`: throughput of the durable executor on PostgreSQL. 64 runs at once, each in its own
+//! session; the fake LLM answers instantly with a call of the well-behaved plugin's no-op
+//! `ping` tool, 10 times, then with text: 21 journaled steps per run. Compared with the bare
+//! commit rate of the same database in the same process: 64 tasks doing
+//! `BEGIN; INSERT <step-sized row>; COMMIT` on a pool of the server's size.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use everruns_testkit::Reply;
+use futures::future::try_join_all;
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::setup::{Setup, tool_results_this_turn};
+use crate::stats::{load_average, round1};
+
+const RUNS: usize = 64;
+const TOOL_CALLS: usize = 10;
+const ROUNDS: usize = 4;
+/// Database connections of the server (and of the baseline's pool).
+const POOL: u32 = 32;
+/// Length of the baseline measurement.
+const BASELINE: Duration = Duration::from_secs(3);
+
+pub(crate) async fn run() -> anyhow::Result<()> {
+    let setup = Setup::start(POOL).await?;
+    setup.llm.set_fallback(|request| {
+        if tool_results_this_turn(request) < TOOL_CALLS {
+            Reply::tool_call("well-behaved__ping", json!({}))
+        } else {
+            Reply::text("done")
+        }
+    });
+    let mut sessions = Vec::new();
+    for _ in 0..RUNS {
+        sessions.push(setup.session("steps").await?);
+    }
+    // Observes progress (and runs the baseline) on a pool of the server's size.
+    let pool = PgPoolOptions::new()
+        .max_connections(POOL)
+        .connect(setup.db.url())
+        .await?;
+
+    let (mut steps, mut elapsed) = (0i64, Duration::ZERO);
+    for round in 0..=ROUNDS {
+        let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM steps")
+            .fetch_one(&pool)
+            .await?;
+        let t = Instant::now();
+        try_join_all(sessions.iter().map(|s| setup.post_message(s))).await?;
+        let target = (RUNS * (round + 1)) as i64;
+        loop {
+            let done: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM runs WHERE status IN ('completed', 'failed', 'cancelled')",
+            )
+            .fetch_one(&pool)
+            .await?;
+            if done >= target {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let took = t.elapsed();
+        let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM steps")
+            .fetch_one(&pool)
+            .await?;
+        let round_steps = after - before;
+        eprintln!(
+            "round {round}{}: {round_steps} steps in {:.0} ms = {:.0} steps/s",
+            if round == 0 { " (warm-up)" } else { "" },
+            took.as_secs_f64() * 1e3,
+            round_steps as f64 / took.as_secs_f64()
+        );
+        if round > 0 {
+            steps += round_steps;
+            elapsed += took;
+        }
+    }
+    let failed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status <> 'completed'")
+        .fetch_one(&pool)
+        .await?;
+    if failed > 0 {
+        let error: Option<String> =
+            sqlx::query_scalar("SELECT error FROM runs WHERE status <> 'completed' LIMIT 1")
+                .fetch_one(&pool)
+                .await?;
+        bail!("{failed} runs did not complete: {error:?}");
+    }
+    let steps_per_s = steps as f64 / elapsed.as_secs_f64();
+
+    eprintln!("baseline: bare INSERT+COMMIT from {RUNS} tasks for {BASELINE:?} ...");
+    let commits_per_s = commit_baseline(&pool).await?;
+    let ratio = commits_per_s / steps_per_s;
+    eprintln!(
+        "steps {steps_per_s:.0}/s, commits {commits_per_s:.0}/s, ratio {ratio:.2} (1-min load {:?})",
+        load_average()
+    );
+    setup.finish().await;
+    println!(
+        "{}",
+        json!({
+            "steps_per_s": steps_per_s.round(),
+            "commit_baseline_per_s": commits_per_s.round(),
+            "ratio_step_to_commit": (ratio * 100.0).round() / 100.0,
+            "runs": RUNS,
+            "steps_per_run": 2 * TOOL_CALLS + 1,
+            "steps_measured": steps,
+            "pool": POOL,
+            "load_avg_1m": load_average().map(round1),
+        })
+    );
+    Ok(())
+}
+
+/// Commits per second of `BEGIN; INSERT; COMMIT` with a row the size of a tool step (its
+/// input, output and events as JSON), from `RUNS` tasks at once.
+async fn commit_baseline(pool: &sqlx::PgPool) -> anyhow::Result<f64> {
+    sqlx::query(
+        "CREATE TABLE bench_commits (id BIGSERIAL PRIMARY KEY, run_id TEXT NOT NULL, \
+         step_no BIGINT NOT NULL, payload JSON NOT NULL, created_at TIMESTAMPTZ NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    let payload = json!({
+        "input": {"tool_call_id": "call_fake_123", "name": "well-behaved__ping", "arguments": {}},
+        "output": {"text": "pong"},
+        "events": [
+            {"type": "tool.completed", "run_id": "run_0192f3c4a1b27c3d8e9f0a1b2c3d4e5f",
+             "step_no": 2, "tool_call_id": "call_fake_123", "name": "well-behaved__ping",
+             "capability": "well-behaved", "output": "pong"},
+            {"type": "step.completed", "run_id": "run_0192f3c4a1b27c3d8e9f0a1b2c3d4e5f",
+             "step_no": 2, "kind": "tool"},
+        ],
+    })
+    .to_string();
+    let start = Instant::now();
+    let tasks = (0..RUNS).map(|task| {
+        let pool = pool.clone();
+        let payload = payload.clone();
+        tokio::spawn(async move {
+            let mut commits = 0u64;
+            while start.elapsed() < BASELINE {
+                let mut tx = pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO bench_commits (run_id, step_no, payload, created_at) \
+                     VALUES ($1, $2, $3::json, now())",
+                )
+                .bind(format!("run_{task}"))
+                .bind(commits as i64)
+                .bind(&payload)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                commits += 1;
+            }
+            anyhow::Ok(commits)
+        })
+    });
+    let mut total = 0;
+    for task in try_join_all(tasks).await? {
+        total += task?;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
