@@ -132,23 +132,25 @@ async fn last_seq(setup: &Setup, session: &str) -> anyhow::Result<i64> {
 }
 
 /// `created_at` of every event of the session, by sequence number.
-async fn created_at(
-    setup: &Setup,
-    session: &str,
-) -> anyhow::Result<HashMap<i64, DateTime<Utc>>> {
+async fn created_at(setup: &Setup, session: &str) -> anyhow::Result<HashMap<i64, DateTime<Utc>>> {
     let mut out = HashMap::new();
     let mut since = 0;
     loop {
         let page: Value = setup
             .app
-            .get(&format!("/v1/sessions/{session}/events?since={since}&limit=500"))
+            .get(&format!(
+                "/v1/sessions/{session}/events?since={since}&limit=500"
+            ))
             .send()
             .await?
             .json()
             .await?;
         for event in page["data"].as_array().context("events")? {
             let seq = event["seq"].as_i64().context("seq")?;
-            let at: DateTime<Utc> = event["created_at"].as_str().context("created_at")?.parse()?;
+            let at: DateTime<Utc> = event["created_at"]
+                .as_str()
+                .context("created_at")?
+                .parse()?;
             out.insert(seq, at);
         }
         match page["next_since"].as_i64() {

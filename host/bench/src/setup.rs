@@ -22,7 +22,10 @@ impl Setup {
     pub(crate) async fn start(pool: u32) -> anyhow::Result<Self> {
         let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
         let db = TestDb::postgres_on(&url).await;
-        eprintln!("fresh database on {}", db.url().rsplit('/').next().unwrap_or_default());
+        eprintln!(
+            "fresh database on {}",
+            db.url().rsplit('/').next().unwrap_or_default()
+        );
         let llm = FakeLlm::start().await;
         let dir = tempfile::tempdir()?;
         eprintln!("building the test plugins ...");
@@ -64,7 +67,13 @@ impl Setup {
         let agent_id = match created.status().as_u16() {
             201 => created.json::<Value>().await?["id"].clone(),
             409 => {
-                let list: Value = self.app.get("/v1/agents?limit=100").send().await?.json().await?;
+                let list: Value = self
+                    .app
+                    .get("/v1/agents?limit=100")
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
                 list["data"]
                     .as_array()
                     .and_then(|a| a.iter().find(|x| x["name"] == agent))

@@ -421,7 +421,7 @@ async fn cancel_stops_a_slow_tool_call() {
     )
     .await;
     let seen = watcher.await.unwrap();
-    assert_eq!(seen.last().unwrap().2["name"], "hostile__spin");
+    assert_eq!(seen.last().unwrap().2["data"]["name"], "hostile__spin");
     let rid = run["id"].as_str().unwrap();
     let asked = std::time::Instant::now();
     let cancelling = json_of(
@@ -450,7 +450,10 @@ async fn cancel_stops_a_slow_tool_call() {
     };
     let took = asked.elapsed();
     assert_eq!(run["status"], "cancelled", "{run}");
-    assert!(took < Duration::from_secs(1), "cancelled within 1 s: {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "cancelled within 1 s: {took:?}"
+    );
     // The tool call never finished: no tool step, and the log ends with the cancel.
     assert_eq!(run["steps_completed"], 1, "only the LLM step: {run}");
     let log = json_of(
@@ -468,7 +471,10 @@ async fn cancel_stops_a_slow_tool_call() {
         .map(|e| e["type"].as_str().unwrap())
         .collect();
     assert_eq!(types.last(), Some(&"run.cancelled"), "{types:?}");
-    assert!(!types.contains(&"tool.completed") && !types.contains(&"tool.failed"), "{types:?}");
+    assert!(
+        !types.contains(&"tool.completed") && !types.contains(&"tool.failed"),
+        "{types:?}"
+    );
     app.stop().await;
 }
 

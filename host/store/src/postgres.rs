@@ -21,8 +21,8 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{PgConnection, Row};
 use tokio::sync::mpsc;
 
-use crate::codec::{self, from_json_text, parse_id, reject_nul, to_json_text};
 use crate::bus::EventBus;
+use crate::codec::{self, from_json_text, parse_id, reject_nul, to_json_text};
 use crate::signal::EventSignal;
 use crate::{Result, Store, StoreError, paging};
 
@@ -770,7 +770,10 @@ async fn notify_events(
         let mut payloads = vec![origin.clone()];
         for (session, seq) in newest.drain() {
             let entry = format!(" {session}:{seq}");
-            if payloads.last().is_some_and(|p| p.len() + entry.len() > NOTIFY_PAYLOAD_MAX) {
+            if payloads
+                .last()
+                .is_some_and(|p| p.len() + entry.len() > NOTIFY_PAYLOAD_MAX)
+            {
                 payloads.push(origin.clone());
             }
             if let Some(last) = payloads.last_mut() {

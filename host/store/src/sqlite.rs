@@ -22,11 +22,11 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{Connection, Row, SqliteConnection};
 
+use crate::bus::EventBus;
 use crate::codec::{
     self, from_json_text, parse_id, reject_nul, timestamp_from_text, timestamp_to_text,
     to_json_text,
 };
-use crate::bus::EventBus;
 use crate::signal::EventSignal;
 use crate::{Result, Store, StoreError, paging};
 

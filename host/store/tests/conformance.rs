@@ -738,7 +738,11 @@ async fn api_keys_authenticate_until_revoked(db: &TestDb) {
     assert!(used >= key.created_at);
     assert_micros(used);
     // Used again at once: the recorded use stays (it is rewritten at most once a minute).
-    let again = store.authenticate_api_key(&new.hash).await.unwrap().unwrap();
+    let again = store
+        .authenticate_api_key(&new.hash)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(again.last_used_at, Some(used));
     assert_eq!(
         store.authenticate_api_key(&"0".repeat(64)).await.unwrap(),

@@ -12,15 +12,15 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use everruns_core::{Event, SessionId};
 use futures::stream::Stream;
-use tokio::sync::broadcast::error::RecvError;
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::hub::Frame;
 use crate::error::{ApiError, ApiResult, QueryErrors};
+use crate::hub::Frame;
 use crate::json::ApiQuery;
 use crate::routes::sessions::session_id;
 
