@@ -421,7 +421,7 @@ async fn cancel_stops_a_slow_tool_call() {
     )
     .await;
     let seen = watcher.await.unwrap();
-    assert_eq!(seen.last().unwrap().2["name"], "hostile__spin");
+    assert_eq!(seen.last().unwrap().2["data"]["name"], "hostile__spin");
     let rid = run["id"].as_str().unwrap();
     let asked = std::time::Instant::now();
     let cancelling = json_of(
