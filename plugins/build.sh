@@ -30,9 +30,21 @@ rustup target add wasm32-wasip2 >/dev/null
 target="${CARGO_TARGET_DIR:-$plugins/target}/builtin-plugins"
 unset CARGO_TARGET_DIR CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_TARGET
 cargo_home="${CARGO_HOME:-$HOME/.cargo}"
-export RUSTFLAGS="--remap-path-prefix=$repo=/everruns --remap-path-prefix=$cargo_home=/cargo"
 
-cargo build --locked --release --target wasm32-wasip2 --target-dir "$target"
+# Cargo hashes the absolute path of a path dependency outside the workspace (../sdk/rust)
+# into symbol names, which changes code layout: the same sources built in two checkouts
+# differ. So build from a copy at one fixed path (serialised by a lock).
+src=/tmp/everruns-builtin-plugins-src
+mkdir -p "$src"
+exec 9>"$src.lock"
+flock 9
+rm -rf "$src/plugins" "$src/sdk" "$src/wit"
+mkdir -p "$src/sdk"
+tar -C "$repo" --exclude=target -cf - plugins wit | tar -C "$src" -xf -
+tar -C "$repo/sdk" --exclude=target -cf - rust | tar -C "$src/sdk" -xf -
+export RUSTFLAGS="--remap-path-prefix=$src=/everruns --remap-path-prefix=$cargo_home=/cargo"
+
+(cd "$src/plugins" && cargo build --locked --release --target wasm32-wasip2 --target-dir "$target")
 
 if ! $check; then
   mkdir -p dist
