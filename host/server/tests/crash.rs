@@ -71,6 +71,10 @@ impl Everruns {
             .env("EVERRUNS_LLM_API_KEY", llm.api_key())
             .env("EVERRUNS_LLM_MODEL", "m")
             .env("EVERRUNS_EXECUTOR_LEASE_MS", LEASE_MS.to_string())
+            // These runs use no built-in; compiling them on every fresh data directory (a
+            // debug build takes seconds) would delay a joining process past the runs it is
+            // meant to take over.
+            .env("EVERRUNS_BUILTIN_PLUGINS", "false")
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(out)

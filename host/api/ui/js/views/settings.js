@@ -32,7 +32,8 @@ async function providerSection(section, signal) {
   function showForm(provider) {
     replace(status);
     replace(formSlot, providerForm(provider, {
-      onDone: () => { replace(formSlot); load(); },
+      // Refresh the list first: when the form goes away, the list already shows the change.
+      onDone: async () => { await load(); replace(formSlot); },
       onCancel: () => replace(formSlot),
     }));
     formSlot.querySelector('input').focus();
@@ -141,7 +142,7 @@ function providerForm(p, { onDone, onCancel }) {
       if (p) await api('PATCH', `/v1/providers/${p.id}`, body);
       else await api('POST', '/v1/providers', body);
       key.value = '';
-      onDone();
+      await onDone();
     } catch (err) {
       replace(status, problemBox(err));
     } finally {
