@@ -16,6 +16,7 @@ use everruns_core::{Event, SessionId};
 use everruns_store::Store;
 use tokio::sync::{broadcast, watch};
 use tokio::task::AbortHandle;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::routes::events::EventResponse;
 
@@ -58,6 +59,7 @@ pub struct EventHub {
 struct HubInner {
     store: Arc<dyn Store>,
     poll: Duration,
+    closing: CancellationToken,
     sessions: Mutex<HashMap<SessionId, Weak<SessionHub>>>,
 }
 
@@ -68,15 +70,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl EventHub {
     /// A hub over `store`; a followed session's log is re-read every `poll` when nothing
-    /// announced new events (the fallback for missed cross-process notifications).
-    pub fn new(store: Arc<dyn Store>, poll: Duration) -> Self {
+    /// announced new events (the fallback for missed cross-process notifications). Once
+    /// `closing` is cancelled (the server is shutting down), every stream ends, so that
+    /// graceful shutdown does not wait for SSE clients that would never leave; they resume
+    /// elsewhere (or after the restart) with `Last-Event-ID`.
+    pub fn new(store: Arc<dyn Store>, poll: Duration, closing: CancellationToken) -> Self {
         Self {
             inner: Arc::new(HubInner {
                 store,
                 poll,
+                closing,
                 sessions: Mutex::default(),
             }),
         }
+    }
+
+    /// Resolves when streams must end (the server is shutting down).
+    pub(crate) fn closing(&self) -> WaitForCancellationFutureOwned {
+        self.inner.closing.clone().cancelled_owned()
     }
 
     /// Subscribes to the live events of `session`. Once this returns, every event after

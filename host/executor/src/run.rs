@@ -190,20 +190,7 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
             run.recovery_attempts, config.max_recoveries
         )));
     }
-    store
-        .append_events(
-            lease,
-            vec![event(
-                EventType::RunStarted,
-                json!({
-                    "run_id": run.id.as_str(),
-                    "worker": lease.owner,
-                    "takeover": run.recovery_attempts > 0,
-                }),
-            )],
-        )
-        .await?;
-
+    // `run.started` was written with the claim.
     let session = store.get_session(&run.session_id).await?;
     let agent = store.get_agent(&session.agent_id).await?;
     let client = shared
@@ -221,6 +208,9 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
     // lease), so the journal and the history follow them in memory.
     let mut journal = store.list_steps(&run.id).await?;
     let mut history: Option<History> = None;
+    // Whether the last LLM step was recorded by this loop, with `tool.started` for its calls
+    // in the same commit; calls run again after a takeover announce themselves anew.
+    let mut announced = false;
     loop {
         let next_llm_step = match journal.iter().rev().find(|s| s.kind == StepKind::Llm) {
             None => 0,
@@ -244,8 +234,11 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
                     .filter(|(no, _)| !journal.iter().any(|s: &Step| s.step_no == *no))
                     .collect();
                 if !missing.is_empty() {
-                    let recorded =
-                        run_tools(shared, &toolbox, &agent, run, lease, attempt, missing).await?;
+                    let announce = !std::mem::take(&mut announced);
+                    let recorded = run_tools(
+                        shared, &toolbox, &agent, run, lease, attempt, missing, announce,
+                    )
+                    .await?;
                     for step in recorded {
                         journal.push(step.step);
                         if let (Some(history), Some(message)) = (&mut history, step.message) {
@@ -282,6 +275,7 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
         if let Some(message) = recorded.message {
             history.push(message);
         }
+        announced = true;
     }
 }
 
@@ -371,7 +365,7 @@ async fn llm_step(
         }),
     };
     let run_id = run.id.as_str();
-    let events = vec![
+    let mut events = vec![
         event(
             EventType::MessageCompleted,
             json!({
@@ -395,6 +389,13 @@ async fn llm_step(
             }),
         ),
     ];
+    // The calls start as soon as this commits: announce them in the same commit.
+    events.extend(
+        tool_calls
+            .iter()
+            .enumerate()
+            .map(|(i, call)| tool_started(toolbox, run, step_no + 1 + i as u32, call)),
+    );
     Ok(store.record_step(lease, step, events, usage).await?)
 }
 
@@ -427,8 +428,28 @@ async fn flush_deltas(
     Ok(())
 }
 
+/// The `tool.started` event of the call that is step `step_no`.
+fn tool_started(toolbox: &Toolbox, run: &Run, step_no: u32, call: &ToolCall) -> NewEvent {
+    event(
+        EventType::ToolStarted,
+        json!({
+            "run_id": run.id.as_str(),
+            "step_no": step_no,
+            "tool_call_id": call.id,
+            "name": call.name,
+            "capability": toolbox.capability_of(&call.name),
+            "arguments": call.arguments,
+        }),
+    )
+}
+
 /// Runs the tool calls in parallel; each is recorded as soon as it finishes. Returns the
-/// records in call order.
+/// records in call order. `announce`: write their `tool.started` events first (unless the
+/// LLM step that asked for them already did).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the pieces of one step; bundling them hides nothing"
+)]
 async fn run_tools(
     shared: &Shared,
     toolbox: &Toolbox,
@@ -437,26 +458,17 @@ async fn run_tools(
     lease: &Lease,
     attempt: u32,
     calls: Vec<(u32, ToolCall)>,
+    announce: bool,
 ) -> Result<Vec<RecordedStep>, Stop> {
     let store = shared.store.as_ref();
     let run_id = run.id.as_str();
-    let started: Vec<NewEvent> = calls
-        .iter()
-        .map(|(no, call)| {
-            event(
-                EventType::ToolStarted,
-                json!({
-                    "run_id": run_id,
-                    "step_no": no,
-                    "tool_call_id": call.id,
-                    "name": call.name,
-                    "capability": toolbox.capability_of(&call.name),
-                    "arguments": call.arguments,
-                }),
-            )
-        })
-        .collect();
-    store.append_events(lease, started).await?;
+    if announce {
+        let started = calls
+            .iter()
+            .map(|(no, call)| tool_started(toolbox, run, *no, call))
+            .collect();
+        store.append_events(lease, started).await?;
+    }
 
     let results = join_all(calls.into_iter().map(|(step_no, call)| async move {
         let started_at = Utc::now();

@@ -114,12 +114,11 @@ impl LlmClient {
             }
             (model, _) => model,
         };
-        let body = match self.config.kind {
-            ProviderKind::OpenAi => openai::request_body(req, model),
-            ProviderKind::Anthropic => anthropic::request_body(req, model),
-        };
         // Serialized once: every attempt sends the same bytes.
-        let body = bytes_of(&body);
+        let body = match self.config.kind {
+            ProviderKind::OpenAi => bytes_of(&openai::request_body(req, model)),
+            ProviderKind::Anthropic => bytes_of(&anthropic::request_body(req, model)),
+        };
         let policy = &self.options.retry;
         let mut delays = retry::backoff(policy);
         let mut attempt: u32 = 1;
@@ -473,7 +472,8 @@ fn models_of(body: &str) -> Option<Vec<String>> {
         .collect()
 }
 
-fn bytes_of(value: &serde_json::Value) -> bytes::Bytes {
-    // Serializing a `Value` cannot fail: its keys are strings and it holds no custom types.
-    bytes::Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+fn bytes_of(body: &impl serde::Serialize) -> bytes::Bytes {
+    // The bodies cannot fail to serialize: string keys, strings, numbers (a non-finite float
+    // becomes `null`) and `Value`s.
+    bytes::Bytes::from(serde_json::to_vec(body).unwrap_or_default())
 }

@@ -5,9 +5,11 @@
 //! append to `function.arguments`. Usage arrives in a final chunk with empty `choices` because
 //! the request sets `stream_options.include_usage`. The stream ends with `data: [DONE]`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::wire::{StreamDecoder, StreamFault, error_message};
 use crate::{ChatMessage, ChatRequest, ChatResponse, StopReason, StreamEvent, ToolCall, Usage};
@@ -15,83 +17,143 @@ use crate::{ChatMessage, ChatRequest, ChatResponse, StopReason, StreamEvent, Too
 /// The endpoint below the base URL.
 pub(crate) const PATH: &str = "/chat/completions";
 
-/// Builds the JSON body.
-pub(crate) fn request_body(req: &ChatRequest, model: &str) -> Value {
+/// Builds the request body: typed and borrowing from `req`, so serializing it copies each
+/// string once (the conversation is resent on every step and grows with the run).
+pub(crate) fn request_body<'a>(req: &'a ChatRequest, model: &'a str) -> Body<'a> {
     let mut messages = Vec::with_capacity(req.messages.len() + 1);
     if !req.system.is_empty() {
-        messages.push(json!({"role": "system", "content": req.system}));
+        messages.push(Message::System {
+            content: &req.system,
+        });
     }
-    for m in &req.messages {
-        messages.push(match m {
-            ChatMessage::User { content } => json!({"role": "user", "content": content}),
+    messages.extend(req.messages.iter().map(|m| {
+        match m {
+            ChatMessage::User { content } => Message::User { content },
             ChatMessage::Assistant {
                 content,
                 tool_calls,
-            } => {
-                let mut msg = json!({"role": "assistant", "content": content});
-                if !tool_calls.is_empty() {
-                    if content.is_empty() {
-                        msg["content"] = Value::Null;
-                    }
-                    msg["tool_calls"] = tool_calls
-                        .iter()
-                        .map(|c| {
-                            json!({
-                                "id": c.id,
-                                "type": "function",
-                                "function": {"name": c.name, "arguments": c.arguments},
-                            })
-                        })
-                        .collect();
-                }
-                msg
-            }
+            } => Message::Assistant {
+                // Chat Completions wants `null`, not "", next to tool calls.
+                content: (!content.is_empty() || tool_calls.is_empty()).then_some(content),
+                tool_calls: tool_calls
+                    .iter()
+                    .map(|c| CallOut {
+                        id: &c.id,
+                        kind: "function",
+                        function: FunctionCall {
+                            name: &c.name,
+                            arguments: &c.arguments,
+                        },
+                    })
+                    .collect(),
+            },
             ChatMessage::Tool {
                 tool_call_id,
                 content,
                 is_error,
-            } => {
+            } => Message::Tool {
+                tool_call_id,
                 // Chat Completions has no error flag for tool results; say it in the text.
-                let content = if *is_error {
-                    format!("Error: {content}")
+                content: if *is_error {
+                    Cow::Owned(format!("Error: {content}"))
                 } else {
-                    content.clone()
-                };
-                json!({"role": "tool", "tool_call_id": tool_call_id, "content": content})
-            }
-        });
-    }
-    let mut body = json!({
-        "model": model,
-        "messages": messages,
-        "stream": true,
-        "stream_options": {"include_usage": true},
-    });
-    if !req.tools.is_empty() {
-        body["tools"] = req
+                    Cow::Borrowed(content)
+                },
+            },
+        }
+    }));
+    Body {
+        model,
+        messages,
+        stream: true,
+        stream_options: StreamOptions {
+            include_usage: true,
+        },
+        tools: req
             .tools
             .iter()
-            .map(|t| {
-                json!({
-                    "type": "function",
-                    "function": {
-                        "name": t.name,
-                        "description": t.description,
-                        "parameters": t.parameters,
-                    },
-                })
+            .map(|t| ToolOut {
+                kind: "function",
+                function: FunctionSpec {
+                    name: &t.name,
+                    description: &t.description,
+                    parameters: &t.parameters,
+                },
             })
-            .collect();
-    }
-    if let Some(t) = req.temperature {
-        body["temperature"] = json!(t);
-    }
-    if let Some(n) = req.max_tokens {
+            .collect(),
+        temperature: req.temperature,
         // `max_tokens` rather than `max_completion_tokens`: the compatible servers (Ollama,
         // vLLM, llama.cpp) all accept it.
-        body["max_tokens"] = json!(n);
+        max_tokens: req.max_tokens,
     }
-    body
+}
+
+/// The Chat Completions request.
+#[derive(Debug, Serialize)]
+pub(crate) struct Body<'a> {
+    model: &'a str,
+    messages: Vec<Message<'a>>,
+    stream: bool,
+    stream_options: StreamOptions,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<ToolOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
+enum Message<'a> {
+    System {
+        content: &'a str,
+    },
+    User {
+        content: &'a str,
+    },
+    Assistant {
+        content: Option<&'a str>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<CallOut<'a>>,
+    },
+    Tool {
+        tool_call_id: &'a str,
+        content: Cow<'a, str>,
+    },
+}
+
+#[derive(Debug, Serialize)]
+struct CallOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionCall<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct FunctionCall<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+struct ToolOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionSpec<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct FunctionSpec<'a> {
+    name: &'a str,
+    description: &'a str,
+    parameters: &'a Value,
 }
 
 #[derive(Debug, Default)]
@@ -257,6 +319,7 @@ impl StreamDecoder for Decoder {
 mod tests {
     use super::*;
     use crate::ToolSpec;
+    use serde_json::json;
 
     fn run(events: &[&str]) -> (Vec<StreamEvent>, Result<ChatResponse, StreamFault>) {
         let mut d = Decoder::default();
@@ -374,7 +437,7 @@ mod tests {
             temperature: Some(0.5),
             max_tokens: Some(100),
         };
-        let body = request_body(&req, "m");
+        let body = serde_json::to_value(request_body(&req, "m")).unwrap();
         assert_eq!(body["model"], "m");
         assert_eq!(
             body["messages"][0],

@@ -1,13 +1,15 @@
 //! The running server: opens the store, loads the master key and checks the database's
 //! encrypted values open with it, makes sure an API key exists, loads the plugins,
 //! starts the executor (unless this process only serves the API) and serves HTTP until the
-//! shutdown token is cancelled (in-flight requests finish first).
+//! shutdown token is cancelled (SSE streams end; other in-flight requests get a grace period).
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
 use everruns_api::{AppState, EventHub, MIN_KEY_LEN, Wake, generate_key, key_record};
 use everruns_executor::{Executor, ExecutorConfig, Providers};
 use everruns_runtime::Runtime;
@@ -92,6 +94,7 @@ impl Server {
         let events = EventHub::new(
             self.store.clone(),
             Duration::from_millis(self.config.events_poll_ms.max(10)),
+            shutdown.clone(),
         );
         let app = everruns_api::app(AppState {
             store: self.store,
@@ -100,10 +103,29 @@ impl Server {
             keyring: self.keyring,
             events,
         });
-        let served = axum::serve(self.listener, app)
+        // Without TCP_NODELAY, a small SSE frame written right after another one waits for
+        // the client's delayed ACK (up to 40 ms on Linux).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+            }
+        });
+        let serving = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-            .context("HTTP server failed");
+            .into_future();
+        // Streams end at shutdown; a request that still has not finished after the grace
+        // period is cut off rather than holding the process.
+        let grace = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let served = tokio::select! {
+            served = serving => served.context("HTTP server failed"),
+            () = grace => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still in flight after the grace period; closing them");
+                Ok(())
+            }
+        };
         shutdown.cancel();
         if let Some(worker) = worker {
             let _ = worker.await;
@@ -113,6 +135,9 @@ impl Server {
         Ok(())
     }
 }
+
+/// How long in-flight requests may take to finish once shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs only the executor (the `worker` subcommand) until `shutdown`.
 pub async fn run_worker(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -1,7 +1,8 @@
 //! The SSE event stream across processes and under load: a client on one process follows a
 //! run executing on another (PostgreSQL `NOTIFY`, with the poll fallback set to a minute);
 //! resuming from any `Last-Event-ID` while events are being appended replays exactly the
-//! missing ones, then continues live.
+//! missing ones, then continues live; a client that stops reading falls behind and catches up
+//! from the log without holding up the others.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -140,10 +141,10 @@ async fn writer(app: &TestApp, db_url: &str, sid: &str) -> (Arc<dyn Store>, Leas
     (store, lease)
 }
 
-fn delta(i: usize) -> NewEvent {
+fn delta(i: usize, size: usize) -> NewEvent {
     NewEvent::new(
         EventType::MessageDelta,
-        json!({"i": i, "delta": "x".repeat(20)}),
+        json!({"i": i, "delta": "x".repeat(size)}),
     )
 }
 
@@ -228,7 +229,7 @@ async fn resume_is_exact_under_concurrent_appends(db: Option<&TestDb>, dir: &Pat
             for b in 1..=BATCHES {
                 let batch = (0..b % 7 + 1).map(|_| {
                     i += 1;
-                    delta(i)
+                    delta(i, 20)
                 });
                 store.append_events(&lease, batch.collect()).await.unwrap();
                 tokio::task::yield_now().await;
@@ -269,4 +270,60 @@ async fn resume_is_exact_under_concurrent_appends_on_postgres() {
 async fn resume_is_exact_under_concurrent_appends_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     resume_is_exact_under_concurrent_appends(None, dir.path()).await;
+}
+
+/// One client stops reading while far more events than the live buffer holds (and than the
+/// socket buffers hold) are appended. Another client receives everything meanwhile; the slow
+/// one, reading again, gets every event exactly once from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_lags_without_holding_up_the_others() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start_configured(dir.path(), Some(db.url()), |config| {
+        config.worker = false;
+    })
+    .await;
+    let sid = session(&app).await;
+    let (store, lease) = writer(&app, db.url(), &sid).await;
+    let session_id = SessionId::parse(&sid).unwrap();
+    let start = store.last_event_seq(&session_id).await.unwrap();
+    const EVENTS: usize = 12_000;
+    let total = start + EVENTS as i64;
+
+    let fast = tokio::spawn(read_until(
+        open_stream(&app, &sid, None).await,
+        Some(total),
+        None,
+    ));
+    // The slow client reads the replay, then nothing until the end.
+    let mut slow = SseReader::new(open_stream(&app, &sid, None).await);
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&start) {
+        seqs.push(slow.next().await.0);
+    }
+    for chunk in 0..EVENTS / 200 {
+        let batch = (0..200).map(|i| delta(chunk * 200 + i, 2_000)).collect();
+        store.append_events(&lease, batch).await.unwrap();
+    }
+    let fast_seqs: Vec<i64> = fast.await.unwrap().into_iter().map(|e| e.0).collect();
+    assert_eq!(fast_seqs, (1..=total).collect::<Vec<_>>());
+
+    // Now the slow client reads on.
+    while seqs.last() != Some(&total) {
+        seqs.push(slow.next().await.0);
+    }
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+    // The slow client is still connected: shutting down ends its stream instead of waiting
+    // for it forever.
+    tokio::time::timeout(Duration::from_secs(10), app.stop())
+        .await
+        .expect("graceful shutdown with an SSE client connected");
+    let end = tokio::time::timeout(Duration::from_secs(10), slow.stream.next())
+        .await
+        .expect("the stream ends at shutdown");
+    assert!(
+        end.is_none_or(|chunk| chunk.is_err()),
+        "no more events after the end"
+    );
+    db.cleanup().await;
 }

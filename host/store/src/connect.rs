@@ -78,12 +78,27 @@ async fn open_postgres(config: &StoreConfig) -> Result<PgStore> {
 
     let pool = PgPoolOptions::new()
         .max_connections(config.max_connections)
+        // sqlx pings every connection before handing it out: a round trip per query. A busy
+        // connection is known to be alive; only one idle for a while is checked (a dead one
+        // is then replaced, not handed out).
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= IDLE_BEFORE_PING {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .map_err(unreachable)?;
     tracing::info!(target = %target, "opened PostgreSQL store");
     Ok(PgStore::new(pool))
 }
+
+/// A pooled PostgreSQL connection idle this long is pinged before it is used again.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(5);
 
 async fn close_quietly(conn: PgConnection) {
     use sqlx::Connection;
@@ -160,6 +175,8 @@ async fn sqlite_pool(
     } else {
         SqlitePoolOptions::new().max_connections(config.max_connections)
     }
+    // An embedded database's connections do not drop: no ping (a hop to its thread) first.
+    .test_before_acquire(false)
     .connect_with(options)
     .await
 }

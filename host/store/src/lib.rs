@@ -210,6 +210,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// takeover increments `recovery_attempts` (reset by [`Store::record_step`]); the caller
     /// decides when too many takeovers without progress fail the run (with
     /// [`Store::finish_run`]). Two claimers never get the same run with the same token.
+    /// The same commit appends the `run.started` event (`run_id`, `worker` = `owner`,
+    /// `takeover` = whether this claim took the run over).
     async fn claim_run(&self, owner: &str, lease: Duration) -> Result<Option<(Run, Lease)>>;
 
     /// Extends the lease to `duration` from now. [`StoreError::LeaseLost`] when the run was

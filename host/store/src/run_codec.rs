@@ -1,6 +1,6 @@
 //! The backend-independent parts of runs, steps and events: the events the store writes on
-//! its own (starting and cancelling a run), input checks, and integer conversions between
-//! domain counters and columns.
+//! its own (starting, claiming and cancelling a run), input checks, and integer conversions
+//! between domain counters and columns.
 
 use std::time::Duration;
 
@@ -47,6 +47,20 @@ pub(crate) fn start_events(
             }),
         ),
     ]
+}
+
+/// The event of a claim: `worker` took `run` (after the claim: `recovery_attempts > 0` means
+/// it took the run over from another worker). The PostgreSQL claim builds the same payload
+/// in SQL.
+pub(crate) fn started_event(run: &Run, worker: &str) -> NewEvent {
+    NewEvent::new(
+        EventType::RunStarted,
+        json!({
+            "run_id": run.id.as_str(),
+            "worker": worker,
+            "takeover": run.recovery_attempts > 0,
+        }),
+    )
 }
 
 /// The event of a run cancelled before any worker held it.

@@ -722,7 +722,11 @@ impl Store for SqliteStore {
     }
 
     async fn claim_run(&self, owner: &str, lease: Duration) -> Result<Option<(Run, Lease)>> {
-        runs::claim_run(&self.pool, owner, lease).await
+        let Some((run, lease, started)) = runs::claim_run(&self.pool, owner, lease).await? else {
+            return Ok(None);
+        };
+        self.bus.committed(std::slice::from_ref(&started));
+        Ok(Some((run, lease)))
     }
 
     async fn renew_lease(&self, lease: &Lease, duration: Duration) -> Result<()> {

@@ -470,6 +470,29 @@ async fn expired_leases_are_taken_over_with_a_new_token(db: &TestDb) {
     assert_eq!(taken.started_at, claimed.started_at, "started once");
     assert!(store.claim_run("other", LEASE).await.unwrap().is_none());
 
+    // Each claim wrote its `run.started` event with the claim, saying who took the run and
+    // whether that was a takeover.
+    let events = store.list_events(&session, 0, 100).await.unwrap();
+    let started: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == EventType::RunStarted)
+        .map(|e| (e.run_id.clone(), e.payload.clone()))
+        .collect();
+    assert_eq!(
+        started,
+        vec![
+            (
+                Some(run.id.clone()),
+                json!({"run_id": run.id.as_str(), "worker": "dead worker", "takeover": false})
+            ),
+            (
+                Some(run.id.clone()),
+                json!({"run_id": run.id.as_str(), "worker": "rescuer", "takeover": true})
+            ),
+        ]
+    );
+    assert_eq!(events.last().unwrap().event_type, EventType::RunStarted);
+
     // The rescuer's lease holds; renewing keeps it live.
     store.renew_lease(&new, LEASE).await.unwrap();
     assert_lease_lost(store.renew_lease(&old, LEASE).await, &run.id);
@@ -617,7 +640,8 @@ async fn steps_are_recorded_with_their_message_usage_and_events(db: &TestDb) {
     assert_eq!(recorded.step.output, llm.output);
     assert_eq!(recorded.message, None);
     assert_eq!(recorded.events.len(), 1);
-    assert_eq!(recorded.events[0].seq, 3);
+    // After message.created, run.queued and the claim's run.started.
+    assert_eq!(recorded.events[0].seq, 4);
     assert_eq!(recorded.events[0].run_id.as_ref(), Some(&run.id));
 
     let answer_id = MessageId::new();
@@ -662,7 +686,7 @@ async fn steps_are_recorded_with_their_message_usage_and_events(db: &TestDb) {
             .iter()
             .map(|e| e.seq)
             .collect::<Vec<_>>(),
-        [4, 5]
+        [5, 6]
     );
 
     let steps = store.list_steps(&run.id).await.unwrap();
@@ -688,8 +712,9 @@ async fn steps_are_recorded_with_their_message_usage_and_events(db: &TestDb) {
         }
     );
     let stored = all_events(&store, &session).await;
+    assert_eq!(stored[2].event_type, EventType::RunStarted);
     assert_eq!(
-        &stored[2..],
+        &stored[3..],
         &[recorded.events, recorded_tool.events].concat()[..]
     );
 }
@@ -815,11 +840,12 @@ async fn event_sequences_have_no_gaps_under_concurrent_writers(db: &TestDb) {
 
     let per_batch: usize = (0..BATCHES).map(|b| b % 3 + 1).sum();
     let busy_events = all_events(&store, &busy).await;
-    assert_eq!(busy_events.len(), 2 + WRITERS * per_batch + STARTERS * 2);
+    // Each session's first run wrote 2 events when started and 1 when claimed.
+    assert_eq!(busy_events.len(), 3 + WRITERS * per_batch + STARTERS * 2);
     let quiet_events = all_events(&store, &quiet).await;
     assert_eq!(
         quiet_events.len(),
-        2 + WRITERS * per_batch,
+        3 + WRITERS * per_batch,
         "another session's sequence is its own"
     );
     for events in [&busy_events, &quiet_events] {
@@ -851,8 +877,9 @@ async fn events_are_listed_in_pages_after_a_sequence_number(db: &TestDb) {
         .append_events(&lease, (0..23).map(|i| delta(&i.to_string())).collect())
         .await
         .unwrap();
-    assert_eq!(written.first().map(|e| e.seq), Some(3));
-    assert_eq!(written.last().map(|e| e.seq), Some(25));
+    // After message.created, run.queued and the claim's run.started.
+    assert_eq!(written.first().map(|e| e.seq), Some(4));
+    assert_eq!(written.last().map(|e| e.seq), Some(26));
 
     let mut after = 0;
     let mut pages = Vec::new();
@@ -865,17 +892,17 @@ async fn events_are_listed_in_pages_after_a_sequence_number(db: &TestDb) {
         after = page.last().unwrap().seq;
         pages.push(page.len());
     }
-    assert_eq!(pages, [10, 10, 5]);
+    assert_eq!(pages, [10, 10, 6]);
     let tail = store.list_events(&session, 20, 100).await.unwrap();
-    assert_eq!(tail, written[18..].to_vec(), "reads back what was written");
-    assert_eq!(store.list_events(&session, 25, 10).await.unwrap(), vec![]);
+    assert_eq!(tail, written[17..].to_vec(), "reads back what was written");
+    assert_eq!(store.list_events(&session, 26, 10).await.unwrap(), vec![]);
     assert_eq!(store.list_events(&session, 0, 0).await.unwrap().len(), 1);
     assert_eq!(
         store.append_events(&lease, vec![]).await.unwrap(),
         vec![],
         "an empty append writes nothing"
     );
-    assert_eq!(store.last_event_seq(&session).await.unwrap(), 25);
+    assert_eq!(store.last_event_seq(&session).await.unwrap(), 26);
 }
 
 // ---- finishing and cancelling ----
@@ -998,7 +1025,8 @@ async fn cancel_depends_on_where_the_run_is(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(done.status, RunStatus::Cancelled);
-    assert_eq!(store.last_event_seq(&session).await.unwrap(), seq + 2);
+    // run.started (the takeover), the delta, run.cancelled.
+    assert_eq!(store.last_event_seq(&session).await.unwrap(), seq + 3);
     assert_eq!(
         store.get_session(&session).await.unwrap().status,
         SessionStatus::Idle
@@ -1007,7 +1035,7 @@ async fn cancel_depends_on_where_the_run_is(db: &TestDb) {
     // Terminal runs stay as they are.
     assert_eq!(store.request_cancel(&running.id).await.unwrap(), done);
     assert_eq!(store.request_cancel(&queued.id).await.unwrap(), cancelled);
-    assert_eq!(store.last_event_seq(&session).await.unwrap(), seq + 2);
+    assert_eq!(store.last_event_seq(&session).await.unwrap(), seq + 3);
 }
 
 async fn runs_are_listed_and_deleted_with_their_session(db: &TestDb) {

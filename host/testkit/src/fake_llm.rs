@@ -18,6 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
@@ -275,7 +276,7 @@ type Fallback = Arc<dyn Fn(&RecordedRequest) -> Reply + Send + Sync>;
 struct Shared {
     replies: Mutex<VecDeque<Reply>>,
     fallback: Mutex<Option<Fallback>>,
-    requests: Mutex<Vec<RecordedRequest>>,
+    requests: Mutex<Vec<Arc<RecordedRequest>>>,
     delta_delay: Mutex<Duration>,
     next_id: AtomicU64,
     client_disconnects: AtomicU64,
@@ -334,6 +335,10 @@ impl FakeLlm {
             .local_addr()
             .unwrap_or_else(|e| panic!("fake LLM has no local address: {e}"));
         let handle = tokio::spawn(async move {
+            // Streamed chunks go out at once, as from a real provider (no Nagle delay).
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             if let Err(e) = axum::serve(listener, app).await {
                 eprintln!("fake LLM server stopped: {e}");
             }
@@ -392,7 +397,10 @@ impl FakeLlm {
 
     /// Every request received so far, in order (including rejected ones).
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.requests).clone()
+        lock(&self.shared.requests)
+            .iter()
+            .map(|r| RecordedRequest::clone(r))
+            .collect()
     }
 
     /// How many requests were received.
@@ -464,7 +472,7 @@ fn record(
     path: &str,
     headers: &HeaderMap,
     body: Value,
-) -> RecordedRequest {
+) -> Arc<RecordedRequest> {
     let auth_ok = match wire {
         WireFormat::OpenAi => headers
             .get(header::AUTHORIZATION)
@@ -490,6 +498,7 @@ fn record(
         auth_ok,
         body,
     };
+    let request = Arc::new(request);
     lock(&shared.requests).push(request.clone());
     request
 }
@@ -501,6 +510,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let body_len = body.len();
     let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let request = record(&shared, wire, path, &headers, body);
     if !request.auth_ok {
@@ -544,9 +554,7 @@ async fn handle(
                     })
                 })
                 .collect();
-            let input_tokens = reply
-                .usage
-                .map_or((request.body.to_string().len() / 4) as u64, |u| u.0);
+            let input_tokens = reply.usage.map_or((body_len / 4) as u64, |u| u.0);
             let model = request.model().to_owned();
             match wire {
                 WireFormat::OpenAi => {

@@ -11,7 +11,7 @@ use axum::http::header::ACCEPT;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use everruns_core::{Event, SessionId};
-use futures::stream::Stream;
+use futures::stream::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
@@ -148,13 +148,14 @@ async fn session_events(
 }
 
 /// Replays from `since`, then follows the session's live frames (see [`crate::hub`]). Ends
-/// only when the client goes away (which never affects runs).
+/// when the client goes away (which never affects runs) or the server shuts down.
 fn live(
     state: AppState,
     session: SessionId,
     since: i64,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    async_stream::stream! {
+    let closing = state.events.closing();
+    let stream = async_stream::stream! {
         // Subscribed before the replay reads the log, so nothing falls between the two.
         let mut live = state.events.subscribe(&session).await;
         let mut last = since;
@@ -190,7 +191,8 @@ fn live(
                 }
             }
         }
-    }
+    };
+    stream.take_until(closing)
 }
 
 fn sse_event(frame: &Frame) -> SseEvent {

@@ -3,13 +3,13 @@
 //! Locking: a fenced write first locks its run row (`FOR UPDATE`, or the `UPDATE` that checks
 //! the token), then the session row (to number its events). Starting a run locks only the
 //! session row. So locks are always taken run before session, and claims, which lock a run
-//! row with `SKIP LOCKED`, never wait. Lease expiry is judged by the database's `now()`, so
+//! row with `SKIP LOCKED`, never wait for a run. Lease expiry is judged by the database's `now()`, so
 //! every process agrees on it whatever its own clock says.
 
 use std::time::Duration;
 
 use everruns_core::{
-    Event, Lease, Message, MessageId, MessageRole, NewEvent, NewStep, Page, PageRequest,
+    Event, EventType, Lease, Message, MessageId, MessageRole, NewEvent, NewStep, Page, PageRequest,
     RecordedStep, Run, RunId, RunStatus, SessionId, StartedRun, Step, Timestamp, Usage,
 };
 use sqlx::postgres::{PgPool, PgRow};
@@ -385,14 +385,17 @@ pub(super) async fn claim_run(
     pool: &PgPool,
     owner: &str,
     lease: Duration,
-) -> Result<Option<(Run, Lease)>> {
+) -> Result<Option<(Run, Lease, Event)>> {
     run_codec::check_owner(owner)?;
-    // The sub-select picks the oldest claimable run and locks it, skipping rows other
-    // claimers (or fenced writers) hold; the outer UPDATE takes it. A queued run is claimable
-    // only at the head of its session's queue; a running or cancelling one only once its lease
-    // has expired (a takeover, counted in recovery_attempts).
+    let now = codec::now();
+    // One statement (one round trip, one commit). `claimed`: the sub-select picks the oldest
+    // claimable run and locks it, skipping rows other claimers (or fenced writers) hold; the
+    // UPDATE takes it. A queued run is claimable only at the head of its session's queue; a
+    // running or cancelling one only once its lease has expired (a takeover, counted in
+    // recovery_attempts). Then the session's next sequence number and the `run.started`
+    // event ([`run_codec::started_event`] has the same payload), locks run before session.
     let row = sqlx::query(concat!(
-        "UPDATE runs SET \
+        "WITH claimed AS (UPDATE runs SET \
            status = CASE WHEN status = 'queued' THEN 'running' ELSE status END, \
            lease_owner = $1, \
            lease_token = lease_token + 1, \
@@ -413,11 +416,22 @@ pub(super) async fn claim_run(
            ORDER BY c.created_at, c.id LIMIT 1 \
            FOR UPDATE SKIP LOCKED) \
          RETURNING ",
-        run_columns!()
+        run_columns!(),
+        "), \
+         seq AS (UPDATE sessions s SET last_event_seq = s.last_event_seq + 1 FROM claimed \
+           WHERE s.id = claimed.session_id RETURNING s.last_event_seq), \
+         ev AS (INSERT INTO events (session_id, seq, event_type, payload, run_id, created_at) \
+           SELECT claimed.session_id, seq.last_event_seq, $4, \
+             json_build_object('run_id', claimed.id, 'worker', $1::text, \
+               'takeover', claimed.recovery_attempts > 0), \
+             claimed.id, $3 \
+           FROM claimed, seq RETURNING seq, payload::text AS payload) \
+         SELECT claimed.*, ev.seq AS event_seq, ev.payload AS event_payload FROM claimed, ev"
     ))
     .bind(owner)
     .bind(run_codec::lease_micros(lease) as f64 / 1e6)
-    .bind(codec::now())
+    .bind(now)
+    .bind(EventType::RunStarted.as_str())
     .fetch_optional(pool)
     .await?;
     let Some(row) = row else {
@@ -429,7 +443,15 @@ pub(super) async fn claim_run(
         owner: owner.to_owned(),
         token: run.lease_token,
     };
-    Ok(Some((run, lease)))
+    let started = Event {
+        session_id: run.session_id.clone(),
+        seq: row.try_get("event_seq")?,
+        event_type: EventType::RunStarted,
+        payload: from_json_text("event payload", row.try_get("event_payload")?)?,
+        run_id: Some(run.id.clone()),
+        created_at: now,
+    };
+    Ok(Some((run, lease, started)))
 }
 
 pub(super) async fn renew_lease(pool: &PgPool, lease: &Lease, duration: Duration) -> Result<()> {

@@ -375,13 +375,14 @@ pub(super) async fn claim_run(
     pool: &SqlitePool,
     owner: &str,
     lease: Duration,
-) -> Result<Option<(Run, Lease)>> {
+) -> Result<Option<(Run, Lease, Event)>> {
     run_codec::check_owner(owner)?;
     let now = codec::now();
-    // One statement, so atomic: the sub-select picks the oldest claimable run and the UPDATE
-    // takes it. A queued run is claimable
-    // only at the head of its session's queue; a running or cancelling one only once its lease
-    // has expired (a takeover, counted in recovery_attempts).
+    // The claim and its `run.started` event commit together.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    // The sub-select picks the oldest claimable run and the UPDATE takes it. A queued run is
+    // claimable only at the head of its session's queue; a running or cancelling one only once
+    // its lease has expired (a takeover, counted in recovery_attempts).
     let row = sqlx::query(concat!(
         "UPDATE runs SET \
            status = CASE WHEN status = 'queued' THEN 'running' ELSE status END, \
@@ -408,9 +409,10 @@ pub(super) async fn claim_run(
     .bind(owner)
     .bind(timestamp_to_text(&expiry(now, lease)))
     .bind(timestamp_to_text(&now))
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
+        tx.rollback().await?;
         return Ok(None);
     };
     let run = run_from_row(&row)?;
@@ -419,7 +421,24 @@ pub(super) async fn claim_run(
         owner: owner.to_owned(),
         token: run.lease_token,
     };
-    Ok(Some((run, lease)))
+    let last = take_seqs(&mut tx, &run.session_id, 1)
+        .await?
+        .ok_or_else(|| StoreError::not_found("session", &run.session_id))?;
+    let started = insert_events(
+        &mut tx,
+        &run.session_id,
+        last,
+        Some(&run.id),
+        vec![run_codec::started_event(&run, owner)],
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    let started = started
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Invalid("the run.started event was not written".to_owned()))?;
+    Ok(Some((run, lease, started)))
 }
 
 pub(super) async fn renew_lease(
