@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::wire::{StreamDecoder, StreamFault, error_message};
@@ -24,14 +25,13 @@ pub(crate) const API_VERSION: &str = "2023-06-01";
 /// `max_tokens` is required by the API; used when the request sets none.
 const DEFAULT_MAX_TOKENS: u32 = 4096;
 
-/// Builds the JSON body.
-pub(crate) fn request_body(req: &ChatRequest, model: &str) -> Value {
-    let mut messages: Vec<(&str, Vec<Value>)> = Vec::new();
+/// Builds the request body: typed and borrowing from `req`, so serializing it copies each
+/// string once (the conversation is resent on every step and grows with the run).
+pub(crate) fn request_body<'a>(req: &'a ChatRequest, model: &'a str) -> Body<'a> {
+    let mut messages: Vec<Message<'a>> = Vec::new();
     for m in &req.messages {
         let (role, blocks) = match m {
-            ChatMessage::User { content } => {
-                ("user", vec![json!({"type": "text", "text": content})])
-            }
+            ChatMessage::User { content } => ("user", vec![ContentBlock::Text { text: content }]),
             ChatMessage::Assistant {
                 content,
                 tool_calls,
@@ -39,60 +39,100 @@ pub(crate) fn request_body(req: &ChatRequest, model: &str) -> Value {
                 let mut blocks = Vec::with_capacity(tool_calls.len() + 1);
                 // The API rejects empty text blocks.
                 if !content.is_empty() {
-                    blocks.push(json!({"type": "text", "text": content}));
+                    blocks.push(ContentBlock::Text { text: content });
                 }
-                for c in tool_calls {
-                    blocks.push(json!({
-                        "type": "tool_use",
-                        "id": c.id,
-                        "name": c.name,
-                        "input": tool_input(&c.arguments),
-                    }));
-                }
+                blocks.extend(tool_calls.iter().map(|c| ContentBlock::ToolUse {
+                    id: &c.id,
+                    name: &c.name,
+                    input: tool_input(&c.arguments),
+                }));
                 ("assistant", blocks)
             }
             ChatMessage::Tool {
                 tool_call_id,
                 content,
                 is_error,
-            } => {
-                let mut block =
-                    json!({"type": "tool_result", "tool_use_id": tool_call_id, "content": content});
-                if *is_error {
-                    block["is_error"] = json!(true);
-                }
-                ("user", vec![block])
-            }
+            } => (
+                "user",
+                vec![ContentBlock::ToolResult {
+                    tool_use_id: tool_call_id,
+                    content,
+                    is_error: *is_error,
+                }],
+            ),
         };
         match messages.last_mut() {
-            Some((last_role, last_blocks)) if *last_role == role => last_blocks.extend(blocks),
-            _ => messages.push((role, blocks)),
+            Some(last) if last.role == role => last.content.extend(blocks),
+            _ => messages.push(Message {
+                role,
+                content: blocks,
+            }),
         }
     }
-    let messages: Vec<Value> = messages
-        .into_iter()
-        .map(|(role, content)| json!({"role": role, "content": content}))
-        .collect();
-    let mut body = json!({
-        "model": model,
-        "max_tokens": req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
-        "messages": messages,
-        "stream": true,
-    });
-    if !req.system.is_empty() {
-        body["system"] = json!(req.system);
-    }
-    if !req.tools.is_empty() {
-        body["tools"] = req
+    Body {
+        model,
+        max_tokens: req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+        messages,
+        stream: true,
+        system: (!req.system.is_empty()).then_some(req.system.as_str()),
+        tools: req
             .tools
             .iter()
-            .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.parameters}))
-            .collect();
+            .map(|t| ToolOut {
+                name: &t.name,
+                description: &t.description,
+                input_schema: &t.parameters,
+            })
+            .collect(),
+        temperature: req.temperature,
     }
-    if let Some(t) = req.temperature {
-        body["temperature"] = json!(t);
-    }
-    body
+}
+
+/// The Messages request.
+#[derive(Debug, Serialize)]
+pub(crate) struct Body<'a> {
+    model: &'a str,
+    max_tokens: u32,
+    messages: Vec<Message<'a>>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<ToolOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: Vec<ContentBlock<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ContentBlock<'a> {
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        content: &'a str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        is_error: bool,
+    },
+}
+
+#[derive(Debug, Serialize)]
+struct ToolOut<'a> {
+    name: &'a str,
+    description: &'a str,
+    input_schema: &'a Value,
 }
 
 /// A tool call's raw arguments as the `input` object the API requires. Arguments that are not
@@ -433,7 +473,7 @@ mod tests {
             ],
             ..ChatRequest::default()
         };
-        let body = request_body(&req, "claude");
+        let body = serde_json::to_value(request_body(&req, "claude")).unwrap();
         assert_eq!(body["system"], "sys");
         assert_eq!(body["max_tokens"], DEFAULT_MAX_TOKENS);
         let msgs = body["messages"].as_array().expect("messages array");
