@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use everruns_core::{Event, SessionId};
 use everruns_store::Store;
 use tokio::sync::{broadcast, watch};
@@ -28,23 +29,28 @@ const READ_BATCH: u32 = 1000;
 /// Pause after a failed read before trying again.
 const RETRY: Duration = Duration::from_millis(500);
 
-/// One event, encoded once for every stream.
+/// One event, encoded once as a complete SSE event (`id:`, `event:`, `data:`) that every
+/// stream writes as is (a reference-counted buffer, never copied per stream).
 #[derive(Debug)]
 pub(crate) struct Frame {
     pub seq: i64,
-    pub event_type: &'static str,
-    /// The event as JSON ([`EventResponse`]).
-    pub data: String,
+    pub sse: Bytes,
 }
 
 impl Frame {
     pub(crate) fn of(event: &Event) -> Self {
+        // serde_json escapes control characters inside strings, so the JSON is one line, as a
+        // single `data:` field requires.
         let data = serde_json::to_string(&EventResponse::from(event.clone()))
             .unwrap_or_else(|_| "{}".to_owned());
+        let sse = format!(
+            "id: {}\nevent: {}\ndata: {data}\n\n",
+            event.seq,
+            event.event_type.as_str()
+        );
         Self {
             seq: event.seq,
-            event_type: event.event_type.as_str(),
-            data,
+            sse: Bytes::from(sse),
         }
     }
 }

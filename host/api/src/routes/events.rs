@@ -5,11 +5,13 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::http::header::ACCEPT;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::HeaderName;
+use axum::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use everruns_core::{Event, SessionId};
 use futures::stream::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -28,6 +30,8 @@ use crate::routes::sessions::session_id;
 const BATCH: u32 = 500;
 /// Heartbeat comment interval, so proxies keep the stream open.
 const HEARTBEAT: Duration = Duration::from_secs(15);
+/// The heartbeat: an SSE comment, which clients ignore.
+const HEARTBEAT_COMMENT: &[u8] = b": heartbeat\n\n";
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(session_events))
@@ -125,10 +129,13 @@ async fn session_events(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
     if wants_sse {
-        let stream = live(state, session, since);
-        return Ok(Sse::new(stream)
-            .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
-            .into_response());
+        let headers = [
+            (CONTENT_TYPE, "text/event-stream"),
+            (CACHE_CONTROL, "no-cache"),
+            // Tells nginx-style proxies not to buffer the stream.
+            (HeaderName::from_static("x-accel-buffering"), "no"),
+        ];
+        return Ok((headers, Body::from_stream(live(state, session, since))).into_response());
     }
     let limit = params.limit.unwrap_or(100);
     if !(1..=BATCH).contains(&limit) {
@@ -153,7 +160,7 @@ fn live(
     state: AppState,
     session: SessionId,
     since: i64,
-) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let closing = state.events.closing();
     let stream = async_stream::stream! {
         // Subscribed before the replay reads the log, so nothing falls between the two.
@@ -172,18 +179,26 @@ fn live(
             let full = batch.len() as u32 == BATCH;
             for event in &batch {
                 last = event.seq;
-                yield Ok(sse_event(&Frame::of(event)));
+                yield Ok(Frame::of(event).sse);
             }
             if full {
                 continue;
             }
             // Live: frames come in sequence order; skip what the log already gave.
             loop {
-                match live.recv().await {
+                let received = tokio::select! {
+                    received = live.recv() => Some(received),
+                    () = tokio::time::sleep(HEARTBEAT) => None,
+                };
+                let Some(received) = received else {
+                    yield Ok(Bytes::from_static(HEARTBEAT_COMMENT));
+                    continue;
+                };
+                match received {
                     Ok(frame) if frame.seq <= last => {}
                     Ok(frame) if frame.seq == last + 1 => {
                         last = frame.seq;
-                        yield Ok(sse_event(&frame));
+                        yield Ok(frame.sse.clone());
                     }
                     // A gap, or this client fell behind the buffer: read the log.
                     Ok(_) | Err(RecvError::Lagged(_)) => break,
@@ -193,11 +208,4 @@ fn live(
         }
     };
     stream.take_until(closing)
-}
-
-fn sse_event(frame: &Frame) -> SseEvent {
-    SseEvent::default()
-        .id(frame.seq.to_string())
-        .event(frame.event_type)
-        .data(&frame.data)
 }
