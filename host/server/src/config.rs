@@ -22,6 +22,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// What the operator grants one plugin; an unset list grants what the manifest asks for.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginGrant {
+    /// Destinations (`scheme://host[:port]`, `*.` for subdomains) the plugin may reach.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Secret names the plugin may read.
+    pub secrets: Option<Vec<String>>,
+    /// Whether the plugin may keep durable key-value state (default: yes).
+    pub kv: Option<bool>,
+}
+
 /// The server's configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +66,11 @@ pub struct Config {
     /// Secret values plugins may be granted, by name (`[plugin_secrets]` in the file).
     #[serde(default)]
     pub plugin_secrets: HashMap<String, SecretString>,
+    /// Narrower grants per capability id (`[plugin_grants.<id>]` in the file): the plugin
+    /// gets what its manifest asks for, intersected with this. Plugins without an entry get
+    /// what their manifest asks for.
+    #[serde(default)]
+    pub plugin_grants: HashMap<String, PluginGrant>,
     /// Master key sealing provider keys and secrets, `KEYID:BASE64` (32 bytes). Unset: a key
     /// file generated in the data directory (SQLite), or no sealing at all (PostgreSQL).
     #[serde(default)]
@@ -114,6 +131,7 @@ impl Default for Config {
             builtin_plugins: true,
             disabled_builtin_plugins: Vec::new(),
             plugin_secrets: HashMap::new(),
+            plugin_grants: HashMap::new(),
             secret_key: None,
             secret_key_previous: None,
             llm_kind: None,

@@ -28,7 +28,7 @@ mod telemetry;
 mod templates;
 
 pub use cli::Cli;
-pub use config::{Config, LogFormat};
+pub use config::{Config, LogFormat, PluginGrant};
 pub use server::Server;
 
 use std::process::ExitCode;

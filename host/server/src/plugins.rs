@@ -3,6 +3,7 @@
 //! with the keyring) with the configuration's `[plugin_secrets]` as the fallback, and the
 //! plugin directories loaded at start and watched afterwards.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use everruns_core::{KvScope as StoreScope, SealedOwner, is_valid_secret_name};
 use everruns_runtime::{
-    BackendError, CapabilityId, Grants, KvBackend, KvOwner, KvScope, MemorySecrets, Runtime,
-    RuntimeConfig, SecretSource,
+    BackendError, CapabilityId, Grant, Grants, HostPattern, KvBackend, KvOwner, KvScope,
+    MemorySecrets, Runtime, RuntimeConfig, SecretSource,
 };
 use everruns_secrets::Keyring;
 use everruns_store::{Store, StoreError};
@@ -184,12 +185,44 @@ pub fn build_runtime(
         cache_dir: Some(config.data_dir.join("cache").join("components")),
         grants: Grants {
             allow_private_networks: config.allow_private_networks,
+            plugins: plugin_grants(config)?,
             ..Grants::default()
         },
         ..RuntimeConfig::default()
     };
     Runtime::new(runtime_config, kv, secrets)
         .map_err(|e| anyhow::anyhow!("starting the plugin runtime: {e}"))
+}
+
+/// The configuration's `[plugin_grants]` as the runtime's grants; a host pattern that does not
+/// parse is an error naming the plugin and the pattern.
+fn plugin_grants(config: &Config) -> anyhow::Result<HashMap<String, Grant>> {
+    config
+        .plugin_grants
+        .iter()
+        .map(|(id, grant)| {
+            let allowed_hosts = grant
+                .allowed_hosts
+                .as_ref()
+                .map(|hosts| {
+                    hosts
+                        .iter()
+                        .map(|h| {
+                            h.parse::<HostPattern>().map_err(|e| {
+                                anyhow::anyhow!("plugin_grants.{id}.allowed_hosts: `{h}`: {e}")
+                            })
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+                .transpose()?;
+            let grant = Grant {
+                allowed_hosts,
+                secrets: grant.secrets.clone(),
+                kv: grant.kv.unwrap_or(true),
+            };
+            Ok((id.clone(), grant))
+        })
+        .collect()
 }
 
 /// Loads every plugin directory now, logging what loaded and what failed, then watches them.

@@ -265,6 +265,35 @@ fn bad_configuration_is_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
+
+    // A grant pattern that does not parse names the plugin and the pattern; an unknown grant
+    // field is refused by name.
+    let config = dir.path().join("grants.toml");
+    std::fs::write(
+        &config,
+        "[plugin_grants.web_fetch]\nallowed_hosts = [\"ftp://files.example.com\"]\n",
+    )
+    .unwrap();
+    let out = everruns(dir.path())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plugin_grants.web_fetch.allowed_hosts")
+            && err.contains("ftp://files.example.com"),
+        "{err}"
+    );
+    std::fs::write(&config, "[plugin_grants.web_fetch]\nhosts = []\n").unwrap();
+    let out = everruns(dir.path())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hosts"));
 }
 
 #[test]
