@@ -52,40 +52,13 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The plugin runtime: installed capabilities, their tools and config schemas.
     pub runtime: everruns_runtime::Runtime,
-    /// Wakes this process's executor when a run was queued or cancelled.
-    pub wake: Wake,
+    /// Starts runs: straight into this process's worker when it has room, else queued.
+    pub runs: everruns_executor::Starter,
     /// Seals provider keys and secrets; `None` when no master key is configured (PostgreSQL
     /// without `EVERRUNS_SECRET_KEY`): those writes then answer 503.
     pub keyring: Option<Arc<everruns_secrets::Keyring>>,
     /// Fans live events out to the SSE streams of each session.
     pub events: EventHub,
-}
-
-/// Wakes the executor after a run was queued or cancelled. Without a local worker (API-only
-/// process) it does nothing: workers elsewhere find the run by polling.
-#[derive(Clone)]
-pub struct Wake(Arc<dyn Fn() + Send + Sync>);
-
-impl Wake {
-    /// Calls `f` on every wake-up.
-    pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
-        Self(Arc::new(f))
-    }
-
-    /// A wake-up that does nothing.
-    pub fn none() -> Self {
-        Self::new(|| {})
-    }
-
-    pub(crate) fn wake(&self) {
-        (self.0)();
-    }
-}
-
-impl std::fmt::Debug for Wake {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Wake")
-    }
 }
 
 #[derive(OpenApi)]

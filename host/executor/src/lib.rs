@@ -4,8 +4,9 @@
 //!
 //! Modules:
 //! - `config`: [`ExecutorConfig`], lease, heartbeat, polling and limits.
-//! - `worker`: [`Executor`], the claim loop and the wake-up handle ([`Waker`]).
-//! - `run`: executing one claimed run: heartbeat, cancel watch, the step loop.
+//! - `worker`: [`Executor`], the claim loop, the cancel watcher, and [`Starter`], which
+//!   starts runs for the API and hands them straight to this process's worker.
+//! - `run`: executing one claimed run: heartbeat, the step loop.
 //! - `conversation`: rebuilding the model's conversation from the stored messages.
 //! - `toolbox`: the agent's capabilities as one tool list, and calling a tool through the
 //!   runtime.
@@ -25,4 +26,4 @@ mod worker;
 
 pub use config::ExecutorConfig;
 pub use providers::Providers;
-pub use worker::{Executor, Waker};
+pub use worker::{Executor, Starter};

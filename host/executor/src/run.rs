@@ -1,5 +1,6 @@
-//! Executing one claimed run: a heartbeat keeps the lease, a watcher notices cancel requests,
-//! and the step loop journals each LLM call and tool call as it finishes.
+//! Executing one claimed run: a heartbeat keeps the lease, the executor's cancel watcher
+//! (`worker::watch_cancels`) stops it when a cancel is requested, and the step loop journals
+//! each LLM call and tool call as it finishes.
 //!
 //! The loop is driven by what the journal says: after a takeover the same code finds the last
 //! recorded LLM step, runs only the tool calls that have no step yet (with the same
@@ -62,11 +63,10 @@ pub(crate) async fn execute(
 ) {
     let span = tracing::info_span!("run", run_id = %run.id, token = lease.token);
     async move {
-        let stop = CancellationToken::new();
+        let (signal, _registered) = shared.in_flight.register(&lease);
+        let (stop, cancelled) = (signal.stop, signal.requested);
         let lost = Arc::new(AtomicBool::new(false));
-        let cancelled = Arc::new(AtomicBool::new(false));
         let heartbeat = tokio::spawn(heartbeat(shared.clone(), lease.clone(), stop.clone(), lost.clone()));
-        let watcher = tokio::spawn(watch_cancel(shared.clone(), run.clone(), stop.clone(), cancelled.clone()));
 
         let outcome = tokio::select! {
             outcome = step_loop(&shared, &run, &lease) => outcome,
@@ -75,7 +75,6 @@ pub(crate) async fn execute(
         };
         stop.cancel();
         heartbeat.abort();
-        watcher.abort();
 
         let outcome = if cancelled.load(Ordering::SeqCst) && !lost.load(Ordering::SeqCst) {
             Outcome::Finish {
@@ -132,25 +131,6 @@ async fn heartbeat(
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "renewing the lease failed; retrying"),
             Err(_) => tracing::warn!("renewing the lease timed out; retrying"),
-        }
-    }
-}
-
-/// Polls the run's status; a cancel request stops the in-flight LLM call or tool call.
-async fn watch_cancel(
-    shared: Arc<Shared>,
-    run: Run,
-    stop: CancellationToken,
-    cancelled: Arc<AtomicBool>,
-) {
-    loop {
-        tokio::time::sleep(shared.config.cancel_check).await;
-        if let Ok(current) = shared.store.get_run(&run.id).await
-            && current.status == RunStatus::Cancelling
-        {
-            cancelled.store(true, Ordering::SeqCst);
-            stop.cancel();
-            return;
         }
     }
 }
@@ -320,7 +300,7 @@ async fn llm_step(
     };
     let flushing = flush_deltas(shared, lease, run, &message_id, rx);
     let (response, flushed) = tokio::join!(streaming, flushing);
-    flushed?;
+    let unflushed = flushed?;
     let response = response.map_err(|e| Stop::Fatal(format!("the LLM call failed: {e}")))?;
 
     let tool_calls = response.tool_calls.clone();
@@ -365,7 +345,12 @@ async fn llm_step(
         }),
     };
     let run_id = run.id.as_str();
-    let mut events = vec![
+    // Text that streamed after the last flush goes out with the step, ahead of its message.
+    let mut events: Vec<NewEvent> = unflushed
+        .map(|text| delta_event(run, &message_id, text))
+        .into_iter()
+        .collect();
+    events.extend([
         event(
             EventType::MessageCompleted,
             json!({
@@ -388,7 +373,7 @@ async fn llm_step(
                 "output_tokens": usage.output_tokens,
             }),
         ),
-    ];
+    ]);
     // The calls start as soon as this commits: announce them in the same commit.
     events.extend(
         tool_calls
@@ -400,32 +385,41 @@ async fn llm_step(
 }
 
 /// Writes streamed text as `message.delta` events, coalescing what arrives within
-/// `delta_flush` into one event. Ends when the stream's sender is dropped and all is written.
+/// `delta_flush` into one event. Ends when the stream's sender is dropped; returns the text
+/// that arrived since the last write (if any), which the step's own commit then carries, so a
+/// quick answer costs no commit of its own.
 async fn flush_deltas(
     shared: &Shared,
     lease: &Lease,
     run: &Run,
     message_id: &MessageId,
     mut rx: mpsc::UnboundedReceiver<String>,
-) -> Result<(), StoreError> {
+) -> Result<Option<String>, StoreError> {
     while let Some(first) = rx.recv().await {
         let mut text = first;
         let deadline = tokio::time::Instant::now() + shared.config.delta_flush;
-        while let Ok(Some(more)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-            text.push_str(&more);
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(more)) => text.push_str(&more),
+                // The stream ended: the rest goes with the step.
+                Ok(None) => return Ok(Some(text)),
+                Err(_) => break,
+            }
         }
         shared
             .store
-            .append_events(
-                lease,
-                vec![event(
-                    EventType::MessageDelta,
-                    json!({"run_id": run.id.as_str(), "message_id": message_id.as_str(), "delta": text}),
-                )],
-            )
+            .append_events(lease, vec![delta_event(run, message_id, text)])
             .await?;
     }
-    Ok(())
+    Ok(None)
+}
+
+/// A `message.delta` event carrying `text`.
+fn delta_event(run: &Run, message_id: &MessageId, text: String) -> NewEvent {
+    event(
+        EventType::MessageDelta,
+        json!({"run_id": run.id.as_str(), "message_id": message_id.as_str(), "delta": text}),
+    )
 }
 
 /// The `tool.started` event of the call that is step `step_no`.

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
-use everruns_api::{AppState, EventHub, MIN_KEY_LEN, Wake, generate_key, key_record};
-use everruns_executor::{Executor, ExecutorConfig, Providers};
+use everruns_api::{AppState, EventHub, MIN_KEY_LEN, generate_key, key_record};
+use everruns_executor::{Executor, ExecutorConfig, Providers, Starter};
 use everruns_runtime::Runtime;
 use everruns_secrets::Keyring;
 use everruns_store::{Store, StoreConfig};
@@ -75,12 +75,9 @@ impl Server {
     /// Serves until `shutdown` is cancelled, then lets in-flight requests and runs stop.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         plugins::load_and_watch(&self.runtime, &self.config, &shutdown).await;
-        let wake = match &self.executor {
-            Some(executor) => {
-                let waker = executor.waker();
-                Wake::new(move || waker.wake())
-            }
-            None => Wake::none(),
+        let runs = match &self.executor {
+            Some(executor) => executor.starter(),
+            None => Starter::queue_only(self.store.clone()),
         };
         let worker = self
             .executor
@@ -99,7 +96,7 @@ impl Server {
         let app = everruns_api::app(AppState {
             store: self.store,
             runtime: self.runtime,
-            wake,
+            runs,
             keyring: self.keyring,
             events,
         });

@@ -44,6 +44,9 @@ pub enum StoreError {
     /// Any other database error.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// A database error that failed several writes written together (each gets its text).
+    #[error("database: {0}")]
+    Batch(String),
     /// A stored value could not be decoded (corrupt or from an incompatible version).
     #[error("decoding stored {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },

@@ -62,6 +62,15 @@ pub use sqlite::SqliteStore;
 
 /// Everything the server persists. Both implementations pass the same conformance suite
 /// (`tests/conformance.rs`).
+/// A worker's claim on the run being started (see [`Store::start_run`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The worker that will execute the run (the lease owner).
+    pub owner: String,
+    /// The lease, from the commit.
+    pub lease: Duration,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is, e.g. "postgres" or "sqlite" (for logs and `/health`).
@@ -196,11 +205,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// `idempotency_key` names a run already started in this session, that run and its message
     /// are returned with `created: false` and nothing is written. An unknown session is
     /// [`StoreError::NotFound`].
+    ///
+    /// With a `claim`, a run that is not queued behind another is claimed in the same commit,
+    /// as [`Store::claim_run`] would: `running`, leased to the claim's owner with token 1, and
+    /// `run.started` follows `run.queued`. The caller finds that in the returned run
+    /// (`lease_owner`), and must then execute it or let its lease expire. A run queued behind
+    /// another is started as without a claim.
     async fn start_run(
         &self,
         session: &SessionId,
         content: String,
         idempotency_key: Option<String>,
+        claim: Option<&Claim>,
     ) -> Result<StartedRun>;
 
     /// Claims the oldest claimable run for `owner`, with a lease of `lease` from now. Claimable
@@ -253,6 +269,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// [`StoreError::NotFound`] when absent.
     async fn get_run(&self, run: &RunId) -> Result<Run>;
+
+    /// The runs leased by `owner` that were asked to stop (`cancelling`): how a worker learns
+    /// of cancel requests for all its runs with one query.
+    async fn cancelling_runs(&self, owner: &str) -> Result<Vec<RunId>>;
 
     /// Runs of a session in id (creation) order; an unknown session is NotFound.
     async fn list_runs(&self, session: &SessionId, page: &PageRequest) -> Result<Page<Run>>;

@@ -5,6 +5,7 @@
 //! precision, matching [`codec::now`]). Runs, steps and events live in the `runs` submodule,
 //! providers and secrets in `vault`.
 
+mod journal;
 mod runs;
 mod vault;
 
@@ -26,7 +27,7 @@ use tokio::sync::mpsc;
 use crate::bus::EventBus;
 use crate::codec::{self, from_json_text, parse_id, reject_nul, to_json_text};
 use crate::signal::EventSignal;
-use crate::{Result, Store, StoreError, paging};
+use crate::{Claim, Result, Store, StoreError, paging};
 
 /// The PostgreSQL schema, embedded at build time.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -62,6 +63,7 @@ macro_rules! api_key_columns {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    journal: journal::Journal,
     bus: EventBus,
     run_signal: EventSignal,
 }
@@ -71,6 +73,7 @@ impl PgStore {
     pub(crate) fn new(pool: PgPool) -> Self {
         let (outbox, pending) = mpsc::unbounded_channel();
         let store = Self {
+            journal: journal::Journal::start(pool.clone()),
             pool,
             bus: EventBus::with_outbox(outbox),
             run_signal: EventSignal::default(),
@@ -714,11 +717,14 @@ impl Store for PgStore {
         session: &SessionId,
         content: String,
         idempotency_key: Option<String>,
+        claim: Option<&Claim>,
     ) -> Result<StartedRun> {
         let (started, events) =
-            runs::start_run(&self.pool, session, content, idempotency_key).await?;
+            runs::start_run(&self.pool, session, content, idempotency_key, claim).await?;
         self.bus.committed(&events);
-        self.run_signal.bump();
+        if started.run.lease_owner.is_none() {
+            self.run_signal.bump();
+        }
         Ok(started)
     }
 
@@ -747,7 +753,10 @@ impl Store for PgStore {
         events: Vec<NewEvent>,
         usage_delta: Usage,
     ) -> Result<RecordedStep> {
-        let recorded = runs::record_step(&self.pool, lease, step, events, usage_delta).await?;
+        let recorded = self
+            .journal
+            .record(lease, step, events, usage_delta)
+            .await?;
         self.bus.committed(&recorded.events);
         Ok(recorded)
     }
@@ -778,6 +787,10 @@ impl Store for PgStore {
 
     async fn get_run(&self, run: &RunId) -> Result<Run> {
         runs::get_run(&self.pool, run).await
+    }
+
+    async fn cancelling_runs(&self, owner: &str) -> Result<Vec<RunId>> {
+        runs::cancelling_runs(&self.pool, owner).await
     }
 
     async fn list_runs(&self, session: &SessionId, page: &PageRequest) -> Result<Page<Run>> {

@@ -30,7 +30,7 @@ use crate::codec::{
     to_json_text,
 };
 use crate::signal::EventSignal;
-use crate::{Result, Store, StoreError, paging};
+use crate::{Claim, Result, Store, StoreError, paging};
 
 /// The SQLite schema, embedded at build time.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -713,11 +713,14 @@ impl Store for SqliteStore {
         session: &SessionId,
         content: String,
         idempotency_key: Option<String>,
+        claim: Option<&Claim>,
     ) -> Result<StartedRun> {
         let (started, events) =
-            runs::start_run(&self.pool, session, content, idempotency_key).await?;
+            runs::start_run(&self.pool, session, content, idempotency_key, claim).await?;
         self.bus.committed(&events);
-        self.run_signal.bump();
+        if started.run.lease_owner.is_none() {
+            self.run_signal.bump();
+        }
         Ok(started)
     }
 
@@ -777,6 +780,10 @@ impl Store for SqliteStore {
 
     async fn get_run(&self, run: &RunId) -> Result<Run> {
         runs::get_run(&self.pool, run).await
+    }
+
+    async fn cancelling_runs(&self, owner: &str) -> Result<Vec<RunId>> {
+        runs::cancelling_runs(&self.pool, owner).await
     }
 
     async fn list_runs(&self, session: &SessionId, page: &PageRequest) -> Result<Page<Run>> {

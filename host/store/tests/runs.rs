@@ -11,7 +11,7 @@ use everruns_core::{
     NewStep, PageRequest, Run, RunId, RunStatus, SessionId, SessionStatus, StepKind, StepMessage,
     StepStatus, Usage,
 };
-use everruns_store::{Store, StoreConfig, StoreError, connect};
+use everruns_store::{Claim, Store, StoreConfig, StoreError, connect};
 use everruns_testkit::TestDb;
 use serde_json::json;
 
@@ -53,6 +53,8 @@ conformance!(
     stale_leases_write_nothing,
     steps_are_recorded_with_their_message_usage_and_events,
     a_step_is_recorded_only_once,
+    steps_recorded_at_once_each_get_their_own_outcome,
+    a_run_started_with_a_claim_runs_under_that_lease_at_once,
     event_sequences_have_no_gaps_under_concurrent_writers,
     finishing_runs_releases_the_lease_and_the_session,
     cancel_depends_on_where_the_run_is,
@@ -96,7 +98,7 @@ async fn session(store: &Arc<dyn Store>, name: &str) -> SessionId {
 
 async fn start(store: &Arc<dyn Store>, session: &SessionId, content: &str) -> Run {
     store
-        .start_run(session, content.to_owned(), None)
+        .start_run(session, content.to_owned(), None, None)
         .await
         .unwrap()
         .run
@@ -169,7 +171,7 @@ async fn starting_a_run_writes_message_run_and_events_at_once(db: &TestDb) {
     assert_eq!(store.last_event_seq(&session).await.unwrap(), 0);
 
     let started = store
-        .start_run(&session, "hello".to_owned(), Some("key-1".to_owned()))
+        .start_run(&session, "hello".to_owned(), Some("key-1".to_owned()), None)
         .await
         .unwrap();
     assert!(started.created);
@@ -214,12 +216,17 @@ async fn idempotency_keys_return_the_same_run_and_write_nothing(db: &TestDb) {
     let session = session(&store, "retrier").await;
     let other = session_2(&store).await;
     let first = store
-        .start_run(&session, "once".to_owned(), Some("k".to_owned()))
+        .start_run(&session, "once".to_owned(), Some("k".to_owned()), None)
         .await
         .unwrap();
 
     let again = store
-        .start_run(&session, "once, retried".to_owned(), Some("k".to_owned()))
+        .start_run(
+            &session,
+            "once, retried".to_owned(),
+            Some("k".to_owned()),
+            None,
+        )
         .await
         .unwrap();
     assert!(!again.created);
@@ -240,19 +247,19 @@ async fn idempotency_keys_return_the_same_run_and_write_nothing(db: &TestDb) {
 
     // Other keys, no key (any number of times) and the same key elsewhere are new runs.
     let other_key = store
-        .start_run(&session, "b".to_owned(), Some("k2".to_owned()))
+        .start_run(&session, "b".to_owned(), Some("k2".to_owned()), None)
         .await
         .unwrap();
     let no_key_1 = store
-        .start_run(&session, "c".to_owned(), None)
+        .start_run(&session, "c".to_owned(), None, None)
         .await
         .unwrap();
     let no_key_2 = store
-        .start_run(&session, "d".to_owned(), None)
+        .start_run(&session, "d".to_owned(), None, None)
         .await
         .unwrap();
     let elsewhere = store
-        .start_run(&other, "e".to_owned(), Some("k".to_owned()))
+        .start_run(&other, "e".to_owned(), Some("k".to_owned()), None)
         .await
         .unwrap();
     let ids: HashSet<_> = [&first, &other_key, &no_key_1, &no_key_2, &elsewhere]
@@ -265,14 +272,14 @@ async fn idempotency_keys_return_the_same_run_and_write_nothing(db: &TestDb) {
     assert_eq!(ids.len(), 5);
     // A repeated key of a queued run still says what it waits for.
     let repeated = store
-        .start_run(&session, "b".to_owned(), Some("k2".to_owned()))
+        .start_run(&session, "b".to_owned(), Some("k2".to_owned()), None)
         .await
         .unwrap();
     assert_eq!(repeated.queued_behind, Some(first.run.id.clone()));
     assert_eq!(store.last_event_seq(&session).await.unwrap(), 8);
 
     let empty = store
-        .start_run(&session, "x".to_owned(), Some(String::new()))
+        .start_run(&session, "x".to_owned(), Some(String::new()), None)
         .await;
     assert!(matches!(empty, Err(StoreError::Invalid(_))), "{empty:?}");
 }
@@ -290,7 +297,7 @@ async fn racing_starts_with_one_key_create_one_run(db: &TestDb) {
             let session = session.clone();
             tokio::spawn(async move {
                 store
-                    .start_run(&session, format!("try {i}"), Some("same".to_owned()))
+                    .start_run(&session, format!("try {i}"), Some("same".to_owned()), None)
                     .await
                     .unwrap()
             })
@@ -310,12 +317,12 @@ async fn unknown_sessions_and_runs_are_not_found(db: &TestDb) {
     let store = open(db).await;
     let ghost = SessionId::new();
     assert_not_found(
-        store.start_run(&ghost, "hi".to_owned(), None).await,
+        store.start_run(&ghost, "hi".to_owned(), None, None).await,
         "session",
     );
     assert_not_found(
         store
-            .start_run(&ghost, "hi".to_owned(), Some("k".to_owned()))
+            .start_run(&ghost, "hi".to_owned(), Some("k".to_owned()), None)
             .await,
         "session",
     );
@@ -345,15 +352,15 @@ async fn runs_of_a_session_queue_behind_each_other(db: &TestDb) {
     let store = open(db).await;
     let session = session(&store, "queue").await;
     let first = store
-        .start_run(&session, "one".to_owned(), None)
+        .start_run(&session, "one".to_owned(), None, None)
         .await
         .unwrap();
     let second = store
-        .start_run(&session, "two".to_owned(), None)
+        .start_run(&session, "two".to_owned(), None, None)
         .await
         .unwrap();
     let third = store
-        .start_run(&session, "three".to_owned(), None)
+        .start_run(&session, "three".to_owned(), None, None)
         .await
         .unwrap();
     assert_eq!(first.queued_behind, None);
@@ -785,6 +792,231 @@ async fn a_step_is_recorded_only_once(db: &TestDb) {
         .unwrap();
 }
 
+/// Many steps recorded concurrently (on PostgreSQL they are written in shared batches): each
+/// request gets exactly its own outcome, and the others are not disturbed by a duplicate or a
+/// lost lease among them.
+async fn steps_recorded_at_once_each_get_their_own_outcome(db: &TestDb) {
+    const RUNS: usize = 6;
+    let store = open(db).await;
+    let mut runs = Vec::new();
+    for i in 0..RUNS {
+        let session = session(&store, &format!("batch-{i}")).await;
+        start(&store, &session, "go").await;
+        let (run, lease) = claim(&store, "w").await;
+        runs.push((session, run, lease));
+    }
+    let tool = |step_no: u32, text: &str| NewStep {
+        kind: StepKind::Tool,
+        capability_id: Some("cap".to_owned()),
+        message: Some(StepMessage {
+            id: MessageId::new(),
+            role: MessageRole::Tool,
+            content: text.to_owned(),
+            metadata: json!({ "tool_call_id": text }),
+        }),
+        ..llm_step(step_no)
+    };
+    let usage = Usage {
+        input_tokens: 3,
+        output_tokens: 2,
+    };
+    // Run 0 records step 0 twice; run 1 writes with a stale token; run 2 records three
+    // steps at once (like parallel tool calls); the others one step each.
+    let mut requests = Vec::new();
+    for (i, (_, _, lease)) in runs.iter().enumerate() {
+        let lease = lease.clone();
+        match i {
+            0 => {
+                requests.push((i, lease.clone(), llm_step(0), vec![delta("a")]));
+                requests.push((i, lease, llm_step(0), vec![delta("b"), delta("c")]));
+            }
+            1 => {
+                let stale = Lease {
+                    token: lease.token + 7,
+                    ..lease
+                };
+                requests.push((i, stale, llm_step(0), vec![delta("stale")]));
+            }
+            2 => {
+                for no in 0..3 {
+                    let events = (0..=no).map(|k| delta(&format!("{no}.{k}"))).collect();
+                    requests.push((i, lease.clone(), tool(no, &format!("call {no}")), events));
+                }
+            }
+            _ => requests.push((i, lease, llm_step(0), vec![delta("x"), delta("y")])),
+        }
+    }
+    let outcomes = futures::future::join_all(requests.iter().map(|(_, lease, step, events)| {
+        store.record_step(lease, step.clone(), events.clone(), usage)
+    }))
+    .await;
+
+    let mut recorded = vec![0u32; RUNS];
+    let mut duplicates = 0;
+    for ((i, lease, step, events), outcome) in requests.iter().zip(outcomes) {
+        match (i, outcome) {
+            (1, outcome) => assert_lease_lost(outcome, &lease.run_id),
+            (0, Err(StoreError::Conflict(msg))) => {
+                assert!(msg.contains("step 0"), "{msg}");
+                duplicates += 1;
+            }
+            (_, Ok(done)) => {
+                recorded[*i] += 1;
+                assert_eq!(done.step.step_no, step.step_no);
+                assert_eq!(done.step.run_id, lease.run_id);
+                assert_eq!(done.step.output, step.output);
+                assert_eq!(done.events.len(), events.len());
+                let seqs: Vec<i64> = done.events.iter().map(|e| e.seq).collect();
+                let first = seqs[0];
+                assert_eq!(seqs, (first..first + seqs.len() as i64).collect::<Vec<_>>());
+                for (written, asked) in done.events.iter().zip(events) {
+                    assert_eq!(written.payload, asked.payload);
+                    assert_eq!(written.run_id.as_ref(), Some(&lease.run_id));
+                }
+                assert_eq!(
+                    done.message.as_ref().map(|m| m.content.clone()),
+                    step.message.as_ref().map(|m| m.content.clone())
+                );
+            }
+            (i, other) => panic!("request for run {i}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        duplicates, 1,
+        "one of the two records of run 0's step 0 is refused"
+    );
+    assert_eq!(recorded, [1, 0, 3, 1, 1, 1]);
+
+    for (i, (session, run, _)) in runs.iter().enumerate() {
+        let stored = store.get_run(&run.id).await.unwrap();
+        assert_eq!(stored.steps_completed, recorded[i], "run {i}");
+        assert_eq!(stored.usage.input_tokens, 3 * u64::from(recorded[i]));
+        assert_eq!(stored.usage.output_tokens, 2 * u64::from(recorded[i]));
+        assert_eq!(
+            store.list_steps(&run.id).await.unwrap().len(),
+            recorded[i] as usize
+        );
+        // message.created, run.queued, run.started, then the recorded steps' events.
+        let events = all_events(&store, session).await;
+        let expected = 3 + match i {
+            0 => 0, // checked below: 1 or 2 deltas, whichever record won
+            1 => 0,
+            2 => 1 + 2 + 3,
+            _ => 2,
+        };
+        if i == 0 {
+            assert!(events.len() == 4 || events.len() == 5, "{events:?}");
+        } else {
+            assert_eq!(events.len(), expected, "run {i}");
+        }
+        let messages = store
+            .list_messages(session, &PageRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(messages.total, 1 + if i == 2 { 3 } else { 0 }, "run {i}");
+    }
+}
+
+/// A run started with a claim is running under that lease in the same commit: `run.started`
+/// follows `run.queued`, no claimer finds it, and its steps write with token 1. A second run
+/// of the session queues behind it unclaimed; a claim that lapses is taken over as usual.
+async fn a_run_started_with_a_claim_runs_under_that_lease_at_once(db: &TestDb) {
+    let store = open(db).await;
+    let session = session(&store, "claimed").await;
+    let claim_of = |lease: Duration| Claim {
+        owner: "local".to_owned(),
+        lease,
+    };
+    let started = store
+        .start_run(&session, "go".to_owned(), None, Some(&claim_of(LEASE)))
+        .await
+        .unwrap();
+    let run = started.run;
+    assert!(started.created);
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.lease_owner.as_deref(), Some("local"));
+    assert_eq!(run.lease_token, 1);
+    assert!(run.lease_expires_at.is_some() && run.started_at.is_some());
+    assert_eq!(store.get_run(&run.id).await.unwrap(), run);
+    let events = all_events(&store, &session).await;
+    let types: Vec<EventType> = events.iter().map(|e| e.event_type).collect();
+    assert_eq!(
+        types,
+        [
+            EventType::MessageCreated,
+            EventType::RunQueued,
+            EventType::RunStarted
+        ]
+    );
+    assert_eq!(
+        events[2].payload,
+        json!({ "run_id": run.id.as_str(), "worker": "local", "takeover": false })
+    );
+    assert!(store.claim_run("other", LEASE).await.unwrap().is_none());
+    let lease = Lease {
+        run_id: run.id.clone(),
+        owner: "local".to_owned(),
+        token: 1,
+    };
+    store
+        .record_step(&lease, llm_step(0), vec![], Usage::default())
+        .await
+        .unwrap();
+
+    // Queued behind the first: started unclaimed whatever the caller asked.
+    let second = store
+        .start_run(&session, "next".to_owned(), None, Some(&claim_of(LEASE)))
+        .await
+        .unwrap();
+    assert_eq!(second.queued_behind.as_ref(), Some(&run.id));
+    assert_eq!(second.run.status, RunStatus::Queued);
+    assert_eq!(second.run.lease_owner, None);
+    assert_eq!(all_events(&store, &session).await.len(), 5);
+    store
+        .finish_run(&lease, RunStatus::Completed, None, vec![])
+        .await
+        .unwrap();
+    let (claimed, _) = claim(&store, "other").await;
+    assert_eq!(claimed.id, second.run.id);
+
+    // A claimed start whose lease lapses is taken over like any other run.
+    let lapsing = session_2(&store).await;
+    let run = store
+        .start_run(
+            &lapsing,
+            "go".to_owned(),
+            None,
+            Some(&claim_of(Duration::ZERO)),
+        )
+        .await
+        .unwrap()
+        .run;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (taken, taken_lease) = claim(&store, "rescuer").await;
+    assert_eq!(taken.id, run.id);
+    assert_eq!(taken.recovery_attempts, 1);
+    assert_eq!(taken_lease.token, 2);
+    assert_lease_lost(
+        store
+            .record_step(
+                &lease_of(&run, "local", 1),
+                llm_step(0),
+                vec![],
+                Usage::default(),
+            )
+            .await,
+        &run.id,
+    );
+}
+
+fn lease_of(run: &Run, owner: &str, token: i64) -> Lease {
+    Lease {
+        run_id: run.id.clone(),
+        owner: owner.to_owned(),
+        token,
+    }
+}
+
 // ---- events ----
 
 async fn event_sequences_have_no_gaps_under_concurrent_writers(db: &TestDb) {
@@ -829,7 +1061,7 @@ async fn event_sequences_have_no_gaps_under_concurrent_writers(db: &TestDb) {
         let busy = busy.clone();
         tasks.push(tokio::spawn(async move {
             store
-                .start_run(&busy, format!("more {s}"), None)
+                .start_run(&busy, format!("more {s}"), None, None)
                 .await
                 .unwrap();
         }));
@@ -994,10 +1226,17 @@ async fn cancel_depends_on_where_the_run_is(db: &TestDb) {
     );
 
     // Running: cancelling, for its worker to finish; asking again changes nothing.
+    assert!(store.cancelling_runs("w").await.unwrap().is_empty());
     let cancelling = store.request_cancel(&running.id).await.unwrap();
     assert_eq!(cancelling.status, RunStatus::Cancelling);
     assert_eq!(cancelling.lease_token, lease.token);
     assert_eq!(store.request_cancel(&running.id).await.unwrap(), cancelling);
+    // Its worker finds it among its runs asked to stop; other workers do not.
+    assert_eq!(
+        store.cancelling_runs("w").await.unwrap(),
+        std::slice::from_ref(&running.id)
+    );
+    assert!(store.cancelling_runs("rescuer").await.unwrap().is_empty());
     let seq = store.last_event_seq(&session).await.unwrap();
 
     // An expired lease nobody took over is still the holder's: it can renew it.
@@ -1011,6 +1250,11 @@ async fn cancel_depends_on_where_the_run_is(db: &TestDb) {
     let (taken, new) = claim(&store, "rescuer").await;
     assert_eq!(taken.id, running.id);
     assert_eq!(taken.status, RunStatus::Cancelling);
+    assert_eq!(
+        store.cancelling_runs("rescuer").await.unwrap(),
+        std::slice::from_ref(&running.id)
+    );
+    assert!(store.cancelling_runs("w").await.unwrap().is_empty());
     store
         .append_events(&new, vec![delta("cancelling still streams")])
         .await

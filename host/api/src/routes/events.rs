@@ -16,6 +16,7 @@ use everruns_core::{Event, SessionId};
 use futures::stream::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -184,20 +185,30 @@ fn live(
             if full {
                 continue;
             }
-            // Live: frames come in sequence order; skip what the log already gave.
+            // Live: frames come in sequence order; skip what the log already gave. The
+            // heartbeat timer is re-armed only when it fires (not per frame: with many
+            // streams, timer updates per frame and stream would add up).
+            let mut sent = Instant::now();
+            let heartbeat = tokio::time::sleep(HEARTBEAT);
+            tokio::pin!(heartbeat);
             loop {
                 let received = tokio::select! {
                     received = live.recv() => Some(received),
-                    () = tokio::time::sleep(HEARTBEAT) => None,
+                    () = &mut heartbeat => None,
                 };
                 let Some(received) = received else {
-                    yield Ok(Bytes::from_static(HEARTBEAT_COMMENT));
+                    if sent.elapsed() >= HEARTBEAT {
+                        yield Ok(Bytes::from_static(HEARTBEAT_COMMENT));
+                        sent = Instant::now();
+                    }
+                    heartbeat.as_mut().reset(sent + HEARTBEAT);
                     continue;
                 };
                 match received {
                     Ok(frame) if frame.seq <= last => {}
                     Ok(frame) if frame.seq == last + 1 => {
                         last = frame.seq;
+                        sent = Instant::now();
                         yield Ok(frame.sse.clone());
                     }
                     // A gap, or this client fell behind the buffer: read the log.

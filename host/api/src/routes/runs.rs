@@ -185,10 +185,7 @@ async fn post_message(
             Some(key.to_owned())
         }
     };
-    let started = state.store.start_run(&session, body.content, key).await?;
-    if started.created {
-        state.wake.wake();
-    }
+    let started = state.runs.start_run(&session, body.content, key).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(RunResponse::new(started.run, started.queued_behind, None)),
@@ -254,7 +251,7 @@ async fn cancel_run(
     let id = run_id(&id)?;
     let run = state.store.request_cancel(&id).await?;
     // A cancelled queued run may unblock the next run of its session.
-    state.wake.wake();
+    state.runs.wake();
     Ok((
         StatusCode::ACCEPTED,
         Json(RunResponse::new(run, None, None)),

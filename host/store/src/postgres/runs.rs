@@ -9,15 +9,15 @@
 use std::time::Duration;
 
 use everruns_core::{
-    Event, EventType, Lease, Message, MessageId, MessageRole, NewEvent, NewStep, Page, PageRequest,
-    RecordedStep, Run, RunId, RunStatus, SessionId, StartedRun, Step, Timestamp, Usage,
+    Event, EventType, Lease, Message, MessageId, MessageRole, NewEvent, Page, PageRequest, Run,
+    RunId, RunStatus, SessionId, StartedRun, Step, Timestamp, Usage,
 };
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{PgConnection, Row};
 
 use crate::codec::{self, from_json_text, parse_id, reject_nul, to_json_text};
 use crate::run_codec::{self, active_statuses};
-use crate::{Result, StoreError, paging};
+use crate::{Claim, Result, StoreError, paging};
 
 macro_rules! run_columns {
     () => {
@@ -270,9 +270,13 @@ pub(super) async fn start_run(
     session: &SessionId,
     content: String,
     idempotency_key: Option<String>,
+    claim: Option<&Claim>,
 ) -> Result<(StartedRun, Vec<Event>)> {
     reject_nul("message content", &content)?;
     run_codec::check_idempotency_key(idempotency_key.as_deref())?;
+    if let Some(claim) = claim {
+        run_codec::check_owner(&claim.owner)?;
+    }
     // A retried request usually finds its run here, without taking any lock.
     if let Some(key) = &idempotency_key {
         let mut conn = pool.acquire().await?;
@@ -285,8 +289,7 @@ pub(super) async fn start_run(
     // Locking the session row first serialises the starts of one session: the idempotency
     // check below cannot race, and queue positions follow commit order.
     let last_seq: Option<i64> = sqlx::query_scalar(
-        "UPDATE sessions SET last_event_seq = last_event_seq + 2, status = 'running' \
-         WHERE id = $1 RETURNING last_event_seq",
+        "UPDATE sessions SET status = 'running' WHERE id = $1 RETURNING last_event_seq",
     )
     .bind(session.as_str())
     .fetch_optional(&mut *tx)
@@ -300,8 +303,11 @@ pub(super) async fn start_run(
         tx.rollback().await?;
         return Ok((found, Vec::new()));
     }
-    let queue_seq = last_seq;
+    // The run's position is the sequence number of its `run.queued` event.
+    let queue_seq = last_seq + 2;
     let queued_behind = first_active_before(&mut tx, session, queue_seq).await?;
+    // Claimed at once only when it would be the next claimable run of its session anyway.
+    let claim = claim.filter(|_| queued_behind.is_none());
 
     let now = codec::now();
     let message = Message {
@@ -312,7 +318,7 @@ pub(super) async fn start_run(
         metadata: serde_json::Value::Null,
         created_at: now,
     };
-    let run = Run {
+    let mut run = Run {
         id: RunId::new(),
         session_id: session.clone(),
         status: RunStatus::Queued,
@@ -330,46 +336,70 @@ pub(super) async fn start_run(
         finished_at: None,
         updated_at: now,
     };
-    sqlx::query(
-        "INSERT INTO messages (id, session_id, role, content, metadata, created_at) \
-         VALUES ($1, $2, $3, $4, 'null'::json, $5)",
+    let mut events: Vec<NewEvent> =
+        run_codec::start_events(&run.id, &message, queued_behind.as_ref()).into();
+    if let Some(claim) = claim {
+        run.status = RunStatus::Running;
+        run.lease_owner = Some(claim.owner.clone());
+        run.lease_token = 1;
+        run.started_at = Some(now);
+        events.push(run_codec::started_event(&run, &claim.owner));
+    }
+    let (types, payloads) = event_arrays(&events)?;
+    // The rest in one statement: the message, the run (queued, or running under the claim's
+    // lease), the session's sequence numbers and the events.
+    let expires: Option<Timestamp> = sqlx::query_scalar(
+        "WITH msg AS (INSERT INTO messages (id, session_id, role, content, metadata, created_at) \
+           VALUES ($1, $2, $3, $4, 'null'::json, $5)), \
+         run AS (INSERT INTO runs (id, session_id, queue_seq, status, trigger_message_id, \
+           idempotency_key, lease_owner, lease_token, lease_expires_at, started_at, created_at, \
+           updated_at) \
+           VALUES ($6, $2, $7, $8, $1, $9, $10, $11, \
+             CASE WHEN $10::text IS NULL THEN NULL ELSE now() + make_interval(secs => $12) END, \
+             $13, $5, $5) \
+           RETURNING lease_expires_at), \
+         seq AS (UPDATE sessions SET last_event_seq = last_event_seq + $14 WHERE id = $2), \
+         ev AS (INSERT INTO events (session_id, seq, event_type, payload, run_id, created_at) \
+           SELECT $2, $15 + e.ord, e.event_type, e.payload::json, $6, $5 \
+           FROM UNNEST($16::text[], $17::text[]) WITH ORDINALITY AS e (event_type, payload, ord)) \
+         SELECT lease_expires_at FROM run",
     )
     .bind(message.id.as_str())
     .bind(session.as_str())
     .bind(message.role.as_str())
     .bind(&message.content)
     .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO runs (id, session_id, queue_seq, status, trigger_message_id, \
-         idempotency_key, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-    )
     .bind(run.id.as_str())
-    .bind(session.as_str())
     .bind(queue_seq)
     .bind(run.status.as_str())
-    .bind(message.id.as_str())
     .bind(run.idempotency_key.as_deref())
-    .bind(now)
-    .execute(&mut *tx)
+    .bind(run.lease_owner.as_deref())
+    .bind(run.lease_token)
+    .bind(claim.map_or(0.0, |c| run_codec::lease_micros(c.lease) as f64 / 1e6))
+    .bind(run.started_at)
+    .bind(i64::try_from(events.len()).unwrap_or(i64::MAX))
+    .bind(last_seq)
+    .bind(&types)
+    .bind(&payloads)
+    .fetch_one(&mut *tx)
     .await?;
-    let events = run_codec::start_events(&run.id, &message, queued_behind.as_ref());
-    let written = insert_events(
-        &mut tx,
-        session,
-        last_seq,
-        Some(&run.id),
-        events.into(),
-        now,
-    )
-    .await?;
-    // Wakes workers in every process at commit (PostgreSQL folds repeats in one transaction).
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(RUNS_CHANNEL)
-        .execute(&mut *tx)
-        .await?;
+    run.lease_expires_at = expires;
+    if claim.is_none() {
+        // Wakes workers in every process at commit (PostgreSQL folds repeats in one
+        // transaction). A claimed run needs no worker to look for it.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(RUNS_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
+    let written = numbered(
+        session,
+        last_seq + events.len() as i64,
+        &run.id,
+        events,
+        now,
+    );
     Ok((
         StartedRun {
             run,
@@ -495,7 +525,7 @@ async fn fence(conn: &mut PgConnection, lease: &Lease) -> Result<SessionId> {
 
 /// The event rows of `events` numbered up to `last_seq`, as [`insert_events`] or the
 /// single-statement writes below stored them.
-fn numbered(
+pub(super) fn numbered(
     session: &SessionId,
     last_seq: i64,
     run: &RunId,
@@ -571,119 +601,9 @@ pub(super) async fn append_events(
     Ok(numbered(&session, last_seq, &lease.run_id, events, now))
 }
 
-pub(super) async fn record_step(
-    pool: &PgPool,
-    lease: &Lease,
-    new: NewStep,
-    events: Vec<NewEvent>,
-    usage_delta: Usage,
-) -> Result<RecordedStep> {
-    run_codec::check_new_step(&new)?;
-    let input = to_json_text("step input", &new.input)?;
-    let output = to_json_text("step output", &new.output)?;
-    let metadata = new
-        .message
-        .as_ref()
-        .map(|m| to_json_text("message metadata", &m.metadata))
-        .transpose()?;
-    let (types, payloads) = event_arrays(&events)?;
-    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-    let now = codec::now();
-    let step = Step {
-        run_id: lease.run_id.clone(),
-        step_no: new.step_no,
-        kind: new.kind,
-        input: new.input,
-        output: new.output,
-        status: new.status,
-        attempt: new.attempt,
-        capability_id: new.capability_id,
-        digest: new.digest,
-        started_at: codec::truncate(new.started_at),
-        finished_at: now,
-    };
-
-    // The whole record in one statement (one round trip, its own transaction). `fence`
-    // checks the lease and bumps the run's counters; every other part selects FROM it, so a
-    // stale lease writes nothing, and a duplicate step (a unique violation) aborts it all.
-    // Locks are taken run before session, as everywhere else.
-    let row: Option<(String, Option<i64>)> = sqlx::query_as(concat!(
-        "WITH fence AS (UPDATE runs SET steps_completed = steps_completed + 1, \
-           input_tokens = input_tokens + $4, output_tokens = output_tokens + $5, \
-           recovery_attempts = 0, updated_at = $6 \
-           WHERE ",
-        fenced!(),
-        " RETURNING session_id), \
-         step AS (INSERT INTO steps (run_id, step_no, kind, input, output, status, attempt, \
-           capability_id, digest, started_at, finished_at) \
-           SELECT $1, $7, $8, $9::json, $10::json, $11, $12, $13, $14, $15, $6 FROM fence), \
-         msg AS (INSERT INTO messages (id, session_id, role, content, metadata, created_at) \
-           SELECT $16, fence.session_id, $17, $18, $19::json, $6 FROM fence \
-           WHERE $16::text IS NOT NULL), \
-         seq AS (UPDATE sessions s SET last_event_seq = s.last_event_seq + $20 FROM fence \
-           WHERE s.id = fence.session_id AND $20 > 0 RETURNING s.id, s.last_event_seq), \
-         ev AS (INSERT INTO events (session_id, seq, event_type, payload, run_id, created_at) \
-           SELECT seq.id, seq.last_event_seq - $20 + e.ord, e.event_type, e.payload::json, $1, $6 \
-           FROM seq, UNNEST($21::text[], $22::text[]) WITH ORDINALITY AS e (event_type, payload, ord)) \
-         SELECT fence.session_id, (SELECT last_event_seq FROM seq) FROM fence"
-    ))
-    .bind(lease.run_id.as_str())
-    .bind(lease.token)
-    .bind(&lease.owner)
-    .bind(run_codec::to_i64(usage_delta.input_tokens))
-    .bind(run_codec::to_i64(usage_delta.output_tokens))
-    .bind(now)
-    .bind(i64::from(step.step_no))
-    .bind(step.kind.as_str())
-    .bind(input)
-    .bind(output)
-    .bind(step.status.as_str())
-    .bind(i64::from(step.attempt))
-    .bind(step.capability_id.as_deref())
-    .bind(step.digest.as_deref())
-    .bind(step.started_at)
-    .bind(new.message.as_ref().map(|m| m.id.as_str()))
-    .bind(new.message.as_ref().map(|m| m.role.as_str()))
-    .bind(new.message.as_ref().map(|m| m.content.as_str()))
-    .bind(metadata)
-    .bind(count)
-    .bind(&types)
-    .bind(&payloads)
-    .fetch_optional(pool)
-    .await
-    .map_err(|err| {
-        if is_duplicate_step(&err) {
-            run_codec::duplicate_step(&step.run_id, step.step_no)
-        } else {
-            err.into()
-        }
-    })?;
-    let Some((session, last_seq)) = row else {
-        return Err(run_codec::lease_lost(lease));
-    };
-    let session = parse_id("session id", &session, SessionId::parse)?;
-    let message = new.message.map(|m| Message {
-        id: m.id,
-        session_id: session.clone(),
-        role: m.role,
-        content: m.content,
-        metadata: m.metadata,
-        created_at: now,
-    });
-    let events = match last_seq {
-        Some(last_seq) => numbered(&session, last_seq, &lease.run_id, events, now),
-        None => Vec::new(),
-    };
-    Ok(RecordedStep {
-        step,
-        message,
-        events,
-    })
-}
-
 /// Whether `err` is the steps primary key refusing a second record of a step (and not, say,
 /// a duplicate message id in the same statement).
-fn is_duplicate_step(err: &sqlx::Error) -> bool {
+pub(super) fn is_duplicate_step(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db)
         if db.is_unique_violation() && db.constraint() == Some("steps_pkey"))
 }
@@ -820,6 +740,17 @@ pub(super) async fn request_cancel(pool: &PgPool, id: &RunId) -> Result<(Run, Ve
         .await?;
     tx.commit().await?;
     Ok((run, written))
+}
+
+pub(super) async fn cancelling_runs(pool: &PgPool, owner: &str) -> Result<Vec<RunId>> {
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM runs WHERE status = 'cancelling' AND lease_owner = $1")
+            .bind(owner)
+            .fetch_all(pool)
+            .await?;
+    ids.iter()
+        .map(|id| parse_id("run id", id, RunId::parse))
+        .collect()
 }
 
 pub(super) async fn get_run(pool: &PgPool, id: &RunId) -> Result<Run> {

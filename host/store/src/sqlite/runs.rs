@@ -17,7 +17,7 @@ use sqlx::{Row, SqliteConnection};
 use super::{optional_timestamp, timestamp};
 use crate::codec::{self, from_json_text, parse_id, reject_nul, timestamp_to_text, to_json_text};
 use crate::run_codec::{self, active_statuses};
-use crate::{Result, StoreError, paging};
+use crate::{Claim, Result, StoreError, paging};
 
 macro_rules! run_columns {
     () => {
@@ -265,9 +265,13 @@ pub(super) async fn start_run(
     session: &SessionId,
     content: String,
     idempotency_key: Option<String>,
+    claim: Option<&Claim>,
 ) -> Result<(StartedRun, Vec<Event>)> {
     reject_nul("message content", &content)?;
     run_codec::check_idempotency_key(idempotency_key.as_deref())?;
+    if let Some(claim) = claim {
+        run_codec::check_owner(&claim.owner)?;
+    }
     // A retried request usually finds its run here, without taking the write lock.
     if let Some(key) = &idempotency_key {
         let mut conn = pool.acquire().await?;
@@ -297,6 +301,8 @@ pub(super) async fn start_run(
     }
     let queue_seq = last_seq;
     let queued_behind = first_active_before(&mut tx, session, queue_seq).await?;
+    // Claimed at once only when it would be the next claimable run of its session anyway.
+    let claim = claim.filter(|_| queued_behind.is_none());
 
     let now = codec::now();
     let message = Message {
@@ -307,7 +313,7 @@ pub(super) async fn start_run(
         metadata: serde_json::Value::Null,
         created_at: now,
     };
-    let run = Run {
+    let mut run = Run {
         id: RunId::new(),
         session_id: session.clone(),
         status: RunStatus::Queued,
@@ -336,9 +342,25 @@ pub(super) async fn start_run(
     .bind(timestamp_to_text(&now))
     .execute(&mut *tx)
     .await?;
+    let mut events: Vec<NewEvent> =
+        run_codec::start_events(&run.id, &message, queued_behind.as_ref()).into();
+    let mut last_seq = last_seq;
+    if let Some(claim) = claim {
+        // Running under the claim's lease, with `run.started` in this commit.
+        run.status = RunStatus::Running;
+        run.lease_owner = Some(claim.owner.clone());
+        run.lease_token = 1;
+        run.lease_expires_at = Some(expiry(now, claim.lease));
+        run.started_at = Some(now);
+        events.push(run_codec::started_event(&run, &claim.owner));
+        last_seq = take_seqs(&mut tx, session, 1)
+            .await?
+            .ok_or_else(|| StoreError::not_found("session", session))?;
+    }
     sqlx::query(
         "INSERT INTO runs (id, session_id, queue_seq, status, trigger_message_id, \
-         idempotency_key, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+         idempotency_key, lease_owner, lease_token, lease_expires_at, started_at, created_at, \
+         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
     )
     .bind(run.id.as_str())
     .bind(session.as_str())
@@ -346,19 +368,14 @@ pub(super) async fn start_run(
     .bind(run.status.as_str())
     .bind(message.id.as_str())
     .bind(run.idempotency_key.as_deref())
+    .bind(run.lease_owner.as_deref())
+    .bind(run.lease_token)
+    .bind(run.lease_expires_at.as_ref().map(timestamp_to_text))
+    .bind(run.started_at.as_ref().map(timestamp_to_text))
     .bind(timestamp_to_text(&now))
     .execute(&mut *tx)
     .await?;
-    let events = run_codec::start_events(&run.id, &message, queued_behind.as_ref());
-    let written = insert_events(
-        &mut tx,
-        session,
-        last_seq,
-        Some(&run.id),
-        events.into(),
-        now,
-    )
-    .await?;
+    let written = insert_events(&mut tx, session, last_seq, Some(&run.id), events, now).await?;
     tx.commit().await?;
     Ok((
         StartedRun {
@@ -752,6 +769,17 @@ pub(super) async fn request_cancel(pool: &SqlitePool, id: &RunId) -> Result<(Run
     };
     tx.commit().await?;
     Ok((run, written))
+}
+
+pub(super) async fn cancelling_runs(pool: &SqlitePool, owner: &str) -> Result<Vec<RunId>> {
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM runs WHERE status = 'cancelling' AND lease_owner = $1")
+            .bind(owner)
+            .fetch_all(pool)
+            .await?;
+    ids.iter()
+        .map(|id| parse_id("run id", id, RunId::parse))
+        .collect()
 }
 
 pub(super) async fn get_run(pool: &SqlitePool, id: &RunId) -> Result<Run> {
