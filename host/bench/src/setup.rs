@@ -1,9 +1,12 @@
 //! The system under test: a fresh PostgreSQL database (on `DATABASE_URL`), the fake LLM, the
 //! well-behaved test plugin and the real server in-process on port 0, driven over HTTP.
 
+use std::borrow::Cow;
+
 use anyhow::{Context, bail};
 use everruns_testkit::guests::{WELL_BEHAVED, plugin_dir};
 use everruns_testkit::{FakeLlm, RecordedRequest, TestApp, TestDb};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// PostgreSQL server used when `DATABASE_URL` is not set.
@@ -119,12 +122,27 @@ impl Setup {
 
 /// How many tool results the model has seen since the last user message (the current run's
 /// turn; the conversation also holds earlier runs of the session).
+/// Reads only the roles (the fake LLM runs in the measured process: a JSON tree of the whole
+/// conversation per request would be charged to the server).
 pub(crate) fn tool_results_this_turn(request: &RecordedRequest) -> usize {
-    request
-        .messages()
+    #[derive(Deserialize)]
+    struct Conversation<'a> {
+        #[serde(borrow)]
+        messages: Vec<Role<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Role<'a> {
+        #[serde(borrow)]
+        role: Cow<'a, str>,
+    }
+    let Some(conversation) = request.parse::<Conversation>() else {
+        return 0;
+    };
+    conversation
+        .messages
         .iter()
         .rev()
-        .take_while(|m| m["role"] != "user")
-        .filter(|m| m["role"] == "tool")
+        .take_while(|m| m.role != "user")
+        .filter(|m| m.role == "tool")
         .count()
 }

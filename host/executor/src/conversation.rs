@@ -33,56 +33,76 @@ pub fn tool_metadata(run: &Run, call: &ToolCall, is_error: bool) -> Value {
     })
 }
 
-/// The session's runs and messages as far as `run` is concerned: read once when the run's
-/// first model call is made, then extended with the messages the run's own steps store (its
-/// worker holds the lease, so nobody else adds to what the run sees).
+/// The conversation of `run`: what came before it, read once when the run's first model call
+/// is made and kept as built, and the run's own messages, extended with those its steps store
+/// (its worker holds the lease, so nobody else adds to what the run sees). So each model call
+/// costs a copy of the earlier conversation, not a rebuild of it.
 #[derive(Debug)]
 pub struct History {
-    runs: Vec<Run>,
-    messages: Vec<Message>,
+    /// Earlier runs' trigger messages and what they produced, in queue order.
+    earlier: Vec<ChatMessage>,
+    /// The run's own trigger message.
+    trigger: Option<String>,
+    /// The messages the run produced, in id order.
+    produced: Vec<Message>,
 }
 
 impl History {
     /// Reads the session's runs and messages.
     pub async fn load(store: &dyn Store, run: &Run) -> Result<Self, StoreError> {
+        let runs = all_runs(store, run).await?;
+        let messages = all_messages(store, run).await?;
+        let by_id: HashMap<&str, &Message> = messages.iter().map(|m| (m.id.as_str(), m)).collect();
+        let mut produced: HashMap<&str, Vec<&Message>> = HashMap::new();
+        for message in &messages {
+            if let Some(run_id) = message.metadata.get("run_id").and_then(Value::as_str) {
+                produced.entry(run_id).or_default().push(message);
+            }
+        }
+        let mut earlier = Vec::new();
+        for before in runs.iter().filter(|r| r.id < run.id) {
+            if let Some(trigger) = by_id.get(before.trigger_message_id.as_str()) {
+                earlier.push(ChatMessage::user(trigger.content.clone()));
+            }
+            if let Some(list) = produced.get(before.id.as_str()) {
+                push_run_messages(&mut earlier, list);
+            }
+        }
+        let trigger = by_id
+            .get(run.trigger_message_id.as_str())
+            .map(|m| m.content.clone());
+        let own = produced
+            .remove(run.id.as_str())
+            .unwrap_or_default()
+            .into_iter()
+            .cloned()
+            .collect();
         Ok(Self {
-            runs: all_runs(store, run).await?,
-            messages: all_messages(store, run).await?,
+            earlier,
+            trigger,
+            produced: own,
         })
     }
 
     /// Adds a message the run stored (in id order, as a fresh read would return it).
     pub fn push(&mut self, message: Message) {
-        let at = self.messages.partition_point(|m| m.id <= message.id);
-        self.messages.insert(at, message);
+        let at = self.produced.partition_point(|m| m.id <= message.id);
+        self.produced.insert(at, message);
     }
 
-    /// The conversation the model sees for `run`.
-    pub fn chat(&self, run: &Run) -> Vec<ChatMessage> {
-        let by_id: HashMap<&str, &Message> =
-            self.messages.iter().map(|m| (m.id.as_str(), m)).collect();
-        let mut produced: HashMap<&str, Vec<&Message>> = HashMap::new();
-        for message in &self.messages {
-            if let Some(run_id) = message.metadata.get("run_id").and_then(Value::as_str) {
-                produced.entry(run_id).or_default().push(message);
-            }
+    /// The conversation the model sees.
+    pub fn chat(&self) -> Vec<ChatMessage> {
+        let mut out = Vec::with_capacity(self.earlier.len() + 1 + self.produced.len());
+        out.extend_from_slice(&self.earlier);
+        if let Some(trigger) = &self.trigger {
+            out.push(ChatMessage::user(trigger.clone()));
         }
-
-        let mut out = Vec::new();
-        for earlier in self.runs.iter().filter(|r| r.id <= run.id) {
-            if let Some(trigger) = by_id.get(earlier.trigger_message_id.as_str()) {
-                out.push(ChatMessage::user(trigger.content.clone()));
-            }
-            if let Some(list) = produced.get(earlier.id.as_str()) {
-                push_run_messages(&mut out, list);
-            }
-        }
+        let own: Vec<&Message> = self.produced.iter().collect();
+        push_run_messages(&mut out, &own);
         out
     }
 }
 
-/// Appends one run's assistant and tool messages, closing any tool call left without a result
-/// (a cancelled or failed run) so the conversation stays valid for every provider.
 fn push_run_messages(out: &mut Vec<ChatMessage>, list: &[&Message]) {
     let mut open: Vec<ToolCall> = Vec::new();
     for message in list {

@@ -248,7 +248,7 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
             lease,
             attempt,
             next_llm_step,
-            history.chat(run),
+            history.chat(),
         )
         .await?;
         journal.push(recorded.step);

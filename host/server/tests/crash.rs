@@ -574,7 +574,7 @@ async fn kill_9_during_runs_loses_nothing() {
         // the tool call recorded in the journal.
         let mine: Vec<_> = requests
             .iter()
-            .filter(|r| r.body.to_string().contains(&marker(i)))
+            .filter(|r| r.body().to_string().contains(&marker(i)))
             .collect();
         let seconds: Vec<_> = mine
             .iter()

@@ -6,10 +6,11 @@
 //! closure (if set) decides from the [`RecordedRequest`]; otherwise the server answers 500
 //! "no scripted reply", which fails the test with a clear message.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -19,6 +20,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
@@ -46,11 +48,26 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
     /// Whether the request carried [`FAKE_LLM_API_KEY`] the provider's way.
     pub auth_ok: bool,
-    /// The parsed JSON body (`Null` if it was not JSON).
-    pub body: Value,
+    /// The body as received.
+    raw: Bytes,
+    /// The body as a JSON tree, parsed on first use: a fallback that looks at a few fields
+    /// (with [`RecordedRequest::parse`]) does not pay for a tree of the whole conversation.
+    tree: OnceLock<Value>,
 }
 
 impl RecordedRequest {
+    /// The JSON body (`Null` if it was not JSON), parsed on first use.
+    pub fn body(&self) -> &Value {
+        self.tree
+            .get_or_init(|| serde_json::from_slice(&self.raw).unwrap_or(Value::Null))
+    }
+
+    /// The body read as `T` (which may borrow from it and name only the fields it needs);
+    /// `None` when it does not fit.
+    pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Option<T> {
+        serde_json::from_slice(&self.raw).ok()
+    }
+
     /// A header value.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -61,12 +78,12 @@ impl RecordedRequest {
 
     /// The `model` field.
     pub fn model(&self) -> &str {
-        self.body["model"].as_str().unwrap_or_default()
+        self.body()["model"].as_str().unwrap_or_default()
     }
 
     /// The `messages` array (empty if absent).
     pub fn messages(&self) -> &[Value] {
-        self.body["messages"]
+        self.body()["messages"]
             .as_array()
             .map(Vec::as_slice)
             .unwrap_or_default()
@@ -74,7 +91,7 @@ impl RecordedRequest {
 
     /// Names of the tools offered, in order, in either format.
     pub fn tool_names(&self) -> Vec<String> {
-        let Some(tools) = self.body["tools"].as_array() else {
+        let Some(tools) = self.body()["tools"].as_array() else {
             return Vec::new();
         };
         tools
@@ -442,7 +459,7 @@ async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     } else {
         WireFormat::OpenAi
     };
-    let request = record(&shared, wire, "/v1/models", &headers, Value::Null);
+    let request = record(&shared, wire, "/v1/models", &headers, Bytes::new());
     if !request.auth_ok {
         return error_response(wire, 401, "invalid API key", None);
     }
@@ -471,7 +488,7 @@ fn record(
     wire: WireFormat,
     path: &str,
     headers: &HeaderMap,
-    body: Value,
+    raw: Bytes,
 ) -> Arc<RecordedRequest> {
     let auth_ok = match wire {
         WireFormat::OpenAi => headers
@@ -496,11 +513,27 @@ fn record(
             })
             .collect(),
         auth_ok,
-        body,
+        raw,
+        tree: OnceLock::new(),
     };
     let request = Arc::new(request);
     lock(&shared.requests).push(request.clone());
     request
+}
+
+/// The fields of a chat request the fake itself needs (the rest is skipped unparsed).
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(default, borrow)]
+    model: Cow<'a, str>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
 }
 
 async fn handle(
@@ -511,14 +544,14 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let body_len = body.len();
-    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let request = record(&shared, wire, path, &headers, body);
     if !request.auth_ok {
         return error_response(wire, 401, "invalid API key", None);
     }
-    if request.body.is_null() {
+    // Checks the JSON without building a tree of it.
+    let Some(head) = request.parse::<Head>() else {
         return error_response(wire, 400, "request body is not valid JSON", None);
-    }
+    };
     let reply = lock(&shared.replies).pop_front();
     let reply = match reply {
         Some(r) => r,
@@ -555,10 +588,10 @@ async fn handle(
                 })
                 .collect();
             let input_tokens = reply.usage.map_or((body_len / 4) as u64, |u| u.0);
-            let model = request.model().to_owned();
+            let model = head.model.into_owned();
             match wire {
                 WireFormat::OpenAi => {
-                    let include_usage = request.body["stream_options"]["include_usage"] == true;
+                    let include_usage = head.stream_options.is_some_and(|o| o.include_usage);
                     openai_frames(&mut frames, &model, text, tool_calls, &ids);
                     let output = reply.usage.map_or(frames.items as u64, |u| u.1);
                     let finish = if tool_calls.is_empty() {
