@@ -5,9 +5,9 @@
 //! Messages a run produces carry `metadata.run_id`, so a message queued behind an active run
 //! never leaks into that run's conversation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use everruns_core::{MAX_PAGE_LIMIT, Message, MessageRole, PageRequest, Run};
+use everruns_core::{Message, MessageRole, Run};
 use everruns_llm::{ChatMessage, ToolCall};
 use everruns_store::{Store, StoreError};
 use serde_json::{Value, json};
@@ -50,8 +50,7 @@ pub struct History {
 impl History {
     /// Reads the session's runs and messages.
     pub async fn load(store: &dyn Store, run: &Run) -> Result<Self, StoreError> {
-        let runs = all_runs(store, run).await?;
-        let messages = all_messages(store, run).await?;
+        let (runs, messages) = store.session_history(&run.session_id).await?;
         let by_id: HashMap<&str, &Message> = messages.iter().map(|m| (m.id.as_str(), m)).collect();
         let mut produced: HashMap<&str, Vec<&Message>> = HashMap::new();
         for message in &messages {
@@ -166,34 +165,4 @@ pub fn tool_calls_of(metadata: &Value) -> Vec<ToolCall> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-async fn all_runs(store: &dyn Store, run: &Run) -> Result<Vec<Run>, StoreError> {
-    let mut runs = Vec::new();
-    let mut page = PageRequest::first(MAX_PAGE_LIMIT);
-    loop {
-        let result = store.list_runs(&run.session_id, &page).await?;
-        runs.extend(result.items);
-        match result.next_cursor {
-            Some(cursor) => page.after = Some(cursor),
-            None => break,
-        }
-    }
-    let mut seen = HashSet::new();
-    runs.retain(|r| seen.insert(r.id.clone()));
-    runs.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(runs)
-}
-
-async fn all_messages(store: &dyn Store, run: &Run) -> Result<Vec<Message>, StoreError> {
-    let mut messages = Vec::new();
-    let mut page = PageRequest::first(MAX_PAGE_LIMIT);
-    loop {
-        let result = store.list_messages(&run.session_id, &page).await?;
-        messages.extend(result.items);
-        match result.next_cursor {
-            Some(cursor) => page.after = Some(cursor),
-            None => return Ok(messages),
-        }
-    }
 }

@@ -270,6 +270,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// [`StoreError::NotFound`] when absent.
     async fn get_run(&self, run: &RunId) -> Result<Run>;
 
+    /// All runs and all messages of the session, each in id (creation) order, in two reads:
+    /// what a worker rebuilds a run's conversation from. An unknown session is NotFound.
+    async fn session_history(&self, session: &SessionId) -> Result<(Vec<Run>, Vec<Message>)>;
+
     /// The runs leased by `owner` that were asked to stop (`cancelling`): how a worker learns
     /// of cancel requests for all its runs with one query.
     async fn cancelling_runs(&self, owner: &str) -> Result<Vec<RunId>>;

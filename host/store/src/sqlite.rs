@@ -782,6 +782,10 @@ impl Store for SqliteStore {
         runs::get_run(&self.pool, run).await
     }
 
+    async fn session_history(&self, session: &SessionId) -> Result<(Vec<Run>, Vec<Message>)> {
+        runs::session_history(&self.pool, session).await
+    }
+
     async fn cancelling_runs(&self, owner: &str) -> Result<Vec<RunId>> {
         runs::cancelling_runs(&self.pool, owner).await
     }

@@ -60,6 +60,7 @@ conformance!(
     cancel_depends_on_where_the_run_is,
     events_are_listed_in_pages_after_a_sequence_number,
     runs_are_listed_and_deleted_with_their_session,
+    session_history_reads_every_run_and_message_in_order,
 );
 
 // ---- helpers ----
@@ -1325,4 +1326,48 @@ async fn runs_are_listed_and_deleted_with_their_session(db: &TestDb) {
     assert_not_found(store.list_events(&session, 0, 10).await, "session");
     assert_lease_lost(store.append_events(&lease, vec![delta("y")]).await, &run.id);
     assert!(store.claim_run("w", LEASE).await.unwrap().is_none());
+}
+
+async fn session_history_reads_every_run_and_message_in_order(db: &TestDb) {
+    let store = open(db).await;
+    let session = session(&store, "history").await;
+    let other = session_2(&store).await;
+    let (runs, messages) = store.session_history(&session).await.unwrap();
+    assert!(runs.is_empty() && messages.is_empty());
+    assert_not_found(store.session_history(&SessionId::new()).await, "session");
+
+    let first = start(&store, &session, "one").await;
+    let second = start(&store, &session, "two").await;
+    start(&store, &other, "elsewhere").await;
+    let (_, lease) = claim(&store, "w").await;
+    assert_eq!(lease.run_id, first.id);
+    let answer = NewStep {
+        message: Some(StepMessage {
+            id: MessageId::new(),
+            role: MessageRole::Assistant,
+            content: "answer".to_owned(),
+            metadata: json!({ "run_id": first.id.as_str() }),
+        }),
+        ..llm_step(0)
+    };
+    store
+        .record_step(&lease, answer, vec![], Usage::default())
+        .await
+        .unwrap();
+
+    let (runs, messages) = store.session_history(&session).await.unwrap();
+    assert_eq!(
+        runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        [first.id.clone(), second.id.clone()]
+    );
+    assert_eq!(runs[0], store.get_run(&first.id).await.unwrap());
+    let contents: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["one", "two", "answer"]);
+    assert_eq!(messages[2].metadata, json!({ "run_id": first.id.as_str() }));
+    let listed = store
+        .list_messages(&session, &PageRequest::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(messages, listed);
 }

@@ -771,6 +771,39 @@ pub(super) async fn request_cancel(pool: &SqlitePool, id: &RunId) -> Result<(Run
     Ok((run, written))
 }
 
+pub(super) async fn session_history(
+    pool: &SqlitePool,
+    session: &SessionId,
+) -> Result<(Vec<Run>, Vec<Message>)> {
+    let mut conn = pool.acquire().await?;
+    let runs = sqlx::query(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM runs WHERE session_id = $1 ORDER BY id"
+    ))
+    .bind(session.as_str())
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(run_from_row)
+    .collect::<Result<Vec<_>>>()?;
+    let messages = sqlx::query(
+        "SELECT id, session_id, role, content, metadata, created_at \
+         FROM messages WHERE session_id = $1 ORDER BY id",
+    )
+    .bind(session.as_str())
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(message_from_row)
+    .collect::<Result<Vec<_>>>()?;
+    if runs.is_empty() && messages.is_empty() {
+        // Tells "nothing yet" from "no such session".
+        last_event_seq(pool, session).await?;
+    }
+    Ok((runs, messages))
+}
+
 pub(super) async fn cancelling_runs(pool: &SqlitePool, owner: &str) -> Result<Vec<RunId>> {
     let ids: Vec<String> =
         sqlx::query_scalar("SELECT id FROM runs WHERE status = 'cancelling' AND lease_owner = $1")
