@@ -305,10 +305,6 @@ pub(super) async fn start_run(
     }
     // The run's position is the sequence number of its `run.queued` event.
     let queue_seq = last_seq + 2;
-    let queued_behind = first_active_before(&mut tx, session, queue_seq).await?;
-    // Claimed at once only when it would be the next claimable run of its session anyway.
-    let claim = claim.filter(|_| queued_behind.is_none());
-
     let now = codec::now();
     let message = Message {
         id: MessageId::new(),
@@ -318,8 +314,66 @@ pub(super) async fn start_run(
         metadata: serde_json::Value::Null,
         created_at: now,
     };
+    let run_id = RunId::new();
+    let [created, _] = run_codec::start_events(&run_id, &message, None);
+    let created_payload = to_json_text("event payload", &created.payload)?;
+    // The rest in one statement, whose snapshot (taken after the session row was locked
+    // above) includes every run a concurrent start of this session committed: the run it
+    // queues behind if any, the message, the run (running under the claim's lease when it
+    // queues behind nothing, else queued), the events (`run.started` only when claimed, with
+    // the payload of [`run_codec::started_event`]) and the session's sequence numbers.
+    let row: (Option<String>, bool, Option<Timestamp>) = sqlx::query_as(concat!(
+        "WITH behind AS (SELECT id FROM runs WHERE session_id = $2 AND queue_seq < $7 \
+           AND status IN ",
+        active_statuses!(),
+        " ORDER BY queue_seq LIMIT 1), \
+         claimed AS (SELECT $9::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM behind) AS yes), \
+         msg AS (INSERT INTO messages (id, session_id, role, content, metadata, created_at) \
+           VALUES ($1, $2, $3, $4, 'null'::json, $5)), \
+         run AS (INSERT INTO runs (id, session_id, queue_seq, status, trigger_message_id, \
+           idempotency_key, lease_owner, lease_token, lease_expires_at, started_at, created_at, \
+           updated_at) \
+           SELECT $6, $2, $7, CASE WHEN c.yes THEN 'running' ELSE 'queued' END, $1, $8, \
+             CASE WHEN c.yes THEN $9 END, CASE WHEN c.yes THEN 1 ELSE 0 END, \
+             CASE WHEN c.yes THEN now() + make_interval(secs => $10) END, \
+             CASE WHEN c.yes THEN $5 END, $5, $5 \
+           FROM claimed c RETURNING lease_expires_at), \
+         ev_rows AS (SELECT 1 AS ord, $11::text AS event_type, $12::text AS payload \
+           UNION ALL SELECT 2, $13, json_build_object('run_id', $6::text, \
+             'queued_behind', (SELECT id FROM behind))::text \
+           UNION ALL SELECT 3, $14, json_build_object('run_id', $6::text, 'worker', $9::text, \
+             'takeover', false)::text FROM claimed WHERE claimed.yes), \
+         seq AS (UPDATE sessions SET last_event_seq = last_event_seq + \
+           (SELECT count(*) FROM ev_rows) WHERE id = $2), \
+         ev AS (INSERT INTO events (session_id, seq, event_type, payload, run_id, created_at) \
+           SELECT $2, $15 + ord, event_type, payload::json, $6, $5 FROM ev_rows) \
+         SELECT (SELECT id FROM behind), (SELECT yes FROM claimed), \
+           (SELECT lease_expires_at FROM run)"
+    ))
+    .bind(message.id.as_str())
+    .bind(session.as_str())
+    .bind(message.role.as_str())
+    .bind(&message.content)
+    .bind(now)
+    .bind(run_id.as_str())
+    .bind(queue_seq)
+    .bind(idempotency_key.as_deref())
+    .bind(claim.map(|c| c.owner.as_str()))
+    .bind(claim.map_or(0.0, |c| run_codec::lease_micros(c.lease) as f64 / 1e6))
+    .bind(created.event_type.as_str())
+    .bind(created_payload)
+    .bind(EventType::RunQueued.as_str())
+    .bind(EventType::RunStarted.as_str())
+    .bind(last_seq)
+    .fetch_one(&mut *tx)
+    .await?;
+    let (behind, claimed, expires) = row;
+    let queued_behind = behind
+        .map(|id| parse_id("run id", &id, RunId::parse))
+        .transpose()?;
+    let claim = claim.filter(|_| claimed);
     let mut run = Run {
-        id: RunId::new(),
+        id: run_id,
         session_id: session.clone(),
         status: RunStatus::Queued,
         trigger_message_id: message.id.clone(),
@@ -342,51 +396,12 @@ pub(super) async fn start_run(
         run.status = RunStatus::Running;
         run.lease_owner = Some(claim.owner.clone());
         run.lease_token = 1;
+        run.lease_expires_at = expires;
         run.started_at = Some(now);
         events.push(run_codec::started_event(&run, &claim.owner));
-    }
-    let (types, payloads) = event_arrays(&events)?;
-    // The rest in one statement: the message, the run (queued, or running under the claim's
-    // lease), the session's sequence numbers and the events.
-    let expires: Option<Timestamp> = sqlx::query_scalar(
-        "WITH msg AS (INSERT INTO messages (id, session_id, role, content, metadata, created_at) \
-           VALUES ($1, $2, $3, $4, 'null'::json, $5)), \
-         run AS (INSERT INTO runs (id, session_id, queue_seq, status, trigger_message_id, \
-           idempotency_key, lease_owner, lease_token, lease_expires_at, started_at, created_at, \
-           updated_at) \
-           VALUES ($6, $2, $7, $8, $1, $9, $10, $11, \
-             CASE WHEN $10::text IS NULL THEN NULL ELSE now() + make_interval(secs => $12) END, \
-             $13, $5, $5) \
-           RETURNING lease_expires_at), \
-         seq AS (UPDATE sessions SET last_event_seq = last_event_seq + $14 WHERE id = $2), \
-         ev AS (INSERT INTO events (session_id, seq, event_type, payload, run_id, created_at) \
-           SELECT $2, $15 + e.ord, e.event_type, e.payload::json, $6, $5 \
-           FROM UNNEST($16::text[], $17::text[]) WITH ORDINALITY AS e (event_type, payload, ord)) \
-         SELECT lease_expires_at FROM run",
-    )
-    .bind(message.id.as_str())
-    .bind(session.as_str())
-    .bind(message.role.as_str())
-    .bind(&message.content)
-    .bind(now)
-    .bind(run.id.as_str())
-    .bind(queue_seq)
-    .bind(run.status.as_str())
-    .bind(run.idempotency_key.as_deref())
-    .bind(run.lease_owner.as_deref())
-    .bind(run.lease_token)
-    .bind(claim.map_or(0.0, |c| run_codec::lease_micros(c.lease) as f64 / 1e6))
-    .bind(run.started_at)
-    .bind(i64::try_from(events.len()).unwrap_or(i64::MAX))
-    .bind(last_seq)
-    .bind(&types)
-    .bind(&payloads)
-    .fetch_one(&mut *tx)
-    .await?;
-    run.lease_expires_at = expires;
-    if claim.is_none() {
-        // Wakes workers in every process at commit (PostgreSQL folds repeats in one
-        // transaction). A claimed run needs no worker to look for it.
+    } else {
+        // Wakes workers in every process at commit. A claimed run needs no worker to look
+        // for it.
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(RUNS_CHANNEL)
             .execute(&mut *tx)
