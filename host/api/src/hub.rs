@@ -65,6 +65,7 @@ pub struct EventHub {
 struct HubInner {
     store: Arc<dyn Store>,
     poll: Duration,
+    heartbeat: Duration,
     closing: CancellationToken,
     sessions: Mutex<HashMap<SessionId, Weak<SessionHub>>>,
 }
@@ -76,19 +77,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl EventHub {
     /// A hub over `store`; a followed session's log is re-read every `poll` when nothing
-    /// announced new events (the fallback for missed cross-process notifications). Once
+    /// announced new events (the fallback for missed cross-process notifications), and a
+    /// stream that sent nothing for `heartbeat` sends a comment. Once
     /// `closing` is cancelled (the server is shutting down), every stream ends, so that
     /// graceful shutdown does not wait for SSE clients that would never leave; they resume
     /// elsewhere (or after the restart) with `Last-Event-ID`.
-    pub fn new(store: Arc<dyn Store>, poll: Duration, closing: CancellationToken) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        poll: Duration,
+        heartbeat: Duration,
+        closing: CancellationToken,
+    ) -> Self {
         Self {
             inner: Arc::new(HubInner {
                 store,
                 poll,
+                heartbeat,
                 closing,
                 sessions: Mutex::default(),
             }),
         }
+    }
+
+    /// How long a stream may stay silent before it sends a heartbeat comment.
+    pub(crate) fn heartbeat(&self) -> Duration {
+        self.inner.heartbeat
     }
 
     /// Resolves when streams must end (the server is shutting down).

@@ -103,6 +103,14 @@ pub struct Config {
     /// (the fallback for missed PostgreSQL notifications), in milliseconds.
     #[serde(default = "default_poll_ms")]
     pub events_poll_ms: u64,
+    /// After this long with nothing sent, an SSE stream sends a `: heartbeat` comment (keeps
+    /// proxies from closing idle streams), in milliseconds.
+    #[serde(default = "default_sse_heartbeat_ms")]
+    pub sse_heartbeat_ms: u64,
+}
+
+fn default_sse_heartbeat_ms() -> u64 {
+    15_000
 }
 
 fn default_poll_ms() -> u64 {
@@ -142,6 +150,7 @@ impl Default for Config {
             executor_lease_ms: default_lease_ms(),
             executor_poll_ms: default_poll_ms(),
             events_poll_ms: default_poll_ms(),
+            sse_heartbeat_ms: default_sse_heartbeat_ms(),
         }
     }
 }
@@ -168,6 +177,7 @@ const ENV_KEYS: &[&str] = &[
     "executor_lease_ms",
     "executor_poll_ms",
     "events_poll_ms",
+    "sse_heartbeat_ms",
     "worker",
 ];
 

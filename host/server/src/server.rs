@@ -91,6 +91,7 @@ impl Server {
         let events = EventHub::new(
             self.store.clone(),
             Duration::from_millis(self.config.events_poll_ms.max(10)),
+            Duration::from_millis(self.config.sse_heartbeat_ms.max(10)),
             shutdown.clone(),
         );
         let app = everruns_api::app(AppState {

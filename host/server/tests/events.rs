@@ -327,3 +327,35 @@ async fn a_slow_client_lags_without_holding_up_the_others() {
     );
     db.cleanup().await;
 }
+
+/// A stream with nothing to send gets a `: heartbeat` comment after `sse_heartbeat_ms` of
+/// silence, and again after each further such period; events in between reset the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_get_heartbeat_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start_configured(dir.path(), None, |config| {
+        config.sse_heartbeat_ms = 300;
+    })
+    .await;
+    let sid = session(&app).await;
+    let opened = Instant::now();
+    let mut body = open_stream(&app, &sid, None).await.bytes_stream();
+    let mut seen = String::new();
+    let deadline = Duration::from_secs(10);
+    while seen.matches(": heartbeat\n\n").count() < 2 {
+        let chunk = tokio::time::timeout(deadline, body.next())
+            .await
+            .expect("a heartbeat within 10 s")
+            .expect("the stream stays open")
+            .unwrap();
+        seen.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let took = opened.elapsed();
+    assert!(
+        took >= Duration::from_millis(600),
+        "two heartbeats need two silent periods, got them after {took:?}"
+    );
+    // Nothing else was sent: the session has no events.
+    assert_eq!(seen, ": heartbeat\n\n: heartbeat\n\n");
+    app.stop().await;
+}

@@ -29,8 +29,6 @@ use crate::routes::sessions::session_id;
 
 /// Events read from the store per query.
 const BATCH: u32 = 500;
-/// Heartbeat comment interval, so proxies keep the stream open.
-const HEARTBEAT: Duration = Duration::from_secs(15);
 /// The heartbeat: an SSE comment, which clients ignore.
 const HEARTBEAT_COMMENT: &[u8] = b": heartbeat\n\n";
 
@@ -189,7 +187,8 @@ fn live(
             // heartbeat timer is re-armed only when it fires (not per frame: with many
             // streams, timer updates per frame and stream would add up).
             let mut sent = Instant::now();
-            let heartbeat = tokio::time::sleep(HEARTBEAT);
+            let every = state.events.heartbeat();
+            let heartbeat = tokio::time::sleep(every);
             tokio::pin!(heartbeat);
             loop {
                 let received = tokio::select! {
@@ -197,11 +196,11 @@ fn live(
                     () = &mut heartbeat => None,
                 };
                 let Some(received) = received else {
-                    if sent.elapsed() >= HEARTBEAT {
+                    if sent.elapsed() >= every {
                         yield Ok(Bytes::from_static(HEARTBEAT_COMMENT));
                         sent = Instant::now();
                     }
-                    heartbeat.as_mut().reset(sent + HEARTBEAT);
+                    heartbeat.as_mut().reset(sent + every);
                     continue;
                 };
                 match received {
