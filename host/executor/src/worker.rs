@@ -186,7 +186,11 @@ impl Starter {
         });
         match task.await {
             Ok(started) => started,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only a runtime that is shutting down cancels the task.
+            Err(_) => Err(StoreError::Unavailable(
+                "the server is shutting down".to_owned(),
+            )),
         }
     }
 

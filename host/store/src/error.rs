@@ -44,9 +44,11 @@ pub enum StoreError {
     /// Any other database error.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    /// A database error that failed several writes written together (each gets its text).
-    #[error("database: {0}")]
-    Batch(String),
+    /// The write could not be carried out, for a reason the text gives: the batch it was
+    /// written in failed (each of its writes gets the database's message), or the store is
+    /// shutting down.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// A stored value could not be decoded (corrupt or from an incompatible version).
     #[error("decoding stored {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },

@@ -85,7 +85,7 @@ impl Journal {
             usage,
             reply,
         };
-        let stopped = || StoreError::Batch("the journal writer has stopped".to_owned());
+        let stopped = || StoreError::Unavailable("the journal writer has stopped".to_owned());
         self.requests.send(request).map_err(|_| stopped())?;
         outcome.await.unwrap_or_else(|_| Err(stopped()))
     }
@@ -122,7 +122,7 @@ async fn write_with_fallback(
             for request in requests {
                 let err = first
                     .take()
-                    .unwrap_or_else(|| StoreError::Batch(message.clone()));
+                    .unwrap_or_else(|| StoreError::Unavailable(message.clone()));
                 let _ = request.reply.send(Err(err));
             }
         }
@@ -133,7 +133,9 @@ async fn write_with_fallback(
                 let outcome = match write(pool, conn, std::slice::from_ref(&request), now).await {
                     Ok(rows) => match rows.into_iter().next() {
                         Some(row) => recorded(&mut request, row, now),
-                        None => Err(StoreError::Batch("a step got no result row".to_owned())),
+                        None => Err(StoreError::Unavailable(
+                            "a step got no result row".to_owned(),
+                        )),
                     },
                     Err(err) => Err(error_of(err, &request)),
                 };
