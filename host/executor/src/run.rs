@@ -36,6 +36,8 @@ enum Outcome {
         error: Option<String>,
         events: Vec<NewEvent>,
     },
+    /// Already written: the run's last step ended it in the same commit.
+    Completed,
     /// Stop without writing (lease lost, shutdown, or a store failure left for a takeover).
     Abandon,
 }
@@ -76,7 +78,8 @@ pub(crate) async fn execute(
         stop.cancel();
         heartbeat.abort();
 
-        let outcome = if cancelled.load(Ordering::SeqCst) && !lost.load(Ordering::SeqCst) {
+        let completed = matches!(outcome, Outcome::Completed);
+        let outcome = if cancelled.load(Ordering::SeqCst) && !lost.load(Ordering::SeqCst) && !completed {
             Outcome::Finish {
                 status: RunStatus::Cancelled,
                 error: None,
@@ -95,6 +98,7 @@ pub(crate) async fn execute(
                     Err(e) => tracing::error!(error = %e, "finishing the run failed; it will be taken over"),
                 }
             }
+            Outcome::Completed => tracing::info!(status = "completed", "run finished"),
             Outcome::Abandon if shutdown.is_cancelled() && !lost.load(Ordering::SeqCst) => {
                 // Let the next start (or another process) take over at once.
                 let _ = shared.store.renew_lease(&lease, Duration::ZERO).await;
@@ -197,14 +201,12 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
             Some(llm) => {
                 let calls = conversation::tool_calls_of(&llm.output);
                 if calls.is_empty() {
-                    let text = llm.output["text"].as_str().unwrap_or_default().to_owned();
+                    // Recorded without ending the run (by a version that ended runs apart).
+                    let text = llm.output["text"].as_str().unwrap_or_default();
                     return Ok(Outcome::Finish {
                         status: RunStatus::Completed,
                         error: None,
-                        events: vec![event(
-                            EventType::RunCompleted,
-                            json!({"run_id": run.id.as_str(), "text": text}),
-                        )],
+                        events: vec![completed_event(run, text)],
                     });
                 }
                 let missing: Vec<(u32, ToolCall)> = calls
@@ -251,6 +253,9 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
             history.chat(),
         )
         .await?;
+        let Some(recorded) = recorded else {
+            return Ok(Outcome::Completed);
+        };
         journal.push(recorded.step);
         if let Some(message) = recorded.message {
             history.push(message);
@@ -259,6 +264,16 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
     }
 }
 
+/// The `run.completed` event of a run that answered `text`.
+fn completed_event(run: &Run, text: &str) -> NewEvent {
+    event(
+        EventType::RunCompleted,
+        json!({"run_id": run.id.as_str(), "text": text}),
+    )
+}
+
+/// Calls the model and records its answer as step `step_no`. An answer without tool calls
+/// ends the run in the same commit: then `None`, else the recorded step.
 #[allow(
     clippy::too_many_arguments,
     reason = "the pieces of one step; bundling them hides nothing"
@@ -273,7 +288,7 @@ async fn llm_step(
     attempt: u32,
     step_no: u32,
     messages: Vec<ChatMessage>,
-) -> Result<RecordedStep, Stop> {
+) -> Result<Option<RecordedStep>, Stop> {
     let store = shared.store.as_ref();
     let started_at = Utc::now();
     let request = ChatRequest {
@@ -374,6 +389,13 @@ async fn llm_step(
             }),
         ),
     ]);
+    if tool_calls.is_empty() {
+        events.push(completed_event(run, &response.text));
+        store
+            .record_final_step(lease, step, events, usage, RunStatus::Completed)
+            .await?;
+        return Ok(None);
+    }
     // The calls start as soon as this commits: announce them in the same commit.
     events.extend(
         tool_calls
@@ -381,7 +403,7 @@ async fn llm_step(
             .enumerate()
             .map(|(i, call)| tool_started(toolbox, run, step_no + 1 + i as u32, call)),
     );
-    Ok(store.record_step(lease, step, events, usage).await?)
+    Ok(Some(store.record_step(lease, step, events, usage).await?))
 }
 
 /// Writes streamed text as `message.delta` events, coalescing what arrives within

@@ -248,6 +248,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         usage_delta: Usage,
     ) -> Result<RecordedStep>;
 
+    /// Records the run's last step and ends the run with it, in one transaction: what
+    /// [`Store::record_step`] and then [`Store::finish_run`] with `status` (terminal, else
+    /// [`StoreError::Invalid`]) and no error would write, as one commit. `events` are the
+    /// step's and the run's, in that order.
+    async fn record_final_step(
+        &self,
+        lease: &Lease,
+        step: NewStep,
+        events: Vec<NewEvent>,
+        usage_delta: Usage,
+        status: RunStatus,
+    ) -> Result<RecordedStep>;
+
     /// The steps of a run by `step_no`; an unknown run is [`StoreError::NotFound`].
     async fn list_steps(&self, run: &RunId) -> Result<Vec<Step>>;
 

@@ -755,9 +755,26 @@ impl Store for PgStore {
     ) -> Result<RecordedStep> {
         let recorded = self
             .journal
-            .record(lease, step, events, usage_delta)
+            .record(lease, step, events, usage_delta, None)
             .await?;
         self.bus.committed(&recorded.events);
+        Ok(recorded)
+    }
+
+    async fn record_final_step(
+        &self,
+        lease: &Lease,
+        step: NewStep,
+        events: Vec<NewEvent>,
+        usage_delta: Usage,
+        status: RunStatus,
+    ) -> Result<RecordedStep> {
+        let recorded = self
+            .journal
+            .record(lease, step, events, usage_delta, Some(status))
+            .await?;
+        self.bus.committed(&recorded.events);
+        self.run_signal.bump();
         Ok(recorded)
     }
 

@@ -749,8 +749,24 @@ impl Store for SqliteStore {
         events: Vec<NewEvent>,
         usage_delta: Usage,
     ) -> Result<RecordedStep> {
-        let recorded = runs::record_step(&self.pool, lease, step, events, usage_delta).await?;
+        let recorded =
+            runs::record_step(&self.pool, lease, step, events, usage_delta, None).await?;
         self.bus.committed(&recorded.events);
+        Ok(recorded)
+    }
+
+    async fn record_final_step(
+        &self,
+        lease: &Lease,
+        step: NewStep,
+        events: Vec<NewEvent>,
+        usage_delta: Usage,
+        status: RunStatus,
+    ) -> Result<RecordedStep> {
+        let recorded =
+            runs::record_step(&self.pool, lease, step, events, usage_delta, Some(status)).await?;
+        self.bus.committed(&recorded.events);
+        self.run_signal.bump();
         Ok(recorded)
     }
 

@@ -57,6 +57,7 @@ conformance!(
     a_run_started_with_a_claim_runs_under_that_lease_at_once,
     event_sequences_have_no_gaps_under_concurrent_writers,
     finishing_runs_releases_the_lease_and_the_session,
+    a_final_step_ends_its_run_in_the_same_commit,
     cancel_depends_on_where_the_run_is,
     events_are_listed_in_pages_after_a_sequence_number,
     runs_are_listed_and_deleted_with_their_session,
@@ -1200,6 +1201,115 @@ async fn finishing_runs_releases_the_lease_and_the_session(db: &TestDb) {
         store.get_session(&session).await.unwrap().status,
         SessionStatus::Running
     );
+}
+
+async fn a_final_step_ends_its_run_in_the_same_commit(db: &TestDb) {
+    let store = open(db).await;
+    let session = session(&store, "final").await;
+    let first = start(&store, &session, "one").await;
+    let second = start(&store, &session, "two").await;
+    let (_, lease) = claim(&store, "w").await;
+    assert_eq!(lease.run_id, first.id);
+    store
+        .record_step(&lease, llm_step(0), vec![delta("a")], Usage::default())
+        .await
+        .unwrap();
+    let invalid = store
+        .record_final_step(&lease, llm_step(1), vec![], Usage::default(), RunStatus::Running)
+        .await;
+    assert!(
+        matches!(invalid, Err(StoreError::Invalid(_))),
+        "{invalid:?}"
+    );
+
+    let mut answer = llm_step(1);
+    answer.message = Some(StepMessage {
+        id: MessageId::new(),
+        role: MessageRole::Assistant,
+        content: "done".to_owned(),
+        metadata: json!({ "run_id": first.id.as_str() }),
+    });
+    let usage = Usage {
+        input_tokens: 3,
+        output_tokens: 4,
+    };
+    let completed = NewEvent::new(EventType::RunCompleted, json!({ "text": "done" }));
+    let recorded = store
+        .record_final_step(
+            &lease,
+            answer,
+            vec![delta("b"), completed],
+            usage,
+            RunStatus::Completed,
+        )
+        .await
+        .unwrap();
+    assert_eq!(recorded.step.step_no, 1);
+    assert_eq!(recorded.message.as_ref().unwrap().content, "done");
+    let types: Vec<_> = recorded.events.iter().map(|e| e.event_type).collect();
+    assert_eq!(types, [EventType::MessageDelta, EventType::RunCompleted]);
+
+    let run = store.get_run(&first.id).await.unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert!(run.finished_at.is_some());
+    assert_eq!((run.lease_owner, run.lease_expires_at), (None, None));
+    assert_eq!(run.lease_token, lease.token);
+    assert_eq!((run.steps_completed, run.usage), (2, usage));
+    assert_eq!(store.list_steps(&first.id).await.unwrap().len(), 2);
+    assert_lease_lost(
+        store
+            .record_final_step(
+                &lease,
+                llm_step(2),
+                vec![],
+                Usage::default(),
+                RunStatus::Completed,
+            )
+            .await,
+        &first.id,
+    );
+    // The session's next run goes on; the session stays busy until it ends too.
+    assert_eq!(
+        store.get_session(&session).await.unwrap().status,
+        SessionStatus::Running
+    );
+    let (_, next) = claim(&store, "w").await;
+    assert_eq!(next.run_id, second.id);
+
+    // A final step recorded together with another run's ordinary step: each gets its own
+    // outcome, and only the ended run's session goes idle.
+    let other_session = session_2(&store).await;
+    let other = start(&store, &other_session, "three").await;
+    let (_, other_lease) = claim(&store, "w").await;
+    assert_eq!(other_lease.run_id, other.id);
+    let (ended, ordinary) = tokio::join!(
+        store.record_final_step(
+            &next,
+            llm_step(0),
+            vec![NewEvent::new(EventType::RunCompleted, json!({}))],
+            Usage::default(),
+            RunStatus::Completed,
+        ),
+        store.record_step(&other_lease, llm_step(0), vec![delta("c")], Usage::default()),
+    );
+    ended.unwrap();
+    ordinary.unwrap();
+    assert_eq!(
+        store.get_session(&session).await.unwrap().status,
+        SessionStatus::Idle
+    );
+    assert_eq!(
+        store.get_session(&other_session).await.unwrap().status,
+        SessionStatus::Running
+    );
+    assert_eq!(
+        store.get_run(&other.id).await.unwrap().status,
+        RunStatus::Running
+    );
+    let events = all_events(&store, &session).await;
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    assert_eq!(events.last().unwrap().event_type, EventType::RunCompleted);
 }
 
 async fn cancel_depends_on_where_the_run_is(db: &TestDb) {

@@ -6,22 +6,26 @@
 //! goes alone at once. Only one batch is in flight at a time: two batches never lock the same
 //! runs in different orders, and the batch's connection is kept, not pinged per step.
 //!
-//! A batch is one statement, so it is atomic: fenced per run (a request whose lease is lost
+//! A step that ends its run (`Store::record_final_step`) also sets the run's final status and
+//! releases its lease in that statement; a batch with such steps is a transaction whose second
+//! statement settles their sessions and wakes the workers of every process.
+//!
+//! A batch is one statement (or one transaction), so it is atomic: fenced per run (a request whose lease is lost
 //! writes nothing and gets [`StoreError::LeaseLost`], the others are written), and a database
 //! error (a step recorded twice, a deadlock with another process) aborts it whole, after which
 //! each of its requests is written again alone, so every request gets its own exact outcome.
 
 use everruns_core::{
-    Lease, Message, NewEvent, NewStep, RecordedStep, SessionId, Step, Timestamp, Usage,
+    Lease, Message, NewEvent, NewStep, RecordedStep, RunStatus, SessionId, Step, Timestamp, Usage,
 };
-use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
+use sqlx::{Connection, Postgres};
 use tokio::sync::{mpsc, oneshot};
 
-use super::runs::{is_duplicate_step, numbered};
+use super::runs::{RUNS_CHANNEL, is_duplicate_step, numbered};
 use crate::codec::{self, parse_id, to_json_text};
-use crate::run_codec;
+use crate::run_codec::{self, active_statuses};
 use crate::{Result, StoreError};
 
 /// Steps written by one statement at most (its arrays grow with it; beyond this the commit
@@ -35,6 +39,8 @@ struct Request {
     step: NewStep,
     events: Vec<NewEvent>,
     usage: Usage,
+    /// The run's final status when this step ends it.
+    finish: Option<RunStatus>,
     input: String,
     output: String,
     metadata: Option<String>,
@@ -57,15 +63,20 @@ impl Journal {
     }
 
     /// Records a finished step (see `Store::record_step`), batched with whatever other steps
-    /// are waiting.
+    /// are waiting; with `finish`, the step ends its run with that status
+    /// (`Store::record_final_step`).
     pub(crate) async fn record(
         &self,
         lease: &Lease,
         step: NewStep,
         events: Vec<NewEvent>,
         usage: Usage,
+        finish: Option<RunStatus>,
     ) -> Result<RecordedStep> {
         run_codec::check_new_step(&step)?;
+        if let Some(status) = finish {
+            run_codec::check_final_status(status)?;
+        }
         let (reply, outcome) = oneshot::channel();
         let request = Request {
             lease: lease.clone(),
@@ -83,6 +94,7 @@ impl Journal {
             step,
             events,
             usage,
+            finish,
             reply,
         };
         let stopped = || StoreError::Unavailable("the journal writer has stopped".to_owned());
@@ -155,25 +167,30 @@ fn error_of(err: sqlx::Error, request: &Request) -> StoreError {
 }
 
 /// One statement for the whole batch: per run, the fence (lease token, owner and an active
-/// status) also bumps the run's counters; the steps, messages and events of the fenced
+/// status) also bumps the run's counters (and for a final step sets the final status and
+/// releases the lease; `RETURNING` gives the lease it matched, not the cleared one); the steps, messages and events of the fenced
 /// requests are inserted, and each session's sequence numbers are taken in request order.
 /// Locks are taken run before session, as everywhere else.
 const RECORD_STEPS: &str = "WITH req AS (SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], \
        $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], \
        $11::bigint[], $12::text[], $13::text[], $14::timestamptz[], $15::text[], $16::text[], \
-       $17::text[], $18::text[], $19::bigint[]) WITH ORDINALITY AS r (run_id, token, owner, \
-       input_tokens, output_tokens, step_no, kind, input, output, status, attempt, \
-       capability_id, digest, started_at, message_id, role, content, metadata, events, i)), \
+       $17::text[], $18::text[], $19::bigint[], $25::text[]) WITH ORDINALITY AS r (run_id, token, \
+       owner, input_tokens, output_tokens, step_no, kind, input, output, status, attempt, \
+       capability_id, digest, started_at, message_id, role, content, metadata, events, finish, \
+       i)), \
      fence AS (UPDATE runs SET steps_completed = runs.steps_completed + a.n, \
        input_tokens = runs.input_tokens + a.input_tokens, \
        output_tokens = runs.output_tokens + a.output_tokens, \
-       recovery_attempts = 0, updated_at = $20 \
+       recovery_attempts = 0, updated_at = $20, status = COALESCE(a.finish, runs.status), \
+       finished_at = CASE WHEN a.finish IS NULL THEN runs.finished_at ELSE $20 END, \
+       lease_owner = CASE WHEN a.finish IS NULL THEN runs.lease_owner END, \
+       lease_expires_at = CASE WHEN a.finish IS NULL THEN runs.lease_expires_at END \
        FROM (SELECT run_id, token, owner, count(*) AS n, \
-         sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens \
-         FROM req GROUP BY run_id, token, owner) a \
+         sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens, \
+         max(finish) AS finish FROM req GROUP BY run_id, token, owner) a \
        WHERE runs.id = a.run_id AND runs.lease_token = a.token AND runs.lease_owner = a.owner \
          AND runs.status IN ('running', 'cancelling') \
-       RETURNING runs.id, runs.session_id, runs.lease_token, runs.lease_owner), \
+       RETURNING runs.id, runs.session_id, a.token AS lease_token, a.owner AS lease_owner), \
      ok AS (SELECT req.*, fence.session_id FROM req JOIN fence ON fence.id = req.run_id \
        AND fence.lease_token = req.token AND fence.lease_owner = req.owner), \
      step AS (INSERT INTO steps (run_id, step_no, kind, input, output, status, attempt, \
@@ -201,6 +218,18 @@ const RECORD_STEPS: &str = "WITH req AS (SELECT * FROM UNNEST($1::text[], $2::bi
        LEFT JOIN base ON base.i = req.i \
      ORDER BY req.i";
 
+/// After a batch with final steps, in its transaction: the sessions left without an active run
+/// become idle (a statement of its own, so that it sees the runs a concurrent start committed
+/// while the batch waited for the session's row), and workers everywhere learn that runs
+/// ended (the next of a session's queue may start).
+const SETTLE_SESSIONS: &str = concat!(
+    "WITH idle AS (UPDATE sessions s SET status = 'idle' \
+       WHERE s.id = ANY($1::text[]) AND s.status <> 'idle' AND NOT EXISTS \
+         (SELECT 1 FROM runs WHERE runs.session_id = s.id AND runs.status IN ",
+    active_statuses!(),
+    ")) SELECT pg_notify($2, '')"
+);
+
 /// What the batch statement says about one request: its session when the fence held (else
 /// the lease was lost), and the sequence number before its first event.
 type Row = (Option<String>, Option<i64>);
@@ -220,7 +249,62 @@ async fn write(
         Some(connection) => connection,
         None => conn.insert(pool.acquire().await?),
     };
-    let result = sqlx::query_as::<_, (i64, Option<String>, Option<i64>)>(RECORD_STEPS)
+    let finishing = requests.iter().any(|r| r.finish.is_some());
+    let result = if finishing {
+        write_finishing(connection, &cols, requests, now).await
+    } else {
+        record_steps(&mut **connection, &cols, now).await
+    };
+    match result {
+        Ok(rows) if rows.len() == requests.len() => Ok(rows),
+        Ok(rows) => Err(sqlx::Error::Protocol(format!(
+            "the journal batch of {} steps returned {} rows",
+            requests.len(),
+            rows.len()
+        ))),
+        Err(err) => {
+            if !matches!(err, sqlx::Error::Database(_)) {
+                // The connection may be broken: give it back for the pool to check, and take
+                // another next time.
+                *conn = None;
+            }
+            Err(err)
+        }
+    }
+}
+
+/// A batch with final steps: the batch statement and then [`SETTLE_SESSIONS`], as one
+/// transaction (rolled back when dropped unfinished).
+async fn write_finishing(
+    connection: &mut PoolConnection<Postgres>,
+    cols: &Columns<'_>,
+    requests: &[Request],
+    now: Timestamp,
+) -> std::result::Result<Vec<Row>, sqlx::Error> {
+    let mut tx = connection.begin().await?;
+    let rows = record_steps(&mut *tx, cols, now).await?;
+    let sessions: Vec<&str> = rows
+        .iter()
+        .zip(requests)
+        .filter(|(_, request)| request.finish.is_some())
+        .filter_map(|((session, _), _)| session.as_deref())
+        .collect();
+    sqlx::query(SETTLE_SESSIONS)
+        .bind(&sessions)
+        .bind(RUNS_CHANNEL)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// Runs the batch statement; one row per request, in request order.
+async fn record_steps(
+    connection: &mut sqlx::PgConnection,
+    cols: &Columns<'_>,
+    now: Timestamp,
+) -> std::result::Result<Vec<Row>, sqlx::Error> {
+    let rows = sqlx::query_as::<_, (i64, Option<String>, Option<i64>)>(RECORD_STEPS)
         .bind(&cols.run_id)
         .bind(&cols.token)
         .bind(&cols.owner)
@@ -245,27 +329,13 @@ async fn write(
         .bind(&cols.event_no)
         .bind(&cols.event_type)
         .bind(&cols.event_payload)
-        .fetch_all(&mut **connection)
-        .await;
-    match result {
-        Ok(rows) if rows.len() == requests.len() => Ok(rows
-            .into_iter()
-            .map(|(_, session, base)| (session, base))
-            .collect()),
-        Ok(rows) => Err(sqlx::Error::Protocol(format!(
-            "the journal batch of {} steps returned {} rows",
-            requests.len(),
-            rows.len()
-        ))),
-        Err(err) => {
-            if !matches!(err, sqlx::Error::Database(_)) {
-                // The connection may be broken: give it back for the pool to check, and take
-                // another next time.
-                *conn = None;
-            }
-            Err(err)
-        }
-    }
+        .bind(&cols.finish)
+        .fetch_all(connection)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(_, session, base)| (session, base))
+        .collect())
 }
 
 /// The outcome of `request` from its result row (its documents are moved into it).
@@ -339,6 +409,7 @@ struct Columns<'a> {
     content: Vec<Option<&'a str>>,
     metadata: Vec<Option<&'a str>>,
     events: Vec<i64>,
+    finish: Vec<Option<&'static str>>,
     event_request: Vec<i64>,
     event_no: Vec<i64>,
     event_type: Vec<&'static str>,
@@ -379,5 +450,6 @@ impl<'a> Columns<'a> {
         self.metadata.push(request.metadata.as_deref());
         self.events
             .push(i64::try_from(request.events.len()).unwrap_or(i64::MAX));
+        self.finish.push(request.finish.map(RunStatus::as_str));
     }
 }

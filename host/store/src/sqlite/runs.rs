@@ -525,14 +525,20 @@ pub(super) async fn append_events(
     Ok(events)
 }
 
+/// Records a step; with `finish`, also ends the run with that status in the same transaction
+/// (`Store::record_final_step`).
 pub(super) async fn record_step(
     pool: &SqlitePool,
     lease: &Lease,
     new: NewStep,
     events: Vec<NewEvent>,
     usage_delta: Usage,
+    finish: Option<RunStatus>,
 ) -> Result<RecordedStep> {
     run_codec::check_new_step(&new)?;
+    if let Some(status) = finish {
+        run_codec::check_final_status(status)?;
+    }
     let input = to_json_text("step input", &new.input)?;
     let output = to_json_text("step output", &new.output)?;
     let metadata = new
@@ -543,12 +549,15 @@ pub(super) async fn record_step(
     let now = codec::now();
 
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    // The fence and the run's counters in one statement; a duplicate step below rolls the
-    // counters back with everything else.
+    // The fence and the run's counters (and its end, with `finish`) in one statement; a
+    // duplicate step below rolls them back with everything else.
     let session: Option<String> = sqlx::query_scalar(concat!(
         "UPDATE runs SET steps_completed = steps_completed + 1, \
            input_tokens = input_tokens + $4, output_tokens = output_tokens + $5, \
-           recovery_attempts = 0, updated_at = $6 \
+           recovery_attempts = 0, updated_at = $6, status = COALESCE($7, status), \
+           finished_at = CASE WHEN $7 IS NULL THEN finished_at ELSE $6 END, \
+           lease_owner = CASE WHEN $7 IS NULL THEN lease_owner END, \
+           lease_expires_at = CASE WHEN $7 IS NULL THEN lease_expires_at END \
          WHERE ",
         fenced!(),
         " RETURNING session_id"
@@ -559,6 +568,7 @@ pub(super) async fn record_step(
     .bind(run_codec::to_i64(usage_delta.input_tokens))
     .bind(run_codec::to_i64(usage_delta.output_tokens))
     .bind(timestamp_to_text(&now))
+    .bind(finish.map(RunStatus::as_str))
     .fetch_optional(&mut *tx)
     .await?;
     let Some(session) = session else {
@@ -639,6 +649,9 @@ pub(super) async fn record_step(
             .ok_or_else(|| StoreError::not_found("session", &session))?;
         insert_events(&mut tx, &session, last, Some(&lease.run_id), events, now).await?
     };
+    if finish.is_some() {
+        settle_session_status(&mut tx, &session).await?;
+    }
     tx.commit().await?;
     Ok(RecordedStep {
         step,
