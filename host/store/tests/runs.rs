@@ -1215,7 +1215,13 @@ async fn a_final_step_ends_its_run_in_the_same_commit(db: &TestDb) {
         .await
         .unwrap();
     let invalid = store
-        .record_final_step(&lease, llm_step(1), vec![], Usage::default(), RunStatus::Running)
+        .record_final_step(
+            &lease,
+            llm_step(1),
+            vec![],
+            Usage::default(),
+            RunStatus::Running,
+        )
         .await;
     assert!(
         matches!(invalid, Err(StoreError::Invalid(_))),
@@ -1290,7 +1296,12 @@ async fn a_final_step_ends_its_run_in_the_same_commit(db: &TestDb) {
             Usage::default(),
             RunStatus::Completed,
         ),
-        store.record_step(&other_lease, llm_step(0), vec![delta("c")], Usage::default()),
+        store.record_step(
+            &other_lease,
+            llm_step(0),
+            vec![delta("c")],
+            Usage::default()
+        ),
     );
     ended.unwrap();
     ordinary.unwrap();

@@ -253,7 +253,7 @@ async fn write(
     let result = if finishing {
         write_finishing(connection, &cols, requests, now).await
     } else {
-        record_steps(&mut **connection, &cols, now).await
+        record_steps(connection, &cols, now).await
     };
     match result {
         Ok(rows) if rows.len() == requests.len() => Ok(rows),
@@ -282,7 +282,7 @@ async fn write_finishing(
     now: Timestamp,
 ) -> std::result::Result<Vec<Row>, sqlx::Error> {
     let mut tx = connection.begin().await?;
-    let rows = record_steps(&mut *tx, cols, now).await?;
+    let rows = record_steps(&mut tx, cols, now).await?;
     let sessions: Vec<&str> = rows
         .iter()
         .zip(requests)
