@@ -168,6 +168,22 @@ async fn insert_api_key<'e>(
     Ok(key)
 }
 
+/// Deletes the event logs and conversations of `sessions` (locked by the caller), which no
+/// foreign key cascades to (migration 0005).
+async fn delete_session_logs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    sessions: &[impl AsRef<str>],
+) -> Result<()> {
+    let ids: Vec<&str> = sessions.iter().map(AsRef::as_ref).collect();
+    for table in ["events", "messages"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE session_id = ANY($1)"))
+            .bind(&ids)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn event_bus(&self) -> &EventBus {
@@ -304,13 +320,28 @@ impl Store for PgStore {
     }
 
     async fn delete_agent(&self, id: &AgentId) -> Result<()> {
-        let done = sqlx::query("DELETE FROM agents WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
+        let mut tx = self.pool.begin().await?;
+        // The agent locked first: no session of it can be created meanwhile.
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM agents WHERE id = $1 FOR UPDATE")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if found.is_none() {
             return Err(StoreError::not_found("agent", id));
         }
+        let sessions: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM sessions WHERE agent_id = $1 FOR UPDATE")
+                .bind(id.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+        delete_session_logs(&mut tx, &sessions).await?;
+        // Cascades to the sessions, their runs and steps.
+        sqlx::query("DELETE FROM agents WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -421,13 +452,23 @@ impl Store for PgStore {
     }
 
     async fn delete_session(&self, id: &SessionId) -> Result<()> {
-        let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
+        let mut tx = self.pool.begin().await?;
+        // The session locked first: nothing adds to its log or conversation meanwhile.
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if found.is_none() {
             return Err(StoreError::not_found("session", id));
         }
+        delete_session_logs(&mut tx, &[id.as_str()]).await?;
+        // Cascades to its runs and their steps.
+        sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -445,9 +486,10 @@ impl Store for PgStore {
             created_at: codec::now(),
         };
         let done = sqlx::query(
+            // The session row is share-locked (as a foreign key would), so a delete of it
+            // waits for this message and then deletes it too.
             "INSERT INTO messages (id, session_id, role, content, metadata, created_at) \
-             SELECT $1, $2, $3, $4, $5::json, $6 \
-             WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $2)",
+             SELECT $1, id, $3, $4, $5::json, $6 FROM sessions WHERE id = $2 FOR KEY SHARE",
         )
         .bind(message.id.as_str())
         .bind(message.session_id.as_str())

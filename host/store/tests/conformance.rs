@@ -492,6 +492,11 @@ async fn deleting_an_agent_deletes_its_sessions_and_messages(db: &TestDb) {
             .await
             .unwrap();
         store.append_message(text(&session.id, "x")).await.unwrap();
+        // A run too: the start's message and events.
+        store
+            .start_run(&session.id, "go".to_owned(), None, None)
+            .await
+            .unwrap();
         doomed_sessions.push(session);
     }
     let kept_session = store
@@ -530,6 +535,16 @@ async fn deleting_an_agent_deletes_its_sessions_and_messages(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(sessions.items, vec![kept_session.clone()]);
+    for session in &doomed_sessions {
+        for table in ["events", "messages", "runs"] {
+            assert_eq!(
+                db.count_rows(table, "session_id", session.id.as_str())
+                    .await,
+                0,
+                "{table} of a deleted session"
+            );
+        }
+    }
     let messages = store
         .list_messages(&kept_session.id, &PageRequest::default())
         .await

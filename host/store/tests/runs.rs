@@ -1442,6 +1442,18 @@ async fn runs_are_listed_and_deleted_with_their_session(db: &TestDb) {
         .await
         .unwrap();
     store.delete_session(&session).await.unwrap();
+    for (table, column, value) in [
+        ("events", "session_id", session.as_str()),
+        ("messages", "session_id", session.as_str()),
+        ("runs", "session_id", session.as_str()),
+        ("steps", "run_id", run.id.as_str()),
+    ] {
+        assert_eq!(
+            db.count_rows(table, column, value).await,
+            0,
+            "{table} of the deleted session"
+        );
+    }
     assert_not_found(store.get_run(&run.id).await, "run");
     assert_not_found(store.list_steps(&run.id).await, "run");
     assert_not_found(store.list_events(&session, 0, 10).await, "session");

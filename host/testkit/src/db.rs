@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 
 /// The server used when `EVERRUNS_TEST_DATABASE_URL` is not set.
 pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -109,6 +109,33 @@ impl TestDb {
             Backend::Postgres { .. } => "postgres",
             Backend::Sqlite { .. } => "sqlite",
         }
+    }
+
+    /// How many rows of `table` have `column` = `value`, read directly with SQL: what tests
+    /// use to see what the store's API cannot show (rows a delete left behind).
+    pub async fn count_rows(&self, table: &str, column: &str, value: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE {column} = $1");
+        let counted = match self.backend {
+            Backend::Postgres { .. } => match PgConnection::connect(&self.url).await {
+                Ok(mut conn) => {
+                    sqlx::query_scalar(&sql)
+                        .bind(value)
+                        .fetch_one(&mut conn)
+                        .await
+                }
+                Err(err) => Err(err),
+            },
+            Backend::Sqlite { .. } => match SqliteConnection::connect(&self.url).await {
+                Ok(mut conn) => {
+                    sqlx::query_scalar(&sql)
+                        .bind(value)
+                        .fetch_one(&mut conn)
+                        .await
+                }
+                Err(err) => Err(err),
+            },
+        };
+        counted.unwrap_or_else(|err| panic!("counting rows of {table}: {err}"))
     }
 
     /// The temporary directory holding the SQLite file; `None` for PostgreSQL.
