@@ -6,6 +6,7 @@
 //! never leaks into that run's conversation.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use everruns_core::{Message, MessageRole, Run};
 use everruns_llm::{ChatMessage, ToolCall};
@@ -35,14 +36,15 @@ pub fn tool_metadata(run: &Run, call: &ToolCall, is_error: bool) -> Value {
 
 /// The conversation of `run`: what came before it, read once when the run's first model call
 /// is made and kept as built, and the run's own messages, extended with those its steps store
-/// (its worker holds the lease, so nobody else adds to what the run sees). So each model call
-/// costs a copy of the earlier conversation, not a rebuild of it.
+/// (its worker holds the lease, so nobody else adds to what the run sees). Each model call
+/// lends the conversation to the request (no copy) and rebuilds only the run's own part.
 #[derive(Debug)]
 pub struct History {
-    /// Earlier runs' trigger messages and what they produced, in queue order.
-    earlier: Vec<ChatMessage>,
-    /// The run's own trigger message.
-    trigger: Option<String>,
+    /// Earlier runs' trigger messages and what they produced, in queue order, then the run's
+    /// trigger message; after a call, also the run's own part as that call saw it.
+    chat: Arc<Vec<ChatMessage>>,
+    /// How many messages of `chat` come before the run's own part.
+    before: usize,
     /// The messages the run produced, in id order.
     produced: Vec<Message>,
 }
@@ -67,9 +69,9 @@ impl History {
                 push_run_messages(&mut earlier, list);
             }
         }
-        let trigger = by_id
-            .get(run.trigger_message_id.as_str())
-            .map(|m| m.content.clone());
+        if let Some(trigger) = by_id.get(run.trigger_message_id.as_str()) {
+            earlier.push(ChatMessage::user(trigger.content.clone()));
+        }
         let own = produced
             .remove(run.id.as_str())
             .unwrap_or_default()
@@ -77,8 +79,8 @@ impl History {
             .cloned()
             .collect();
         Ok(Self {
-            earlier,
-            trigger,
+            before: earlier.len(),
+            chat: Arc::new(earlier),
             produced: own,
         })
     }
@@ -89,16 +91,14 @@ impl History {
         self.produced.insert(at, message);
     }
 
-    /// The conversation the model sees.
-    pub fn chat(&self) -> Vec<ChatMessage> {
-        let mut out = Vec::with_capacity(self.earlier.len() + 1 + self.produced.len());
-        out.extend_from_slice(&self.earlier);
-        if let Some(trigger) = &self.trigger {
-            out.push(ChatMessage::user(trigger.clone()));
-        }
+    /// The conversation the model sees. Copied only if the previous call's request still
+    /// holds it.
+    pub fn chat(&mut self) -> Arc<Vec<ChatMessage>> {
+        let chat = Arc::make_mut(&mut self.chat);
+        chat.truncate(self.before);
         let own: Vec<&Message> = self.produced.iter().collect();
-        push_run_messages(&mut out, &own);
-        out
+        push_run_messages(chat, &own);
+        self.chat.clone()
     }
 }
 

@@ -287,7 +287,7 @@ async fn llm_step(
     lease: &Lease,
     attempt: u32,
     step_no: u32,
-    messages: Vec<ChatMessage>,
+    messages: Arc<Vec<ChatMessage>>,
 ) -> Result<Option<RecordedStep>, Stop> {
     let store = shared.store.as_ref();
     let started_at = Utc::now();

@@ -29,7 +29,7 @@ const DEFAULT_MAX_TOKENS: u32 = 4096;
 /// string once (the conversation is resent on every step and grows with the run).
 pub(crate) fn request_body<'a>(req: &'a ChatRequest, model: &'a str) -> Body<'a> {
     let mut messages: Vec<Message<'a>> = Vec::new();
-    for m in &req.messages {
+    for m in req.messages.iter() {
         let (role, blocks) = match m {
             ChatMessage::User { content } => ("user", vec![ContentBlock::Text { text: content }]),
             ChatMessage::Assistant {
@@ -470,7 +470,8 @@ mod tests {
                     content: "bad".into(),
                     is_error: true,
                 },
-            ],
+            ]
+            .into(),
             ..ChatRequest::default()
         };
         let body = serde_json::to_value(request_body(&req, "claude")).unwrap();

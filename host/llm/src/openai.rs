@@ -428,7 +428,8 @@ mod tests {
                     content: "boom".into(),
                     is_error: true,
                 },
-            ],
+            ]
+            .into(),
             tools: vec![ToolSpec {
                 name: "get".into(),
                 description: "gets".into(),

@@ -1,5 +1,6 @@
 //! Provider-neutral request, response and streaming types.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One call to a model: the whole conversation so far plus the tools it may call.
@@ -9,8 +10,10 @@ pub struct ChatRequest {
     pub model: String,
     /// System prompt; empty means none.
     pub system: String,
-    /// The conversation, oldest first.
-    pub messages: Vec<ChatMessage>,
+    /// The conversation, oldest first. Shared, so that a caller keeping the conversation
+    /// between calls lends it without a copy (and extends it with `Arc::make_mut` once the
+    /// request is gone).
+    pub messages: Arc<Vec<ChatMessage>>,
     /// Tools the model may call.
     pub tools: Vec<ToolSpec>,
     /// Sampling temperature; `None` leaves the provider's default.

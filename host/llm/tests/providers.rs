@@ -1,5 +1,6 @@
 //! The provider clients against the fake LLM over real HTTP, for both wire formats.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use everruns_llm::{
@@ -88,7 +89,7 @@ fn weather_tool() -> ToolSpec {
 fn request(text: &str) -> ChatRequest {
     ChatRequest {
         system: "You are terse.".into(),
-        messages: vec![ChatMessage::user(text)],
+        messages: vec![ChatMessage::user(text)].into(),
         tools: vec![weather_tool()],
         ..ChatRequest::default()
     }
@@ -206,12 +207,11 @@ async fn tool_call_round_trip(kind: ProviderKind) {
         name: tc.name.clone()
     }));
 
-    req.messages.push(ChatMessage::Assistant {
+    Arc::make_mut(&mut req.messages).push(ChatMessage::Assistant {
         content: first.text.clone(),
         tool_calls: first.tool_calls.clone(),
     });
-    req.messages
-        .push(ChatMessage::tool_result(&tc.id, "sunny, 21C"));
+    Arc::make_mut(&mut req.messages).push(ChatMessage::tool_result(&tc.id, "sunny, 21C"));
     fake.push(Reply::text("Sunny and 21C."));
     let (_, result) = call(&client, &req).await;
     assert_eq!(result.expect("final reply").text, "Sunny and 21C.");
@@ -273,13 +273,13 @@ async fn parallel_tool_calls_and_errors_round_trip(kind: ProviderKind) {
         .count();
     assert_eq!(started, 2);
 
-    req.messages.push(ChatMessage::Assistant {
+    Arc::make_mut(&mut req.messages).push(ChatMessage::Assistant {
         content: first.text.clone(),
         tool_calls: first.tool_calls.clone(),
     });
     let (a, b) = (&first.tool_calls[0].id, &first.tool_calls[1].id);
-    req.messages.push(ChatMessage::tool_result(a, "sunny"));
-    req.messages.push(ChatMessage::Tool {
+    Arc::make_mut(&mut req.messages).push(ChatMessage::tool_result(a, "sunny"));
+    Arc::make_mut(&mut req.messages).push(ChatMessage::Tool {
         tool_call_id: b.clone(),
         content: "station offline".into(),
         is_error: true,
@@ -608,19 +608,18 @@ async fn fallback_answers_by_conversation_state(kind: ProviderKind) {
         let response = call(&client, &req).await.1.expect("reply");
         let calls: Vec<ToolCall> = response.tool_calls.clone();
         assert_eq!(calls.len(), 1);
-        req.messages.push(ChatMessage::Assistant {
+        Arc::make_mut(&mut req.messages).push(ChatMessage::Assistant {
             content: response.text,
             tool_calls: calls.clone(),
         });
-        req.messages
-            .push(ChatMessage::tool_result(&calls[0].id, "warm"));
+        Arc::make_mut(&mut req.messages).push(ChatMessage::tool_result(&calls[0].id, "warm"));
         let response = call(&client, &req).await.1.expect("reply");
         assert_eq!(response.text, "done");
-        req.messages.push(ChatMessage::Assistant {
+        Arc::make_mut(&mut req.messages).push(ChatMessage::Assistant {
             content: response.text,
             tool_calls: Vec::new(),
         });
-        req.messages.push(ChatMessage::user("again"));
+        Arc::make_mut(&mut req.messages).push(ChatMessage::user("again"));
     }
     assert_eq!(fake.request_count(), 6);
 }
