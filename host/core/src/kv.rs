@@ -36,7 +36,7 @@ impl KvScope {
     pub fn agent(plugin: impl Into<String>, agent: &AgentId) -> Self {
         Self {
             plugin: plugin.into(),
-            owner: format!("agent:{agent}"),
+            owner: Self::agent_owner(agent),
         }
     }
 
@@ -44,8 +44,18 @@ impl KvScope {
     pub fn session(plugin: impl Into<String>, session: &SessionId) -> Self {
         Self {
             plugin: plugin.into(),
-            owner: format!("session:{session}"),
+            owner: Self::session_owner(session),
         }
+    }
+
+    /// The owner string of the state of the agent with id `agent` (in any plugin).
+    pub fn agent_owner(agent: impl fmt::Display) -> String {
+        format!("agent:{agent}")
+    }
+
+    /// The owner string of the state of the session with id `session` (in any plugin).
+    pub fn session_owner(session: impl fmt::Display) -> String {
+        format!("session:{session}")
     }
 }
 

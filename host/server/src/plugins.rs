@@ -31,8 +31,8 @@ struct StoreKv(Arc<dyn Store>);
 
 fn store_scope(scope: &KvScope) -> StoreScope {
     let owner = match &scope.owner {
-        KvOwner::Agent(id) => format!("agent:{id}"),
-        KvOwner::Session(id) => format!("session:{id}"),
+        KvOwner::Agent(id) => StoreScope::agent_owner(id),
+        KvOwner::Session(id) => StoreScope::session_owner(id),
     };
     StoreScope {
         plugin: scope.plugin.to_string(),

@@ -168,11 +168,13 @@ async fn insert_api_key<'e>(
     Ok(key)
 }
 
-/// Deletes the event logs and conversations of `sessions` (locked by the caller), which no
-/// foreign key cascades to (migration 0005).
+/// Deletes what no foreign key cascades to (migration 0005) of `sessions` (locked by the
+/// caller): their event logs, conversations and plugin state, and the plugin state of
+/// `owners` besides.
 async fn delete_session_logs(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     sessions: &[impl AsRef<str>],
+    mut owners: Vec<String>,
 ) -> Result<()> {
     let ids: Vec<&str> = sessions.iter().map(AsRef::as_ref).collect();
     for table in ["events", "messages"] {
@@ -181,6 +183,11 @@ async fn delete_session_logs(
             .execute(&mut **tx)
             .await?;
     }
+    owners.extend(ids.iter().map(KvScope::session_owner));
+    sqlx::query("DELETE FROM plugin_kv WHERE owner = ANY($1)")
+        .bind(&owners)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -335,7 +342,7 @@ impl Store for PgStore {
                 .bind(id.as_str())
                 .fetch_all(&mut *tx)
                 .await?;
-        delete_session_logs(&mut tx, &sessions).await?;
+        delete_session_logs(&mut tx, &sessions, vec![KvScope::agent_owner(id)]).await?;
         // Cascades to the sessions, their runs and steps.
         sqlx::query("DELETE FROM agents WHERE id = $1")
             .bind(id.as_str())
@@ -462,7 +469,7 @@ impl Store for PgStore {
         if found.is_none() {
             return Err(StoreError::not_found("session", id));
         }
-        delete_session_logs(&mut tx, &[id.as_str()]).await?;
+        delete_session_logs(&mut tx, &[id.as_str()], Vec::new()).await?;
         // Cascades to its runs and their steps.
         sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id.as_str())

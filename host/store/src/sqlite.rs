@@ -169,6 +169,18 @@ async fn insert_api_key<'e>(
     Ok(key)
 }
 
+/// Deletes the plugin state of `owner` (an agent or session being deleted).
+async fn delete_plugin_state(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    owner: &str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM plugin_kv WHERE owner = $1")
+        .bind(owner)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn event_bus(&self) -> &EventBus {
@@ -305,13 +317,26 @@ impl Store for SqliteStore {
     }
 
     async fn delete_agent(&self, id: &AgentId) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let sessions: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM sessions WHERE agent_id = $1")
+                .bind(id.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+        let owners = std::iter::once(KvScope::agent_owner(id))
+            .chain(sessions.iter().map(KvScope::session_owner));
+        for owner in owners {
+            delete_plugin_state(&mut tx, &owner).await?;
+        }
+        // Cascades to the sessions and everything of theirs.
         let done = sqlx::query("DELETE FROM agents WHERE id = $1")
             .bind(id.as_str())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("agent", id));
         }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -421,13 +446,17 @@ impl Store for SqliteStore {
     }
 
     async fn delete_session(&self, id: &SessionId) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        delete_plugin_state(&mut tx, &KvScope::session_owner(id)).await?;
+        // Cascades to its runs, steps, events and messages.
         let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id.as_str())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("session", id));
         }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -458,7 +458,19 @@ async fn sessions_are_created_listed_updated_and_deleted(db: &TestDb) {
     assert_eq!(store.get_session(&first.id).await.unwrap(), cleared);
 
     store.append_message(text(&first.id, "hi")).await.unwrap();
+    let (doomed_state, kept_state) = (
+        KvScope::session("memory", &first.id),
+        KvScope::agent("memory", &a.id),
+    );
+    store.kv_set(&doomed_state, "k", b"v").await.unwrap();
+    store.kv_set(&kept_state, "k", b"v").await.unwrap();
     store.delete_session(&first.id).await.unwrap();
+    assert_eq!(store.kv_get(&doomed_state, "k").await.unwrap(), None);
+    assert_eq!(
+        store.kv_get(&kept_state, "k").await.unwrap().as_deref(),
+        Some(&b"v"[..]),
+        "the agent's state outlives its session"
+    );
     assert_not_found(
         store.get_session(&first.id).await,
         "session",
@@ -492,9 +504,13 @@ async fn deleting_an_agent_deletes_its_sessions_and_messages(db: &TestDb) {
             .await
             .unwrap();
         store.append_message(text(&session.id, "x")).await.unwrap();
-        // A run too: the start's message and events.
+        // A run too: the start's message and events; and plugin state.
         store
             .start_run(&session.id, "go".to_owned(), None, None)
+            .await
+            .unwrap();
+        store
+            .kv_set(&KvScope::session("todo", &session.id), "k", b"v")
             .await
             .unwrap();
         doomed_sessions.push(session);
@@ -511,7 +527,38 @@ async fn deleting_an_agent_deletes_its_sessions_and_messages(db: &TestDb) {
         .await
         .unwrap();
 
+    store
+        .kv_set(&KvScope::agent("memory", &doomed.id), "k", b"v")
+        .await
+        .unwrap();
+    store
+        .kv_set(&KvScope::agent("memory", &kept.id), "k", b"v")
+        .await
+        .unwrap();
     store.delete_agent(&doomed.id).await.unwrap();
+    assert_eq!(
+        store
+            .kv_get(&KvScope::agent("memory", &doomed.id), "k")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .kv_get(&KvScope::agent("memory", &kept.id), "k")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    for session in &doomed_sessions {
+        assert_eq!(
+            store
+                .kv_get(&KvScope::session("todo", &session.id), "k")
+                .await
+                .unwrap(),
+            None
+        );
+    }
 
     assert_not_found(
         store.get_agent(&doomed.id).await,
