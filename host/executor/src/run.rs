@@ -190,7 +190,12 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
 
     // Read once; then this worker's own recorded steps are the only ones added (it holds the
     // lease), so the journal and the history follow them in memory.
-    let mut journal = store.list_steps(&run.id).await?;
+    let mut journal = if run.steps_completed == 0 {
+        // Counted in each step's own commit: nothing to read.
+        Vec::new()
+    } else {
+        store.list_steps(&run.id).await?
+    };
     let mut history: Option<History> = None;
     // Whether the last LLM step was recorded by this loop, with `tool.started` for its calls
     // in the same commit; calls run again after a takeover announce themselves anew.
