@@ -222,11 +222,20 @@ async fn resume_is_exact_under_concurrent_appends(db: Option<&TestDb>, dir: &Pat
     const BATCHES: usize = 150;
     let total = start + (1..=BATCHES).map(|b| (b % 7 + 1) as i64).sum::<i64>();
 
+    // The second half of the batches waits until every client has resumed: the clients resume
+    // while the first half is being written, and the end they wait for is never behind them.
+    let (opened, all_open) = tokio::sync::oneshot::channel::<()>();
     let append = {
         let store = store.clone();
         tokio::spawn(async move {
             let mut i = 0;
+            let mut all_open = Some(all_open);
             for b in 1..=BATCHES {
+                if b > BATCHES / 2
+                    && let Some(all_open) = all_open.take()
+                {
+                    all_open.await.unwrap();
+                }
                 let batch = (0..b % 7 + 1).map(|_| {
                     i += 1;
                     delta(i, 20)
@@ -246,9 +255,14 @@ async fn resume_is_exact_under_concurrent_appends(db: Option<&TestDb>, dir: &Pat
         let stream = open_stream(&app, &sid, Some(since)).await;
         clients.push(tokio::spawn(read_until(stream, Some(total), None)));
     }
+    opened.send(()).unwrap();
     append.await.unwrap();
     for (client, since) in clients.into_iter().zip(resumes) {
-        let seqs: Vec<i64> = client.await.unwrap().into_iter().map(|e| e.0).collect();
+        // Heartbeats keep a stream that misses an event alive: bound the wait.
+        let read = tokio::time::timeout(Duration::from_secs(60), client)
+            .await
+            .unwrap_or_else(|_| panic!("the client resumed after {since} got every event"));
+        let seqs: Vec<i64> = read.unwrap().into_iter().map(|e| e.0).collect();
         assert_eq!(
             seqs,
             ((since + 1)..=total).collect::<Vec<_>>(),
