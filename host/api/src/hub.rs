@@ -2,13 +2,15 @@
 //! task learns of new events (from the store's event bus, or by re-reading the log when a
 //! notice does not continue where it stopped, or every poll interval), encodes each once and
 //! broadcasts it to every stream of that session. So N streams cost one read per new event
-//! (none for writes of this process), not N.
+//! (none for writes of this process), not N. The events of one commit travel as one frame,
+//! so a stream wakes, encodes and writes once per commit, not once per event.
 //!
 //! The log stays the truth: streams replay from the store, then take live frames, skipping
 //! what they already sent; a stream that falls behind the broadcast buffer (a slow client)
 //! goes back to reading the store instead of holding the others up.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -29,28 +31,53 @@ const READ_BATCH: u32 = 1000;
 /// Pause after a failed read before trying again.
 const RETRY: Duration = Duration::from_millis(500);
 
-/// One event, encoded once as a complete SSE event (`id:`, `event:`, `data:`) that every
-/// stream writes as is (a reference-counted buffer, never copied per stream).
+/// Consecutive events (`first..=last`), encoded once as complete SSE events (`id:`,
+/// `event:`, `data:`) that every stream writes as they are (a reference-counted buffer, never
+/// copied per stream; a stream that already sent the first few writes a slice of it).
 #[derive(Debug)]
 pub(crate) struct Frame {
-    pub seq: i64,
-    pub sse: Bytes,
+    pub first: i64,
+    pub last: i64,
+    sse: Bytes,
+    /// Where each event after the first starts in `sse`.
+    starts: Vec<usize>,
 }
 
 impl Frame {
-    pub(crate) fn of(event: &Event) -> Self {
-        // serde_json escapes control characters inside strings, so the JSON is one line, as a
-        // single `data:` field requires.
-        let data = serde_json::to_string(&EventResponse::from(event.clone()))
-            .unwrap_or_else(|_| "{}".to_owned());
-        let sse = format!(
-            "id: {}\nevent: {}\ndata: {data}\n\n",
-            event.seq,
-            event.event_type.as_str()
-        );
+    /// The frame of `events`, which must be consecutive and not empty.
+    pub(crate) fn of(events: &[Event]) -> Self {
+        let mut sse = String::new();
+        let mut starts = Vec::with_capacity(events.len().saturating_sub(1));
+        for event in events {
+            if !sse.is_empty() {
+                starts.push(sse.len());
+            }
+            // serde_json escapes control characters inside strings, so the JSON is one line,
+            // as a single `data:` field requires.
+            let data = serde_json::to_string(&EventResponse::from(event.clone()))
+                .unwrap_or_else(|_| "{}".to_owned());
+            // Writing to a String cannot fail.
+            let _ = write!(
+                sse,
+                "id: {}\nevent: {}\ndata: {data}\n\n",
+                event.seq,
+                event.event_type.as_str()
+            );
+        }
         Self {
-            seq: event.seq,
+            first: events.first().map_or(0, |e| e.seq),
+            last: events.last().map_or(0, |e| e.seq),
             sse: Bytes::from(sse),
+            starts,
+        }
+    }
+
+    /// The events after `seq` (which must be in `first - 1..last`).
+    pub(crate) fn after(&self, seq: i64) -> Bytes {
+        let skip = usize::try_from(seq + 1 - self.first).unwrap_or(0);
+        match skip.checked_sub(1).and_then(|i| self.starts.get(i)) {
+            Some(&start) => self.sse.slice(start..),
+            None => self.sse.clone(),
         }
     }
 }
@@ -226,10 +253,8 @@ async fn follow(
             Some(notice) if notice.last_seq <= last => {}
             // Written by this process right after what was sent last: no read needed.
             Some(notice) if notice.events.first().is_some_and(|e| e.seq == last + 1) => {
-                for event in notice.events.iter() {
-                    // No subscriber at this instant is fine: they read the log.
-                    let _ = tx.send(Arc::new(Frame::of(event)));
-                }
+                // No subscriber at this instant is fine: they read the log.
+                let _ = tx.send(Arc::new(Frame::of(&notice.events)));
                 last = notice.last_seq;
             }
             _ => last = catch_up(store.as_ref(), &session, last, &tx).await,
@@ -248,8 +273,8 @@ async fn catch_up(
         match store.list_events(session, last, READ_BATCH).await {
             Ok(events) => {
                 let full = events.len() as u32 == READ_BATCH;
-                for event in &events {
-                    let _ = tx.send(Arc::new(Frame::of(event)));
+                if let Some(event) = events.last() {
+                    let _ = tx.send(Arc::new(Frame::of(&events)));
                     last = event.seq;
                 }
                 if !full {
@@ -262,5 +287,44 @@ async fn catch_up(
                 return last;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use everruns_core::{EventType, SessionId};
+
+    use super::*;
+
+    fn event(seq: i64) -> Event {
+        Event {
+            session_id: SessionId::new(),
+            seq,
+            event_type: EventType::MessageDelta,
+            payload: serde_json::json!({"delta": format!("d{seq}")}),
+            run_id: None,
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    fn ids(sse: &Bytes) -> Vec<i64> {
+        String::from_utf8_lossy(sse)
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .map(|id| id.parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_frame_is_its_events_and_any_tail_of_them() {
+        let frame = Frame::of(&[event(7), event(8), event(9)]);
+        assert_eq!((frame.first, frame.last), (7, 9));
+        assert_eq!(ids(&frame.after(6)), [7, 8, 9]);
+        assert_eq!(ids(&frame.after(7)), [8, 9]);
+        assert_eq!(ids(&frame.after(8)), [9]);
+        let whole = String::from_utf8_lossy(&frame.after(6)).into_owned();
+        assert!(whole.starts_with("id: 7\nevent: message.delta\ndata: {"));
+        assert!(whole.ends_with("}\n\n"));
+        assert_eq!(whole.matches("\n\n").count(), 3);
     }
 }

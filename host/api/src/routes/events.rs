@@ -176,9 +176,9 @@ fn live(
                 }
             };
             let full = batch.len() as u32 == BATCH;
-            for event in &batch {
-                last = event.seq;
-                yield Ok(Frame::of(event).sse);
+            if let Some(event) = batch.last() {
+                let before = std::mem::replace(&mut last, event.seq);
+                yield Ok(Frame::of(&batch).after(before));
             }
             if full {
                 continue;
@@ -204,11 +204,12 @@ fn live(
                     continue;
                 };
                 match received {
-                    Ok(frame) if frame.seq <= last => {}
-                    Ok(frame) if frame.seq == last + 1 => {
-                        last = frame.seq;
+                    Ok(frame) if frame.last <= last => {}
+                    Ok(frame) if frame.first <= last + 1 => {
+                        let rest = frame.after(last);
+                        last = frame.last;
                         sent = Instant::now();
-                        yield Ok(frame.sse.clone());
+                        yield Ok(rest);
                     }
                     // A gap, or this client fell behind the buffer: read the log.
                     Ok(_) | Err(RecvError::Lagged(_)) => break,
