@@ -26,6 +26,9 @@ use crate::routes::events::EventResponse;
 /// Frames kept per session for streams that are momentarily behind; a stream further behind
 /// re-reads the log.
 const BUFFER: usize = 1024;
+/// Events per frame at most (a commit's events are one frame; a long catch-up read is split),
+/// which bounds what the buffer holds.
+const FRAME_EVENTS: usize = 8;
 /// Events read per query when catching up.
 const READ_BATCH: u32 = 1000;
 /// Pause after a failed read before trying again.
@@ -253,12 +256,19 @@ async fn follow(
             Some(notice) if notice.last_seq <= last => {}
             // Written by this process right after what was sent last: no read needed.
             Some(notice) if notice.events.first().is_some_and(|e| e.seq == last + 1) => {
-                // No subscriber at this instant is fine: they read the log.
-                let _ = tx.send(Arc::new(Frame::of(&notice.events)));
+                broadcast(&tx, &notice.events);
                 last = notice.last_seq;
             }
             _ => last = catch_up(store.as_ref(), &session, last, &tx).await,
         }
+    }
+}
+
+/// Sends consecutive `events` to the session's streams, in frames of at most [`FRAME_EVENTS`].
+fn broadcast(tx: &broadcast::Sender<Arc<Frame>>, events: &[Event]) {
+    for chunk in events.chunks(FRAME_EVENTS) {
+        // No subscriber at this instant is fine: they read the log.
+        let _ = tx.send(Arc::new(Frame::of(chunk)));
     }
 }
 
@@ -274,7 +284,7 @@ async fn catch_up(
             Ok(events) => {
                 let full = events.len() as u32 == READ_BATCH;
                 if let Some(event) = events.last() {
-                    let _ = tx.send(Arc::new(Frame::of(&events)));
+                    broadcast(tx, &events);
                     last = event.seq;
                 }
                 if !full {

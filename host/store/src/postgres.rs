@@ -168,9 +168,12 @@ async fn insert_api_key<'e>(
     Ok(key)
 }
 
-/// Deletes what no foreign key cascades to (migration 0005) of `sessions` (locked by the
-/// caller): their event logs, conversations and plugin state, and the plugin state of
-/// `owners` besides.
+/// Deletes what no foreign key cascades to (migration 0005) of `sessions`, which the caller
+/// has just deleted: their event logs, conversations and plugin state, and the plugin state of
+/// `owners` besides. Run after the sessions' own `DELETE` in the same transaction: that
+/// `DELETE` (through its cascade to the runs) waited for every writer holding one of their
+/// runs or rows, and no writer can add to a deleted session afterwards, so this statement's
+/// snapshot holds every row there is to delete.
 async fn delete_session_logs(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     sessions: &[impl AsRef<str>],
@@ -337,13 +340,13 @@ impl Store for PgStore {
         if found.is_none() {
             return Err(StoreError::not_found("agent", id));
         }
+        // Cascades to their runs and steps.
         let sessions: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM sessions WHERE agent_id = $1 FOR UPDATE")
+            sqlx::query_scalar("DELETE FROM sessions WHERE agent_id = $1 RETURNING id")
                 .bind(id.as_str())
                 .fetch_all(&mut *tx)
                 .await?;
         delete_session_logs(&mut tx, &sessions, vec![KvScope::agent_owner(id)]).await?;
-        // Cascades to the sessions, their runs and steps.
         sqlx::query("DELETE FROM agents WHERE id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)
@@ -460,21 +463,15 @@ impl Store for PgStore {
 
     async fn delete_session(&self, id: &SessionId) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        // The session locked first: nothing adds to its log or conversation meanwhile.
-        let found: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE")
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        if found.is_none() {
-            return Err(StoreError::not_found("session", id));
-        }
-        delete_session_logs(&mut tx, &[id.as_str()], Vec::new()).await?;
         // Cascades to its runs and their steps.
-        sqlx::query("DELETE FROM sessions WHERE id = $1")
+        let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("session", id));
+        }
+        delete_session_logs(&mut tx, &[id.as_str()], Vec::new()).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -168,9 +168,11 @@ fn error_of(err: sqlx::Error, request: &Request) -> StoreError {
 
 /// One statement for the whole batch: per run, the fence (lease token, owner and an active
 /// status) also bumps the run's counters (and for a final step sets the final status and
-/// releases the lease; `RETURNING` gives the lease it matched, not the cleared one); the steps, messages and events of the fenced
-/// requests are inserted, and each session's sequence numbers are taken in request order.
-/// Locks are taken run before session, as everywhere else.
+/// releases the lease; `RETURNING` gives the lease it matched, not the cleared one); the
+/// steps, messages and events of the fenced requests are inserted, and each session's
+/// sequence numbers are taken in request order.
+/// Every written request's session is locked (even with no events: [`SETTLE_SESSIONS`] needs
+/// that, as a message insert does). Locks are taken run before session, as everywhere else.
 const RECORD_STEPS: &str = "WITH req AS (SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], \
        $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], \
        $11::bigint[], $12::text[], $13::text[], $14::timestamptz[], $15::text[], $16::text[], \
@@ -202,7 +204,7 @@ const RECORD_STEPS: &str = "WITH req AS (SELECT * FROM UNNEST($1::text[], $2::bi
        WHERE message_id IS NOT NULL), \
      seq AS (UPDATE sessions s SET last_event_seq = s.last_event_seq + a.n \
        FROM (SELECT session_id, sum(events)::bigint AS n FROM ok GROUP BY session_id) a \
-       WHERE s.id = a.session_id AND a.n > 0 \
+       WHERE s.id = a.session_id \
        RETURNING s.id, s.last_event_seq - a.n AS before), \
      base AS (SELECT ok.i, ok.session_id, ok.run_id, seq.before - ok.events \
          + (sum(ok.events) OVER (PARTITION BY ok.session_id ORDER BY ok.i))::bigint AS base \
