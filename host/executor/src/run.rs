@@ -79,7 +79,8 @@ pub(crate) async fn execute(
         heartbeat.abort();
 
         let completed = matches!(outcome, Outcome::Completed);
-        let outcome = if cancelled.load(Ordering::SeqCst) && !lost.load(Ordering::SeqCst) && !completed {
+        let cancel = cancelled.load(Ordering::SeqCst) && !lost.load(Ordering::SeqCst);
+        let outcome = if cancel && !completed {
             Outcome::Finish {
                 status: RunStatus::Cancelled,
                 error: None,

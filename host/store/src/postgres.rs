@@ -5,6 +5,13 @@
 //! precision, matching [`codec::now`]). Runs, steps and events live in the `runs` submodule,
 //! providers and secrets in `vault`.
 
+// Before the submodules, which read messages too.
+macro_rules! message_columns {
+    () => {
+        "id, session_id, role, content, metadata::text AS metadata, created_at"
+    };
+}
+
 mod journal;
 mod runs;
 mod vault;
@@ -45,11 +52,6 @@ macro_rules! agent_columns {
 macro_rules! session_columns {
     () => {
         "id, agent_id, title, status, created_at, updated_at"
-    };
-}
-macro_rules! message_columns {
-    () => {
-        "id, session_id, role, content, metadata::text AS metadata, created_at"
     };
 }
 macro_rules! api_key_columns {

@@ -7,6 +7,13 @@
 //! connection writes, whereas `BEGIN IMMEDIATE` waits for the busy timeout. Runs, steps and
 //! events live in the `runs` submodule, providers and secrets in `vault`.
 
+// Before the submodules, which read messages too.
+macro_rules! message_columns {
+    () => {
+        "id, session_id, role, content, metadata, created_at"
+    };
+}
+
 mod runs;
 mod vault;
 
@@ -43,11 +50,6 @@ macro_rules! agent_columns {
 macro_rules! session_columns {
     () => {
         "id, agent_id, title, status, created_at, updated_at"
-    };
-}
-macro_rules! message_columns {
-    () => {
-        "id, session_id, role, content, metadata, created_at"
     };
 }
 macro_rules! api_key_columns {

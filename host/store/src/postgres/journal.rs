@@ -10,10 +10,11 @@
 //! releases its lease in that statement; a batch with such steps is a transaction whose second
 //! statement settles their sessions and wakes the workers of every process.
 //!
-//! A batch is one statement (or one transaction), so it is atomic: fenced per run (a request whose lease is lost
-//! writes nothing and gets [`StoreError::LeaseLost`], the others are written), and a database
-//! error (a step recorded twice, a deadlock with another process) aborts it whole, after which
-//! each of its requests is written again alone, so every request gets its own exact outcome.
+//! A batch is one statement (or one transaction), so it is atomic: fenced per run (a request
+//! whose lease is lost writes nothing and gets [`StoreError::LeaseLost`], the others are
+//! written), and a database error (a step recorded twice, a deadlock with another process)
+//! aborts it whole, after which each of its requests is written again alone, so every request
+//! gets its own exact outcome.
 
 use everruns_core::{
     Lease, Message, NewEvent, NewStep, RecordedStep, RunStatus, SessionId, Step, Timestamp, Usage,

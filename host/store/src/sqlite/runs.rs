@@ -240,10 +240,11 @@ async fn started_by_key(
     };
     let run = run_from_row(&row)?;
     let queue_seq: i64 = row.try_get("queue_seq")?;
-    let message = sqlx::query(
-        "SELECT id, session_id, role, content, metadata, created_at \
-         FROM messages WHERE id = $1",
-    )
+    let message = sqlx::query(concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM messages WHERE id = $1"
+    ))
     .bind(run.trigger_message_id.as_str())
     .fetch_one(&mut *conn)
     .await?;
@@ -800,10 +801,11 @@ pub(super) async fn session_history(
     .iter()
     .map(run_from_row)
     .collect::<Result<Vec<_>>>()?;
-    let messages = sqlx::query(
-        "SELECT id, session_id, role, content, metadata, created_at \
-         FROM messages WHERE session_id = $1 ORDER BY id",
-    )
+    let messages = sqlx::query(concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM messages WHERE session_id = $1 ORDER BY id"
+    ))
     .bind(session.as_str())
     .fetch_all(&mut *conn)
     .await?
