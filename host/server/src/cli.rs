@@ -54,6 +54,22 @@ pub enum Command {
     /// Manage the encryption of provider keys and secrets.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Tools for trying Everruns out and developing against it.
+    #[command(subcommand)]
+    Dev(DevCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Serve a scripted stand-in for an LLM (OpenAI and Anthropic wire formats, streaming), to
+    /// watch runs and tool calls without an API key. It echoes each message; a message that
+    /// names one of the agent's tools (`now`, or `current_time__now`) calls it, with the JSON
+    /// object after the name as arguments. Prints the EVERRUNS_LLM_* settings for the server.
+    FakeLlm {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9100")]
+        listen: SocketAddr,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -378,3 +378,125 @@ fn plugin_commands_check_install_list_and_remove() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("capability.toml"));
 }
+
+/// `everruns dev fake-llm` as the README shows it: the server it points at runs an agent whose
+/// message names a built-in tool through a tool call to a completed answer, no API key needed.
+#[tokio::test]
+async fn dev_fake_llm_runs_a_tool_call_for_a_newcomer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fake = Command::new(BIN)
+        .args(["dev", "fake-llm", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start everruns dev fake-llm");
+    let stdout = fake.stdout.take().unwrap();
+    let printed = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take(3)
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let served = Served {
+        child: fake,
+        base: String::new(),
+    };
+    // The printed command line carries every setting the server needs.
+    let settings: Vec<(String, String)> = printed
+        .iter()
+        .find(|l| l.contains("everruns serve"))
+        .unwrap_or_else(|| panic!("no server command printed: {printed:?}"))
+        .split_whitespace()
+        .filter_map(|word| word.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    assert_eq!(settings.len(), 4, "{settings:?}");
+
+    let key = "evr_dev_fake_llm_test_key_00001";
+    let mut cmd = everruns(dir.path());
+    cmd.env("EVERRUNS_BOOTSTRAP_API_KEY", key).envs(settings);
+    let server = serve(cmd).await;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{}{path}", server.base))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    let agent: serde_json::Value = post(
+        "/v1/agents",
+        serde_json::json!({"name": "demo", "system_prompt": "Be brief.",
+            "capabilities": [{"id": "current_time"}]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let session: serde_json::Value =
+        post("/v1/sessions", serde_json::json!({"agent_id": agent["id"]}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let run: serde_json::Value = post(
+        &format!("/v1/sessions/{}/messages", session["id"].as_str().unwrap()),
+        serde_json::json!({"content": "what time is it now?"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let run_url = format!("{}/v1/runs/{}", server.base, run["id"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let run: serde_json::Value = http
+            .get(&run_url)
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if run["status"] != "queued" && run["status"] != "running" {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "run did not finish: {run}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(run["status"], "completed", "{run}");
+
+    let events: serde_json::Value = http
+        .get(format!(
+            "{}/v1/sessions/{}/events",
+            server.base,
+            session["id"].as_str().unwrap()
+        ))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = events["data"].as_array().expect("a page of events");
+    let tool = events
+        .iter()
+        .find(|e| e["type"] == "tool.completed")
+        .unwrap_or_else(|| panic!("no tool call: {events:?}"));
+    assert!(tool.to_string().contains("now"), "{tool}");
+    let answer = events
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "message.completed")
+        .unwrap()
+        .to_string();
+    assert!(answer.contains("The tool call returned"), "{answer}");
+    drop(served);
+}

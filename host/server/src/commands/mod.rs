@@ -1,6 +1,7 @@
 //! Dispatches the parsed command line to the matching subcommand.
 
 mod api_key;
+mod dev;
 mod plugin;
 mod secrets;
 
@@ -38,5 +39,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             telemetry::init(config.log_format);
             secrets::run(&config, command).await
         }
+        Command::Dev(command) => dev::run(command, shutdown::on_signal()).await,
     }
 }

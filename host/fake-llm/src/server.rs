@@ -2,14 +2,15 @@
 //! streaming wire formats, scripted per test, recording every request.
 //!
 //! `GET /v1/models` lists [`FakeLlm::set_models`] (both providers' shape) after the same key
-//! check, for provider connection tests. Each chat request takes the next [`Reply`] from a FIFO; when the FIFO is empty, the fallback
-//! closure (if set) decides from the [`RecordedRequest`]; otherwise the server answers 500
-//! "no scripted reply", which fails the test with a clear message.
+//! check, for provider connection tests. Each chat request takes the next [`Reply`] from a
+//! FIFO; when the FIFO is empty, the fallback closure (if set) decides from the
+//! [`RecordedRequest`]; otherwise the server answers 500 "no scripted reply", which fails the
+//! test with a clear message.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -294,6 +295,8 @@ struct Shared {
     replies: Mutex<VecDeque<Reply>>,
     fallback: Mutex<Option<Fallback>>,
     requests: Mutex<Vec<Arc<RecordedRequest>>>,
+    /// Whether requests are kept for [`FakeLlm::requests`] (a long-running demo keeps none).
+    recording: AtomicBool,
     delta_delay: Mutex<Duration>,
     next_id: AtomicU64,
     client_disconnects: AtomicU64,
@@ -329,12 +332,21 @@ impl Drop for FakeLlm {
 }
 
 impl FakeLlm {
-    /// Starts the server on `127.0.0.1:0`.
+    /// Starts the server on `127.0.0.1:0`; panics when it cannot bind (a test has no use for
+    /// a fake that is not there).
     pub async fn start() -> Self {
+        Self::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap_or_else(|e| panic!("fake LLM cannot bind 127.0.0.1:0: {e}"))
+    }
+
+    /// Starts the server on `addr`.
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             replies: Mutex::new(VecDeque::new()),
             fallback: Mutex::new(None),
             requests: Mutex::new(Vec::new()),
+            recording: AtomicBool::new(true),
             delta_delay: Mutex::new(Duration::ZERO),
             next_id: AtomicU64::new(1),
             client_disconnects: AtomicU64::new(0),
@@ -345,12 +357,8 @@ impl FakeLlm {
             .route("/v1/messages", post(anthropic))
             .route("/v1/models", get(models))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .unwrap_or_else(|e| panic!("fake LLM cannot bind 127.0.0.1:0: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("fake LLM has no local address: {e}"));
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
         let handle = tokio::spawn(async move {
             // Streamed chunks go out at once, as from a real provider (no Nagle delay).
             let listener = listener.tap_io(|tcp| {
@@ -360,11 +368,11 @@ impl FakeLlm {
                 eprintln!("fake LLM server stopped: {e}");
             }
         });
-        Self {
+        Ok(Self {
             addr,
             shared,
             handle,
-        }
+        })
     }
 
     /// The bound address.
@@ -410,6 +418,12 @@ impl FakeLlm {
     /// The model ids `GET /v1/models` lists (default `["fake-model"]`).
     pub fn set_models<S: Into<String>>(&self, models: impl IntoIterator<Item = S>) {
         *lock(&self.shared.models) = models.into_iter().map(Into::into).collect();
+    }
+
+    /// Whether to keep every request for [`FakeLlm::requests`] (default `true`); a fake that
+    /// serves for long, as `everruns dev fake-llm` does, turns it off to stay bounded.
+    pub fn set_recording(&self, on: bool) {
+        self.shared.recording.store(on, Ordering::SeqCst);
     }
 
     /// Every request received so far, in order (including rejected ones).
@@ -517,7 +531,9 @@ fn record(
         tree: OnceLock::new(),
     };
     let request = Arc::new(request);
-    lock(&shared.requests).push(request.clone());
+    if shared.recording.load(Ordering::SeqCst) {
+        lock(&shared.requests).push(request.clone());
+    }
     request
 }
 
