@@ -57,6 +57,47 @@ impl KvScope {
     pub fn session_owner(session: impl fmt::Display) -> String {
         format!("session:{session}")
     }
+
+    /// The agent or session whose state this is; a store writes state only while that row
+    /// exists, so nothing is left behind by a write that races the owner's delete.
+    pub fn owner_row(&self) -> KvOwnerRow<'_> {
+        if let Some(id) = self.owner.strip_prefix("agent:") {
+            KvOwnerRow::Agent(id)
+        } else if let Some(id) = self.owner.strip_prefix("session:") {
+            KvOwnerRow::Session(id)
+        } else {
+            KvOwnerRow::None
+        }
+    }
+}
+
+/// The row a [`KvScope`]'s state belongs to ([`KvScope::owner_row`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvOwnerRow<'a> {
+    /// Global state: no row.
+    None,
+    /// The agent with this id.
+    Agent(&'a str),
+    /// The session with this id.
+    Session(&'a str),
+}
+
+impl<'a> KvOwnerRow<'a> {
+    /// The owning agent's id, if the state is an agent's.
+    pub fn agent(self) -> Option<&'a str> {
+        match self {
+            Self::Agent(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The owning session's id, if the state is a session's.
+    pub fn session(self) -> Option<&'a str> {
+        match self {
+            Self::Session(id) => Some(id),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for KvScope {
@@ -80,5 +121,16 @@ mod tests {
             format!("session:{session}")
         );
         assert_eq!(KvScope::global("clock").to_string(), "clock@global");
+        assert_eq!(KvScope::global("p").owner_row(), KvOwnerRow::None);
+        let agent_owner = agent.to_string();
+        assert_eq!(
+            KvScope::agent("p", &agent).owner_row(),
+            KvOwnerRow::Agent(&agent_owner)
+        );
+        let session_owner = session.to_string();
+        assert_eq!(
+            KvScope::session("p", &session).owner_row().session(),
+            Some(session_owner.as_str())
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use everruns_core::{
-    KV_KEY_MAX, KvScope, MessageRole, NewApiKey, ProviderKind, ProviderPatch, Sealed,
+    KV_KEY_MAX, KvOwnerRow, KvScope, MessageRole, NewApiKey, ProviderKind, ProviderPatch, Sealed,
     SessionStatus, Timestamp,
 };
 use serde::Serialize;
@@ -115,6 +115,16 @@ pub(crate) fn check_kv_key(scope: &KvScope, key: &str) -> Result<()> {
 pub(crate) fn check_kv_scope(scope: &KvScope) -> Result<()> {
     reject_nul("a plugin id", &scope.plugin)?;
     reject_nul("a key-value owner", &scope.owner)
+}
+
+/// The error for a key-value write that found its owner (agent or session) gone: it was
+/// deleted, and its state with it.
+pub(crate) fn kv_owner_gone(scope: &KvScope) -> StoreError {
+    match scope.owner_row() {
+        KvOwnerRow::Agent(id) => StoreError::not_found("agent", &id),
+        KvOwnerRow::Session(id) => StoreError::not_found("session", &id),
+        KvOwnerRow::None => StoreError::Conflict(format!("the state of {scope} was not written")),
+    }
 }
 
 /// Whether `err` is a unique violation of `table.column`. PostgreSQL reports the constraint

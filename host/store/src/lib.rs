@@ -185,10 +185,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     // ---- plugin key-value state ----
     // Keys are 1..=KV_KEY_MAX bytes without NUL (`StoreError::Invalid` otherwise); values are
-    // opaque bytes. Entries are not deleted with the agent or session their owner names.
+    // opaque bytes. An agent's or session's entries are deleted with it.
     /// The value stored under `key`, if any.
     async fn kv_get(&self, scope: &KvScope, key: &str) -> Result<Option<Vec<u8>>>;
-    /// Stores `value` under `key`, replacing any previous value.
+    /// Stores `value` under `key`, replacing any previous value. State of an agent or session
+    /// that does not exist (any more) is not written: [`StoreError::NotFound`] for it.
     async fn kv_set(&self, scope: &KvScope, key: &str, value: &[u8]) -> Result<()>;
     /// Removes `key`; `true` when it existed.
     async fn kv_delete(&self, scope: &KvScope, key: &str) -> Result<bool>;

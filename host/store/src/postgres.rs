@@ -652,9 +652,17 @@ impl Store for PgStore {
 
     async fn kv_set(&self, scope: &KvScope, key: &str, value: &[u8]) -> Result<()> {
         codec::check_kv_key(scope, key)?;
-        sqlx::query(
+        // Written only while the owning agent or session exists, holding it as a foreign key
+        // would (FOR KEY SHARE): a delete either waits for this write and then removes it, or
+        // goes first and this writes nothing.
+        let owner = scope.owner_row();
+        let done = sqlx::query(
             "INSERT INTO plugin_kv (plugin, owner, key, value, updated_at) \
-             VALUES ($1, $2, $3, $4, $5) \
+             SELECT $1, $2, $3, $4, $5 \
+             WHERE ($6::text IS NULL \
+                    OR EXISTS (SELECT 1 FROM agents WHERE id = $6 FOR KEY SHARE)) \
+               AND ($7::text IS NULL \
+                    OR EXISTS (SELECT 1 FROM sessions WHERE id = $7 FOR KEY SHARE)) \
              ON CONFLICT (plugin, owner, key) \
              DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
         )
@@ -663,8 +671,13 @@ impl Store for PgStore {
         .bind(key)
         .bind(value)
         .bind(codec::now())
+        .bind(owner.agent())
+        .bind(owner.session())
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 0 {
+            return Err(codec::kv_owner_gone(scope));
+        }
         Ok(())
     }
 

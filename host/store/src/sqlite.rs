@@ -630,9 +630,15 @@ impl Store for SqliteStore {
 
     async fn kv_set(&self, scope: &KvScope, key: &str, value: &[u8]) -> Result<()> {
         codec::check_kv_key(scope, key)?;
-        sqlx::query(
+        // Written only while the owning agent or session exists; one statement, and SQLite
+        // runs one writer at a time, so a delete either comes before or removes it after.
+        // (The WHERE also settles SQLite's INSERT ... SELECT ... ON CONFLICT parse.)
+        let owner = scope.owner_row();
+        let done = sqlx::query(
             "INSERT INTO plugin_kv (plugin, owner, key, value, updated_at) \
-             VALUES ($1, $2, $3, $4, $5) \
+             SELECT $1, $2, $3, $4, $5 \
+             WHERE ($6 IS NULL OR EXISTS (SELECT 1 FROM agents WHERE id = $6)) \
+               AND ($7 IS NULL OR EXISTS (SELECT 1 FROM sessions WHERE id = $7)) \
              ON CONFLICT (plugin, owner, key) \
              DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
         )
@@ -641,8 +647,13 @@ impl Store for SqliteStore {
         .bind(key)
         .bind(value)
         .bind(timestamp_to_text(&codec::now()))
+        .bind(owner.agent())
+        .bind(owner.session())
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 0 {
+            return Err(codec::kv_owner_gone(scope));
+        }
         Ok(())
     }
 

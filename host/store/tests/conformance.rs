@@ -56,6 +56,8 @@ conformance!(
     kv_values_are_set_read_overwritten_and_deleted,
     kv_list_takes_the_prefix_literally,
     kv_scopes_are_isolated,
+    kv_state_of_a_missing_owner_is_not_written,
+    kv_writes_racing_a_delete_leave_nothing,
     kv_rejects_unusable_keys,
     text_with_nul_is_invalid,
     concurrent_writers_all_land,
@@ -958,7 +960,8 @@ async fn kv_values_are_set_read_overwritten_and_deleted(db: &TestDb) {
 
 async fn kv_list_takes_the_prefix_literally(db: &TestDb) {
     let store = open(db).await;
-    let scope = KvScope::agent("notes", &AgentId::new());
+    let agent = store.create_agent(new_agent("notes")).await.unwrap();
+    let scope = KvScope::agent("notes", &agent.id);
     let keys = [
         "a%b", "a_b", "aXb", "a%", "ab", "b", "A%b", "a%bc", "a\\b", "é/1", "é/2", "e/1",
     ];
@@ -986,8 +989,15 @@ async fn kv_list_takes_the_prefix_literally(db: &TestDb) {
 
 async fn kv_scopes_are_isolated(db: &TestDb) {
     let store = open(db).await;
-    let session = SessionId::new();
-    let agent = AgentId::new();
+    let agent = store.create_agent(new_agent("kv")).await.unwrap().id;
+    let session = store
+        .create_session(NewSession {
+            agent_id: agent.clone(),
+            title: None,
+        })
+        .await
+        .unwrap()
+        .id;
     let scopes = [
         KvScope::session("memory", &session),
         KvScope::agent("memory", &agent),
@@ -1021,6 +1031,109 @@ async fn kv_scopes_are_isolated(db: &TestDb) {
         assert!(
             store.kv_get(scope, "shared/key").await.unwrap().is_some(),
             "{scope}"
+        );
+    }
+}
+
+/// State is written only while its owner exists: a write for an agent or session that is gone
+/// (never created, or deleted, possibly while a tool was still running) is NotFound and leaves
+/// nothing behind.
+async fn kv_state_of_a_missing_owner_is_not_written(db: &TestDb) {
+    let store = open(db).await;
+    let (ghost_agent, ghost_session) = (AgentId::new(), SessionId::new());
+    assert_not_found(
+        store
+            .kv_set(&KvScope::agent("memory", &ghost_agent), "k", b"v")
+            .await,
+        "agent",
+        ghost_agent.as_ref(),
+    );
+    assert_not_found(
+        store
+            .kv_set(&KvScope::session("todo", &ghost_session), "k", b"v")
+            .await,
+        "session",
+        ghost_session.as_ref(),
+    );
+
+    let agent = store.create_agent(new_agent("owner")).await.unwrap();
+    let session = store
+        .create_session(NewSession {
+            agent_id: agent.id.clone(),
+            title: None,
+        })
+        .await
+        .unwrap();
+    let (of_agent, of_session) = (
+        KvScope::agent("memory", &agent.id),
+        KvScope::session("todo", &session.id),
+    );
+    store.kv_set(&of_session, "k", b"v").await.unwrap();
+    store.delete_session(&session.id).await.unwrap();
+    assert_not_found(
+        store.kv_set(&of_session, "k", b"late").await,
+        "session",
+        session.id.as_ref(),
+    );
+    store.kv_set(&of_agent, "k", b"v").await.unwrap();
+    store.delete_agent(&agent.id).await.unwrap();
+    assert_not_found(
+        store.kv_set(&of_agent, "k", b"late").await,
+        "agent",
+        agent.id.as_ref(),
+    );
+    for scope in [&of_agent, &of_session] {
+        assert_eq!(
+            db.count_rows("plugin_kv", "owner", &scope.owner).await,
+            0,
+            "state of the deleted {scope} is left"
+        );
+    }
+    // Global state has no owner row.
+    store
+        .kv_set(&KvScope::global("memory"), "k", b"v")
+        .await
+        .unwrap();
+}
+
+/// Tools still writing a session's state while the session is deleted: every write lands
+/// before the delete (and goes with it) or fails after it; nothing is left behind.
+async fn kv_writes_racing_a_delete_leave_nothing(db: &TestDb) {
+    let store = open(db).await;
+    let agent = store.create_agent(new_agent("racer")).await.unwrap();
+    for round in 0..4 {
+        let session = store
+            .create_session(NewSession {
+                agent_id: agent.id.clone(),
+                title: None,
+            })
+            .await
+            .unwrap();
+        let scope = KvScope::session("todo", &session.id);
+        let writers: Vec<_> = (0..6)
+            .map(|w| {
+                let (store, scope) = (store.clone(), scope.clone());
+                tokio::spawn(async move {
+                    for n in 0..2_000 {
+                        match store.kv_set(&scope, &format!("w{w}/{n}"), b"x").await {
+                            Ok(()) => {}
+                            Err(StoreError::NotFound { .. }) => return n,
+                            Err(e) => panic!("writer {w}: {e}"),
+                        }
+                    }
+                    panic!("writer {w} never saw the session deleted")
+                })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(5 * (round + 1))).await;
+        store.delete_session(&session.id).await.unwrap();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        assert_eq!(
+            db.count_rows("plugin_kv", "owner", &scope.owner).await,
+            0,
+            "round {round}: state written around the delete is left"
         );
     }
 }
