@@ -43,8 +43,13 @@ pub(crate) async fn run() -> anyhow::Result<()> {
             let mut stop = stop_rx.clone();
             clients.push(tokio::spawn(async move {
                 let mut seen: Vec<(i64, DateTime<Utc>)> = Vec::new();
+                // Registered once: a `changed()` per event would take the watch's lock twice
+                // per event and subscriber, measuring the bench's own contention.
+                let stopped = stop.changed();
+                tokio::pin!(stopped);
                 loop {
                     tokio::select! {
+                        biased;
                         event = stream.next() => {
                             let Some(event) = event else { break };
                             seen.push((event.seq, event.wall));
@@ -52,7 +57,7 @@ pub(crate) async fn run() -> anyhow::Result<()> {
                                 let _ = done.send(());
                             }
                         }
-                        _ = stop.changed() => break,
+                        _ = &mut stopped => break,
                     }
                 }
                 seen
