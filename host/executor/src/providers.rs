@@ -1,6 +1,7 @@
 //! Which LLM client serves an agent: the stored provider the agent names (by name or id), its
 //! key opened with the keyring, or the server-config provider when the agent names none.
-//! Clients are cached per provider and rebuilt when the provider's row changes.
+//! Clients are cached per provider and rebuilt when the provider's row changes; the cache holds
+//! at most [`MAX_CACHED`] clients, so deleted providers cannot pile up in it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,9 @@ use everruns_core::{Agent, Provider, ProviderId, ProviderKind, SealedOwner};
 use everruns_llm::{LlmClient, ProviderConfig};
 use everruns_secrets::Keyring;
 use everruns_store::{Store, StoreError};
+
+/// Most clients kept; past it the cache starts over (a client is cheap to build again).
+const MAX_CACHED: usize = 64;
 
 /// A built client and the provider row it was built from.
 type Cached = (Provider, Arc<LlmClient>);
@@ -92,7 +96,61 @@ impl Providers {
         let client = Arc::new(
             LlmClient::new(config).map_err(|e| format!("cannot use provider `{name}`: {e}"))?,
         );
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
         cache.insert(provider.id.clone(), (provider, client.clone()));
         Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use everruns_secrets::MasterKey;
+
+    use super::*;
+
+    fn provider(keyring: &Keyring, name: String) -> Provider {
+        let id = ProviderId::new();
+        let now = chrono::Utc::now();
+        Provider {
+            api_key: keyring.seal(&SealedOwner::ProviderKey(id.clone()), b"sk-test"),
+            id,
+            name,
+            kind: ProviderKind::OpenAi,
+            base_url: "http://127.0.0.1:9/v1".to_owned(),
+            default_model: Some("m".to_owned()),
+            models: Vec::new(),
+            api_key_hint: "…test".to_owned(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn clients_are_reused_rebuilt_on_change_and_the_cache_stays_bounded() {
+        let keyring = Arc::new(Keyring::new(MasterKey::generate("test").unwrap(), None).unwrap());
+        let providers = Providers::new(None, Some(keyring.clone()));
+        let cached = || providers.cache.lock().unwrap().len();
+
+        let first = provider(&keyring, "first".to_owned());
+        let a = providers.client_of(first.clone()).unwrap();
+        let b = providers.client_of(first.clone()).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "the same row reuses its client");
+        let changed = Provider {
+            base_url: "http://127.0.0.1:10/v1".to_owned(),
+            ..first
+        };
+        let c = providers.client_of(changed).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c), "a changed row builds a new client");
+        assert_eq!(cached(), 1);
+
+        // Providers created and deleted over a server's life never grow it past the bound.
+        for i in 0..3 * MAX_CACHED {
+            providers
+                .client_of(provider(&keyring, format!("p{i}")))
+                .unwrap();
+            assert!(cached() <= MAX_CACHED);
+        }
     }
 }
