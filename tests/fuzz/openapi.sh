@@ -7,14 +7,21 @@ cd "$(dirname "$0")/../.."
 
 examples="${EVERRUNS_FUZZ_EXAMPLES:-40}"
 requirements="tests/fuzz/requirements.txt"
-# One venv per version of the pinned requirements: editing the pins installs a fresh one.
-pins="$(sha256sum "$requirements" | cut -c1-12)"
-venv="${EVERRUNS_FUZZ_VENV:-$HOME/.cache/everruns/fuzz-venv-$pins}"
+if [ -n "${EVERRUNS_FUZZ_VENV:-}" ]; then
+  # A venv of the caller's: used as it is, never removed.
+  venv="$EVERRUNS_FUZZ_VENV"
+else
+  # One venv per version of the pinned requirements: editing the pins installs a fresh one.
+  pins="$(python3 -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest()[:12])' "$requirements")"
+  venv="$HOME/.cache/everruns/fuzz-venv-$pins"
+  if [ ! -x "$venv/bin/schemathesis" ]; then
+    rm -rf "$venv"
+  fi
+fi
 if [ ! -x "$venv/bin/schemathesis" ]; then
   echo "installing schemathesis ($requirements) into $venv"
-  rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$requirements"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
 fi
 
 target_dir="${CARGO_TARGET_DIR:-target}"

@@ -1,7 +1,8 @@
 //! Which LLM client serves an agent: the stored provider the agent names (by name or id), its
 //! key opened with the keyring, or the server-config provider when the agent names none.
 //! Clients are cached per provider and rebuilt when the provider's row changes; the cache holds
-//! at most [`MAX_CACHED`] clients, so deleted providers cannot pile up in it.
+//! at most [`MAX_CACHED`] clients (a new one past that evicts another), so deleted providers
+//! cannot pile up in it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ use everruns_llm::{LlmClient, ProviderConfig};
 use everruns_secrets::Keyring;
 use everruns_store::{Store, StoreError};
 
-/// Most clients kept; past it the cache starts over (a client is cheap to build again).
+/// Most clients kept; past it a new client evicts another (which is cheap to build again).
 const MAX_CACHED: usize = 64;
 
 /// A built client and the provider row it was built from.
@@ -96,8 +97,11 @@ impl Providers {
         let client = Arc::new(
             LlmClient::new(config).map_err(|e| format!("cannot use provider `{name}`: {e}"))?,
         );
-        if cache.len() >= MAX_CACHED {
-            cache.clear();
+        if cache.len() >= MAX_CACHED && !cache.contains_key(&provider.id) {
+            // Any one other client makes room (a deleted provider's, most likely).
+            if let Some(evicted) = cache.keys().next().cloned() {
+                cache.remove(&evicted);
+            }
         }
         cache.insert(provider.id.clone(), (provider, client.clone()));
         Ok(client)
@@ -152,5 +156,21 @@ mod tests {
                 .unwrap();
             assert!(cached() <= MAX_CACHED);
         }
+        // A full cache rebuilding a client it holds evicts nothing else.
+        let held = providers
+            .cache
+            .lock()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .0
+            .clone();
+        let rebuilt = Provider {
+            base_url: "http://127.0.0.1:11/v1".to_owned(),
+            ..held.clone()
+        };
+        providers.client_of(rebuilt).unwrap();
+        assert_eq!(cached(), MAX_CACHED);
     }
 }

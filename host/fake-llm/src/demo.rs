@@ -80,12 +80,13 @@ fn named_tool(text: &str, tools: &[String]) -> Option<(String, Value)> {
     Some((tool.clone(), arguments))
 }
 
-/// The words of `text` (runs of letters, digits and `_`), each with the byte offset it ends at.
+/// The words of `text` (runs of letters, digits, `_` and `-`, the characters of tool names),
+/// each with the byte offset it ends at.
 fn word_spans(text: &str) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
     let mut start = None;
     for (i, c) in text.char_indices().chain([(text.len(), ' ')]) {
-        let in_word = c.is_alphanumeric() || c == '_';
+        let in_word = c.is_alphanumeric() || c == '_' || c == '-';
         match (start, in_word) {
             (None, true) => start = Some(i),
             (Some(s), false) => {
@@ -193,6 +194,11 @@ mod tests {
             Some("kv__put".to_owned())
         );
         assert_eq!(named_tool("nowhere to output", &tools()), None);
+        let hyphenated = vec!["web__fetch-page".to_owned()];
+        assert_eq!(
+            named_tool("fetch-page it", &hyphenated).map(|(n, _)| n),
+            Some("web__fetch-page".to_owned())
+        );
         // Text after the name that is not an object leaves the arguments empty.
         assert_eq!(
             named_tool("now [1, 2]", &tools()).map(|(_, a)| a),

@@ -1,5 +1,6 @@
 //! [`FakeLlm`]: a real HTTP server speaking the OpenAI Chat Completions and Anthropic Messages
-//! streaming wire formats, scripted per test, recording every request.
+//! streaming wire formats, scripted per test, recording every request (unless
+//! [`FakeLlm::set_recording`] turns that off).
 //!
 //! `GET /v1/models` lists [`FakeLlm::set_models`] (both providers' shape) after the same key
 //! check, for provider connection tests. Each chat request takes the next [`Reply`] from a

@@ -52,7 +52,8 @@ pub struct BackendError(pub String);
 pub trait KvBackend: Send + Sync + std::fmt::Debug + 'static {
     /// Reads a value.
     async fn get(&self, scope: &KvScope, key: &str) -> Result<Option<Vec<u8>>, BackendError>;
-    /// Writes a value.
+    /// Writes a value. State of an agent or session that was deleted is not written (an error
+    /// that says so, not a retryable backend failure).
     async fn set(&self, scope: &KvScope, key: &str, value: Vec<u8>) -> Result<(), BackendError>;
     /// Deletes a key; returns whether it existed.
     async fn delete(&self, scope: &KvScope, key: &str) -> Result<bool, BackendError>;

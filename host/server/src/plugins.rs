@@ -57,7 +57,13 @@ impl KvBackend for StoreKv {
         self.0
             .kv_set(&store_scope(scope), key, &value)
             .await
-            .map_err(backend_error)
+            .map_err(|e| match e {
+                // Not a failure worth retrying: the owner is gone, and its state with it.
+                StoreError::NotFound { entity, id } => BackendError(format!(
+                    "the {entity} `{id}` was deleted; its plugin state is no longer kept"
+                )),
+                e => backend_error(e),
+            })
     }
 
     async fn delete(&self, scope: &KvScope, key: &str) -> Result<bool, BackendError> {
@@ -249,5 +255,57 @@ pub async fn load_and_watch(runtime: &Runtime, config: &Config, shutdown: &Cance
     }
     for failure in runtime.failures() {
         tracing::warn!(dir = %failure.dir.display(), error = %failure.error, "plugin failed to load");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use everruns_core::{ModelSettings, NewAgent, NewSession};
+    use everruns_store::StoreConfig;
+
+    use super::*;
+
+    /// A tool writing the state of a session deleted under it is told so, in words that do not
+    /// invite a retry.
+    #[tokio::test]
+    async fn state_of_a_deleted_session_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = everruns_store::connect(&StoreConfig {
+            url: format!("sqlite://{}", dir.path().join("kv.db").display()),
+            max_connections: 2,
+        })
+        .await
+        .unwrap();
+        let agent = store
+            .create_agent(NewAgent {
+                name: "a".to_owned(),
+                system_prompt: String::new(),
+                model: ModelSettings::default(),
+                capabilities: Vec::new(),
+            })
+            .await
+            .unwrap();
+        let session = store
+            .create_session(NewSession {
+                agent_id: agent.id,
+                title: None,
+            })
+            .await
+            .unwrap();
+        let kv = StoreKv(store.clone());
+        let scope = KvScope {
+            plugin: CapabilityId::parse("todo").unwrap(),
+            owner: KvOwner::Session(session.id.to_string()),
+        };
+        kv.set(&scope, "k", b"v".to_vec()).await.unwrap();
+        store.delete_session(&session.id).await.unwrap();
+        let err = kv.set(&scope, "k", b"v".to_vec()).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the session `{}` was deleted; its plugin state is no longer kept",
+                session.id
+            )
+        );
     }
 }

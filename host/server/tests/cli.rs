@@ -1,5 +1,6 @@
 //! The `everruns` binary as a user runs it: `serve` on SQLite and PostgreSQL, the first-start
-//! key, graceful shutdown on SIGTERM, and the `api-key` subcommands.
+//! key, graceful shutdown on SIGTERM, the `api-key` and `plugin` subcommands, and a run
+//! against `dev fake-llm`.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -1114,14 +1114,21 @@ async fn kv_writes_racing_a_delete_leave_nothing(db: &TestDb) {
             .map(|w| {
                 let (store, scope) = (store.clone(), scope.clone());
                 tokio::spawn(async move {
-                    for n in 0..2_000 {
+                    // Until the delete shows; the pause lets it in on SQLite, whose busy
+                    // handler favours a writer that retries at once.
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                    for n in 0.. {
                         match store.kv_set(&scope, &format!("w{w}/{n}"), b"x").await {
                             Ok(()) => {}
-                            Err(StoreError::NotFound { .. }) => return n,
+                            Err(StoreError::NotFound { .. }) => return,
                             Err(e) => panic!("writer {w}: {e}"),
                         }
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "writer {w} never saw the session deleted"
+                        );
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                     }
-                    panic!("writer {w} never saw the session deleted")
                 })
             })
             .collect();
