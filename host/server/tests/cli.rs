@@ -421,50 +421,31 @@ async fn dev_fake_llm_runs_a_tool_call_for_a_newcomer() {
     cmd.env("EVERRUNS_BOOTSTRAP_API_KEY", key).envs(settings);
     let server = serve(cmd).await;
     let http = reqwest::Client::new();
-    let post = |path: &str, body: serde_json::Value| {
-        http.post(format!("{}{path}", server.base))
-            .bearer_auth(key)
-            .json(&body)
-            .send()
+    let call = |request: reqwest::RequestBuilder| async move {
+        let response = request.bearer_auth(key).send().await.unwrap();
+        response.json::<serde_json::Value>().await.unwrap()
     };
-    let agent: serde_json::Value = post(
+    let post = |path: &str, body: serde_json::Value| {
+        call(http.post(format!("{}{path}", server.base)).json(&body))
+    };
+    let get = |path: &str| call(http.get(format!("{}{path}", server.base)));
+    let agent = post(
         "/v1/agents",
         serde_json::json!({"name": "demo", "system_prompt": "Be brief.",
             "capabilities": [{"id": "current_time"}]}),
     )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let session: serde_json::Value =
-        post("/v1/sessions", serde_json::json!({"agent_id": agent["id"]}))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-    let run: serde_json::Value = post(
-        &format!("/v1/sessions/{}/messages", session["id"].as_str().unwrap()),
+    .await;
+    let session = post("/v1/sessions", serde_json::json!({"agent_id": agent["id"]})).await;
+    let session = session["id"].as_str().unwrap();
+    let run = post(
+        &format!("/v1/sessions/{session}/messages"),
         serde_json::json!({"content": "what time is it now?"}),
     )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let run_url = format!("{}/v1/runs/{}", server.base, run["id"].as_str().unwrap());
+    .await;
+    let run_path = format!("/v1/runs/{}", run["id"].as_str().unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
     let run = loop {
-        let run: serde_json::Value = http
-            .get(&run_url)
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let run = get(&run_path).await;
         if run["status"] != "queued" && run["status"] != "running" {
             break run;
         }
@@ -473,19 +454,7 @@ async fn dev_fake_llm_runs_a_tool_call_for_a_newcomer() {
     };
     assert_eq!(run["status"], "completed", "{run}");
 
-    let events: serde_json::Value = http
-        .get(format!(
-            "{}/v1/sessions/{}/events",
-            server.base,
-            session["id"].as_str().unwrap()
-        ))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events = get(&format!("/v1/sessions/{session}/events")).await;
     let events = events["data"].as_array().expect("a page of events");
     let tool = events
         .iter()

@@ -67,6 +67,17 @@ conformance!(
 
 // ---- helpers ----
 
+/// A new untitled session of `agent`.
+async fn session_of(store: &Arc<dyn Store>, agent: &AgentId) -> everruns_core::Session {
+    store
+        .create_session(NewSession {
+            agent_id: agent.clone(),
+            title: None,
+        })
+        .await
+        .unwrap()
+}
+
 async fn open(db: &TestDb) -> Arc<dyn Store> {
     connect(&StoreConfig {
         url: db.url().to_owned(),
@@ -402,13 +413,7 @@ async fn sessions_are_created_listed_updated_and_deleted(db: &TestDb) {
         );
     }
     for _ in 0..2 {
-        store
-            .create_session(NewSession {
-                agent_id: b.id.clone(),
-                title: None,
-            })
-            .await
-            .unwrap();
+        session_of(&store, &b.id).await;
     }
 
     let first = &of_a[0];
@@ -498,13 +503,7 @@ async fn deleting_an_agent_deletes_its_sessions_and_messages(db: &TestDb) {
     let kept = store.create_agent(new_agent("kept")).await.unwrap();
     let mut doomed_sessions = Vec::new();
     for _ in 0..2 {
-        let session = store
-            .create_session(NewSession {
-                agent_id: doomed.id.clone(),
-                title: None,
-            })
-            .await
-            .unwrap();
+        let session = session_of(&store, &doomed.id).await;
         store.append_message(text(&session.id, "x")).await.unwrap();
         // A run too: the start's message and events; and plugin state.
         store
@@ -517,13 +516,7 @@ async fn deleting_an_agent_deletes_its_sessions_and_messages(db: &TestDb) {
             .unwrap();
         doomed_sessions.push(session);
     }
-    let kept_session = store
-        .create_session(NewSession {
-            agent_id: kept.id.clone(),
-            title: None,
-        })
-        .await
-        .unwrap();
+    let kept_session = session_of(&store, &kept.id).await;
     store
         .append_message(text(&kept_session.id, "stays"))
         .await
@@ -604,13 +597,7 @@ async fn deleting_an_agent_deletes_its_sessions_and_messages(db: &TestDb) {
 async fn messages_are_listed_in_append_order(db: &TestDb) {
     let store = open(db).await;
     let agent = store.create_agent(new_agent("talker")).await.unwrap();
-    let session = store
-        .create_session(NewSession {
-            agent_id: agent.id.clone(),
-            title: None,
-        })
-        .await
-        .unwrap();
+    let session = session_of(&store, &agent.id).await;
     let inputs = [
         (
             MessageRole::User,
@@ -705,23 +692,8 @@ async fn pagination_has_no_gaps_or_duplicates(db: &TestDb) {
     let mut session_ids = Vec::new();
     for i in 0..7 {
         let owner = if i % 2 == 0 { &noise } else { &target };
-        store
-            .create_session(NewSession {
-                agent_id: owner.clone(),
-                title: None,
-            })
-            .await
-            .unwrap();
-        session_ids.push(
-            store
-                .create_session(NewSession {
-                    agent_id: target.clone(),
-                    title: None,
-                })
-                .await
-                .unwrap()
-                .id,
-        );
+        session_of(&store, owner).await;
+        session_ids.push(session_of(&store, &target).await.id);
     }
     let pages = read_all(3, |req| {
         let store = store.clone();
@@ -990,14 +962,7 @@ async fn kv_list_takes_the_prefix_literally(db: &TestDb) {
 async fn kv_scopes_are_isolated(db: &TestDb) {
     let store = open(db).await;
     let agent = store.create_agent(new_agent("kv")).await.unwrap().id;
-    let session = store
-        .create_session(NewSession {
-            agent_id: agent.clone(),
-            title: None,
-        })
-        .await
-        .unwrap()
-        .id;
+    let session = session_of(&store, &agent).await.id;
     let scopes = [
         KvScope::session("memory", &session),
         KvScope::agent("memory", &agent),
@@ -1057,13 +1022,7 @@ async fn kv_state_of_a_missing_owner_is_not_written(db: &TestDb) {
     );
 
     let agent = store.create_agent(new_agent("owner")).await.unwrap();
-    let session = store
-        .create_session(NewSession {
-            agent_id: agent.id.clone(),
-            title: None,
-        })
-        .await
-        .unwrap();
+    let session = session_of(&store, &agent.id).await;
     let (of_agent, of_session) = (
         KvScope::agent("memory", &agent.id),
         KvScope::session("todo", &session.id),
@@ -1102,13 +1061,7 @@ async fn kv_writes_racing_a_delete_leave_nothing(db: &TestDb) {
     let store = open(db).await;
     let agent = store.create_agent(new_agent("racer")).await.unwrap();
     for round in 0..4 {
-        let session = store
-            .create_session(NewSession {
-                agent_id: agent.id.clone(),
-                title: None,
-            })
-            .await
-            .unwrap();
+        let session = session_of(&store, &agent.id).await;
         let scope = KvScope::session("todo", &session.id);
         let writers: Vec<_> = (0..6)
             .map(|w| {
@@ -1177,13 +1130,7 @@ async fn text_with_nul_is_invalid(db: &TestDb) {
             )
             .await,
     );
-    let session = store
-        .create_session(NewSession {
-            agent_id: agent.id.clone(),
-            title: None,
-        })
-        .await
-        .unwrap();
+    let session = session_of(&store, &agent.id).await;
     assert_invalid(store.append_message(text(&session.id, "bad\0")).await);
     assert_eq!(
         store
@@ -1202,13 +1149,7 @@ async fn concurrent_writers_all_land(db: &TestDb) {
     const MESSAGES_EACH: usize = 20;
     let store = open(db).await;
     let host = store.create_agent(new_agent("host")).await.unwrap();
-    let session = store
-        .create_session(NewSession {
-            agent_id: host.id.clone(),
-            title: None,
-        })
-        .await
-        .unwrap();
+    let session = session_of(&store, &host.id).await;
 
     let tasks: Vec<_> = (0..WRITERS)
         .map(|w| {
