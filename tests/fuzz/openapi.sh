@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes every operation of the running API from its own OpenAPI document with schemathesis
 # (valid and invalid inputs, bounded examples) and fails on any 5xx or response that breaks the
-# documented contract. Starts its own server on a free port with a fresh SQLite data directory.
+# documented contract. Starts its own server on a free port with a fresh SQLite data directory,
+# seeded with an agent, a session and a run that the operations on one id are pointed at.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -46,12 +47,39 @@ for _ in $(seq 1 600); do
 done
 $healthy || { cat "$log"; echo "FAIL: server not healthy after 60 s"; exit 1; }
 
+# Existing resources for the operations on one agent, session or run, so they are fuzzed past
+# their 404 too (bodies, queries and headers against a real row). DELETE keeps random ids: it
+# would remove the row the others use.
+api() { curl -fsS -H "Authorization: Bearer $key" -H 'content-type: application/json' "$@"; }
+id_of() { python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
+base="http://127.0.0.1:$port"
+agent="$(api "$base/v1/agents" -d '{"name":"fuzz-seed","system_prompt":"x"}' | id_of)"
+session="$(api "$base/v1/sessions" -d "{\"agent_id\":\"$agent\"}" | id_of)"
+# No LLM is configured, so this run fails at once; it still exists for the run operations.
+run="$(api "$base/v1/sessions/$session/messages" -d '{"content":"seed"}' | id_of)"
+config="$data_dir/schemathesis.toml"
+cat >"$config" <<TOML
+[[operations]]
+include-path-regex = '^/v1/agents/\{id\}$'
+exclude-method = "DELETE"
+parameters = { id = "$agent" }
+
+[[operations]]
+include-path-regex = '^/v1/sessions/\{id\}(/messages|/runs)?$'
+exclude-method = "DELETE"
+parameters = { id = "$session" }
+
+[[operations]]
+include-path-regex = '^/v1/runs/\{id\}(/cancel)?$'
+parameters = { id = "$run" }
+TOML
+
 status=0
 # One worker: in CPython 3.11.7 (the machines' python3) the ast module's recursion-depth
 # bookkeeping breaks when two threads parse at once, so hypothesis describing lambdas in two
 # worker threads can fail with "SystemError: AST constructor recursion depth mismatch" (CPython
 # gh-106905), a Runtime Error that is not the API's fault. It failed CI once that way.
-"$venv/bin/schemathesis" run "http://127.0.0.1:$port/api-doc/openapi.json" \
+"$venv/bin/schemathesis" --config-file "$config" run "http://127.0.0.1:$port/api-doc/openapi.json" \
   --header "Authorization: Bearer $key" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection,unsupported_method \
   --max-examples "$examples" \
