@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use everruns_testkit::SseReader;
 use serde_json::{Value, json};
 use support::{Backend, Harness, expect_json, expect_problem};
 
@@ -179,32 +179,10 @@ async fn cancelling_a_queued_run(backend: Backend) {
 
 /// Reads SSE frames until `n` events arrived; returns (id, event, data) triples.
 async fn read_sse(response: reqwest::Response, n: usize) -> Vec<(i64, String, Value)> {
-    let mut stream = response.bytes_stream();
-    let mut buffer = String::new();
-    let mut events = Vec::new();
+    let mut reader = SseReader::new(response);
+    let mut events = Vec::with_capacity(n);
     while events.len() < n {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
-            .await
-            .expect("SSE event in time")
-            .expect("stream open")
-            .unwrap();
-        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer.drain(..end + 2).collect();
-            let (mut id, mut event, mut data) = (None, None, None);
-            for line in frame.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = Some(v.trim().parse::<i64>().unwrap());
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    event = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data = Some(serde_json::from_str::<Value>(v.trim()).unwrap());
-                }
-            }
-            if let (Some(id), Some(event), Some(data)) = (id, event, data) {
-                events.push((id, event, data));
-            }
-        }
+        events.push(reader.next().await.into_parts());
     }
     events
 }

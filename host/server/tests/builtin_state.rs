@@ -4,10 +4,8 @@
 //! remembers reaches the next session's system prompt.
 
 use std::path::Path;
-use std::time::Duration;
 
-use everruns_testkit::{FakeLlm, Reply, TestApp, TestDb};
-use futures::StreamExt;
+use everruns_testkit::{FakeLlm, Reply, SseReader, TestApp, TestDb, json_of};
 use serde_json::{Value, json};
 
 async fn start(dir: &Path, db: Option<&TestDb>, llm: &FakeLlm) -> TestApp {
@@ -21,13 +19,6 @@ async fn start(dir: &Path, db: Option<&TestDb>, llm: &FakeLlm) -> TestApp {
         config.llm_model = Some("fake-model".to_owned());
     })
     .await
-}
-
-async fn json_of(response: reqwest::Response, status: u16) -> Value {
-    let got = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    assert_eq!(got, status, "{text}");
-    serde_json::from_str(&text).unwrap()
 }
 
 async fn create(app: &TestApp, path: &str, body: Value) -> String {
@@ -66,23 +57,12 @@ async fn turn(app: &TestApp, sid: &str, text: &str) {
         202,
     )
     .await;
-    let mut body = stream.bytes_stream();
-    let mut buffer = String::new();
-    loop {
-        let chunk = tokio::time::timeout(Duration::from_secs(30), body.next())
-            .await
-            .expect("events keep coming")
-            .expect("stream open")
-            .unwrap();
-        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        if buffer.contains("event: run.completed") {
-            return;
-        }
-        assert!(
-            !buffer.contains("event: run.failed"),
-            "run failed: {buffer}"
-        );
-    }
+    let last = SseReader::new(stream)
+        .until(|e| matches!(e.event.as_str(), "run.completed" | "run.failed"))
+        .await
+        .pop()
+        .expect("the run ended");
+    assert_eq!(last.event, "run.completed", "run failed: {}", last.data);
 }
 
 /// The latest tool result and the system prompt the model saw in the latest LLM request.

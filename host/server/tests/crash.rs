@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use everruns_core::KvScope;
 use everruns_testkit::guests::{WELL_BEHAVED, plugin_dir};
-use everruns_testkit::{FakeLlm, Reply, TestDb};
-use futures::StreamExt;
+use everruns_testkit::{FakeLlm, Reply, SseReader, TestDb};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_everruns");
@@ -199,42 +198,24 @@ async fn sse_replay(
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let mut events = Vec::new();
     if since >= until {
-        return events;
+        return Vec::new();
     }
-    let mut stream = response.bytes_stream();
-    let mut buffer = String::new();
-    loop {
-        let chunk = tokio::time::timeout(Duration::from_secs(15), stream.next())
-            .await
-            .expect("SSE replay keeps coming")
-            .expect("stream open")
-            .unwrap();
-        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer.drain(..end + 2).collect();
-            let (mut id, mut event, mut data) = (None, None, None);
-            for line in frame.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse::<i64>().ok();
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    event = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data = serde_json::from_str::<Value>(v.trim()).ok();
-                }
-            }
-            let (Some(id), Some(event), Some(data)) = (id, event, data) else {
-                continue; // a heartbeat comment
-            };
-            assert_eq!(data["seq"], id, "SSE id matches the event: {data}");
-            assert_eq!(data["type"], event.as_str(), "SSE event matches: {data}");
-            events.push(data);
-            if id >= until {
-                return events;
-            }
-        }
-    }
+    SseReader::new(response)
+        .until(|e| e.id >= until)
+        .await
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e.data["seq"], e.id, "SSE id matches the event: {}", e.data);
+            assert_eq!(
+                e.data["type"],
+                e.event.as_str(),
+                "SSE event matches: {}",
+                e.data
+            );
+            e.data
+        })
+        .collect()
 }
 
 /// A small deterministic generator (xorshift); the seed is printed so a failure can be rerun

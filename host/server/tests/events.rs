@@ -10,16 +10,9 @@ use std::time::{Duration, Instant};
 
 use everruns_core::{EventType, Lease, NewEvent, SessionId};
 use everruns_store::{Store, StoreConfig};
-use everruns_testkit::{FakeLlm, Reply, TestApp, TestDb};
+use everruns_testkit::{FakeLlm, Reply, SseReader, TestApp, TestDb, json_of};
 use futures::StreamExt;
-use serde_json::{Value, json};
-
-async fn json_of(response: reqwest::Response, status: u16) -> Value {
-    let got = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    assert_eq!(got, status, "{text}");
-    serde_json::from_str(&text).unwrap()
-}
+use serde_json::json;
 
 /// Opens the session's SSE stream, resuming after `since` when given.
 async fn open_stream(app: &TestApp, sid: &str, since: Option<i64>) -> reqwest::Response {
@@ -34,62 +27,18 @@ async fn open_stream(app: &TestApp, sid: &str, since: Option<i64>) -> reqwest::R
     response
 }
 
-/// Parses an SSE response into `(seq, type)` events, reading only when asked.
-struct SseReader {
-    stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buffer: String,
-}
-
-impl SseReader {
-    fn new(response: reqwest::Response) -> Self {
-        Self {
-            stream: response.bytes_stream().boxed(),
-            buffer: String::new(),
-        }
-    }
-
-    async fn next(&mut self) -> (i64, String) {
-        loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let frame: String = self.buffer.drain(..end + 2).collect();
-                let (mut id, mut event) = (None, None);
-                for line in frame.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        id = v.trim().parse::<i64>().ok();
-                    } else if let Some(v) = line.strip_prefix("event:") {
-                        event = Some(v.trim().to_owned());
-                    }
-                }
-                if let (Some(id), Some(event)) = (id, event) {
-                    return (id, event);
-                }
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(30), self.stream.next())
-                .await
-                .expect("events keep coming")
-                .expect("stream open")
-                .unwrap();
-            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-    }
-}
-
 /// Reads events until one with sequence `until` (or of type `until_type`).
 async fn read_until(
     response: reqwest::Response,
     until: Option<i64>,
     until_type: Option<&str>,
 ) -> Vec<(i64, String)> {
-    let mut reader = SseReader::new(response);
-    let mut events = Vec::new();
-    loop {
-        let (id, event) = reader.next().await;
-        let done = until == Some(id) || until_type == Some(event.as_str());
-        events.push((id, event));
-        if done {
-            return events;
-        }
-    }
+    SseReader::new(response)
+        .until(|e| until == Some(e.id) || until_type == Some(e.event.as_str()))
+        .await
+        .into_iter()
+        .map(|e| (e.id, e.event))
+        .collect()
 }
 
 /// An agent and a session on `app`; returns the session id.
@@ -313,7 +262,7 @@ async fn a_slow_client_lags_without_holding_up_the_others() {
     let mut slow = SseReader::new(open_stream(&app, &sid, None).await);
     let mut seqs = Vec::new();
     while seqs.last() != Some(&start) {
-        seqs.push(slow.next().await.0);
+        seqs.push(slow.next().await.id);
     }
     for chunk in 0..EVENTS / 200 {
         let batch = (0..200).map(|i| delta(chunk * 200 + i, 2_000)).collect();
@@ -324,7 +273,7 @@ async fn a_slow_client_lags_without_holding_up_the_others() {
 
     // Now the slow client reads on.
     while seqs.last() != Some(&total) {
-        seqs.push(slow.next().await.0);
+        seqs.push(slow.next().await.id);
     }
     assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
     // The slow client is still connected: shutting down ends its stream instead of waiting
@@ -332,13 +281,7 @@ async fn a_slow_client_lags_without_holding_up_the_others() {
     tokio::time::timeout(Duration::from_secs(10), app.stop())
         .await
         .expect("graceful shutdown with an SSE client connected");
-    let end = tokio::time::timeout(Duration::from_secs(10), slow.stream.next())
-        .await
-        .expect("the stream ends at shutdown");
-    assert!(
-        end.is_none_or(|chunk| chunk.is_err()),
-        "no more events after the end"
-    );
+    slow.expect_end(Duration::from_secs(10)).await;
     db.cleanup().await;
 }
 

@@ -6,12 +6,12 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use everruns_server::{Config, Server};
 use everruns_testkit::guests::plugin_dir;
-use everruns_testkit::{FAKE_LLM_API_KEY, FakeLlm, Reply, TEST_SECRET_KEY, TestApp, TestDb};
-use futures::StreamExt;
+use everruns_testkit::{
+    FAKE_LLM_API_KEY, FakeLlm, Reply, SseReader, TEST_SECRET_KEY, TestApp, TestDb, json_of,
+};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -32,17 +32,6 @@ secrets = ["GRANTED"]
 memory_mib = 16
 timeout_ms = 5000
 "#;
-
-async fn json_of(response: reqwest::Response, status: u16) -> Value {
-    let got = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    assert_eq!(got, status, "{text}");
-    if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap()
-    }
-}
 
 /// Sends a message and follows the session's events until the run ends; returns the final
 /// event's type and data.
@@ -73,29 +62,12 @@ async fn run_to_end(app: &TestApp, session: &str, content: &str) -> (String, Val
         .send()
         .await
         .unwrap();
-    let mut stream = response.bytes_stream();
-    let mut buffer = String::new();
-    loop {
-        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.next())
-            .await
-            .expect("events keep coming")
-            .expect("stream open")
-            .unwrap();
-        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer.drain(..end + 2).collect();
-            let event = frame.lines().find_map(|l| l.strip_prefix("event:"));
-            let data = frame.lines().find_map(|l| l.strip_prefix("data:"));
-            if let (Some(event), Some(data)) = (event, data)
-                && matches!(event.trim(), "run.completed" | "run.failed")
-            {
-                return (
-                    event.trim().to_owned(),
-                    serde_json::from_str(data.trim()).unwrap(),
-                );
-            }
-        }
-    }
+    let last = SseReader::new(response)
+        .until(|e| matches!(e.event.as_str(), "run.completed" | "run.failed"))
+        .await
+        .pop()
+        .expect("the run ended");
+    (last.event, last.data)
 }
 
 async fn a_run_uses_the_provider_its_agent_names(db: Option<&TestDb>) {

@@ -6,8 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use everruns_testkit::guests::{HOSTILE, WELL_BEHAVED, plugin_dir};
-use everruns_testkit::{FakeLlm, Reply, TestApp, TestDb};
-use futures::StreamExt;
+use everruns_testkit::{FakeLlm, Reply, SseEvent, SseReader, TestApp, TestDb, json_of};
 use serde_json::{Value, json};
 
 /// A server wired to `llm` (OpenAI format unless `anthropic`), with the well-behaved plugin.
@@ -34,46 +33,14 @@ async fn start(dir: &Path, db: Option<&TestDb>, llm: &FakeLlm, anthropic: bool) 
     .await
 }
 
-async fn json_of(response: reqwest::Response, status: u16) -> Value {
-    let got = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    assert_eq!(got, status, "{text}");
-    serde_json::from_str(&text).unwrap()
-}
-
 /// Reads SSE events until one of type `until` arrives.
 async fn sse_until(response: reqwest::Response, until: &str) -> Vec<(i64, String, Value)> {
-    let mut stream = response.bytes_stream();
-    let mut buffer = String::new();
-    let mut events = Vec::new();
-    loop {
-        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.next())
-            .await
-            .expect("events keep coming")
-            .expect("stream open")
-            .unwrap();
-        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer.drain(..end + 2).collect();
-            let (mut id, mut event, mut data) = (None, None, None);
-            for line in frame.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse::<i64>().ok();
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    event = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data = serde_json::from_str::<Value>(v.trim()).ok();
-                }
-            }
-            if let (Some(id), Some(event), Some(data)) = (id, event, data) {
-                let done = event == until;
-                events.push((id, event, data));
-                if done {
-                    return events;
-                }
-            }
-        }
-    }
+    SseReader::new(response)
+        .until(|e| e.event == until)
+        .await
+        .into_iter()
+        .map(SseEvent::into_parts)
+        .collect()
 }
 
 async fn full_run_with_a_plugin_tool(db: Option<&TestDb>, anthropic: bool) {

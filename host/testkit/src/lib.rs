@@ -6,6 +6,7 @@
 //! - `polyglot`: the pinned Python and JavaScript guest toolchains, the SDK examples built
 //!   from source, and plugins scaffolded from the SDK templates.
 //! - `db`: [`TestDb`], a fresh PostgreSQL database or SQLite file per test.
+//! - `sse`: [`SseReader`], the event stream as tests read it, and [`json_of`].
 //!
 //! [`FakeLlm`] and its [`Reply`]s are re-exported from `everruns-fake-llm`, so tests name
 //! everything they use from this crate.
@@ -14,9 +15,11 @@ mod app;
 mod db;
 pub mod guests;
 pub mod polyglot;
+mod sse;
 
 pub use app::{TEST_API_KEY, TEST_SECRET_KEY, TestApp};
 pub use db::{DEFAULT_TEST_DATABASE_URL, TEST_DATABASE_URL_ENV, TestDb};
 pub use everruns_fake_llm::{
     FAKE_LLM_API_KEY, FakeLlm, FakeToolCall, RecordedRequest, Reply, WireFormat,
 };
+pub use sse::{SseEvent, SseReader, json_of};
