@@ -43,25 +43,8 @@ async fn read_until(
 
 /// An agent and a session on `app`; returns the session id.
 async fn session(app: &TestApp) -> String {
-    let agent = json_of(
-        app.post("/v1/agents")
-            .json(&json!({"name": "a", "system_prompt": "x"}))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
-    let session = json_of(
-        app.post("/v1/sessions")
-            .json(&json!({"agent_id": agent["id"]}))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
-    session["id"].as_str().unwrap().to_owned()
+    app.session_with(json!({"name": "a", "system_prompt": "x"}))
+        .await
 }
 
 /// A second store on the app's database, standing in for another process: it queues a run

@@ -87,18 +87,15 @@ async fn a_run_uses_the_provider_its_agent_names(db: Option<&TestDb>) {
     })
     .await;
 
-    let provider = json_of(
-        app.post("/v1/providers")
-            .json(&json!({
+    let provider = app
+        .create(
+            "/v1/providers",
+            json!({
                 "name": "fake", "kind": "openai", "base_url": llm.openai_base_url(),
                 "api_key": FAKE_LLM_API_KEY, "default_model": "fake-model",
-            }))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
+            }),
+        )
+        .await;
     let pid = provider["id"].as_str().unwrap();
     json_of(
         app.put("/v1/secrets/GRANTED")
@@ -109,27 +106,18 @@ async fn a_run_uses_the_provider_its_agent_names(db: Option<&TestDb>) {
         201,
     )
     .await;
-    let agent = json_of(
-        app.post("/v1/agents")
-            .json(&json!({
+    let agent = app
+        .create(
+            "/v1/agents",
+            json!({
                 "name": "a", "model": {"provider": "fake"},
                 "capabilities": [{"id": "hostile"}],
-            }))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
-    let session = json_of(
-        app.post("/v1/sessions")
-            .json(&json!({"agent_id": agent["id"]}))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
+            }),
+        )
+        .await;
+    let session = app
+        .create("/v1/sessions", json!({"agent_id": agent["id"]}))
+        .await;
     let sid = session["id"].as_str().unwrap();
 
     let (event, data) = run_to_end(&app, sid, "read it").await;
@@ -215,16 +203,8 @@ async fn start_error(config: &Config) -> String {
 }
 
 async fn create_provider_and_secret(app: &TestApp) {
-    json_of(
-        app.post("/v1/providers")
-            .json(&json!({"name": "p", "kind": "anthropic",
-                          "base_url": "https://api.anthropic.com/v1", "api_key": "sk-ant-1234567890"}))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
+    app.create("/v1/providers", json!({"name": "p", "kind": "anthropic",
+                          "base_url": "https://api.anthropic.com/v1", "api_key": "sk-ant-1234567890"})).await;
     json_of(
         app.put("/v1/secrets/S")
             .json(&json!({"value": "v"}))

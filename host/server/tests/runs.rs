@@ -57,28 +57,19 @@ async fn full_run_with_a_plugin_tool(db: Option<&TestDb>, anthropic: bool) {
     });
     let app = start(dir.path(), db, &llm, anthropic).await;
 
-    let agent = json_of(
-        app.post("/v1/agents")
-            .json(&json!({
+    let agent = app
+        .create(
+            "/v1/agents",
+            json!({
                 "name": "greeter",
                 "system_prompt": "You greet people.",
                 "capabilities": [{"id": "well-behaved", "config": {"greeting": "Howdy"}}],
-            }))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
-    let session = json_of(
-        app.post("/v1/sessions")
-            .json(&json!({"agent_id": agent["id"]}))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
+            }),
+        )
+        .await;
+    let session = app
+        .create("/v1/sessions", json!({"agent_id": agent["id"]}))
+        .await;
     let sid = session["id"].as_str().unwrap();
 
     let stream = app
@@ -211,25 +202,9 @@ async fn provider_down_fails_the_run_with_a_clear_error() {
     let llm = FakeLlm::start().await;
     llm.set_fallback(|_| Reply::error(400, "model `fake-model` does not exist"));
     let app = start(dir.path(), None, &llm, false).await;
-    let agent = json_of(
-        app.post("/v1/agents")
-            .json(&json!({"name": "a", "system_prompt": "x"}))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
-    let session = json_of(
-        app.post("/v1/sessions")
-            .json(&json!({"agent_id": agent["id"]}))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
-    let sid = session["id"].as_str().unwrap();
+    let sid = &app
+        .session_with(json!({"name": "a", "system_prompt": "x"}))
+        .await;
     let stream = app
         .get(&format!("/v1/sessions/{sid}/events"))
         .header("accept", "text/event-stream")
@@ -262,25 +237,9 @@ async fn cancel_stops_a_streaming_answer() {
             .with_delta_delay(Duration::from_millis(400))
     });
     let app = start(dir.path(), None, &llm, false).await;
-    let agent = json_of(
-        app.post("/v1/agents")
-            .json(&json!({"name": "slow", "system_prompt": "x"}))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
-    let session = json_of(
-        app.post("/v1/sessions")
-            .json(&json!({"agent_id": agent["id"]}))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
-    let sid = session["id"].as_str().unwrap();
+    let sid = &app
+        .session_with(json!({"name": "slow", "system_prompt": "x"}))
+        .await;
     let stream = app
         .get(&format!("/v1/sessions/{sid}/events"))
         .header("accept", "text/event-stream")
@@ -348,28 +307,19 @@ async fn cancel_stops_a_slow_tool_call() {
         &HOSTILE.replace("timeout_ms = 1000", "timeout_ms = 30000"),
     );
     let app = start(dir.path(), None, &llm, false).await;
-    let agent = json_of(
-        app.post("/v1/agents")
-            .json(&json!({
+    let agent = app
+        .create(
+            "/v1/agents",
+            json!({
                 "name": "spinner",
                 "system_prompt": "x",
                 "capabilities": [{"id": "hostile"}],
-            }))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
-    let session = json_of(
-        app.post("/v1/sessions")
-            .json(&json!({"agent_id": agent["id"]}))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
+            }),
+        )
+        .await;
+    let session = app
+        .create("/v1/sessions", json!({"agent_id": agent["id"]}))
+        .await;
     let sid = session["id"].as_str().unwrap();
     let stream = app
         .get(&format!("/v1/sessions/{sid}/events"))
@@ -458,24 +408,10 @@ async fn plugin_state_survives_a_restart(db: Option<&TestDb>) {
         }
     });
     let mut app = start(dir.path(), db, &llm, false).await;
-    let agent = json_of(
-        app.post("/v1/agents")
-            .json(&json!({"name": "counter", "system_prompt": "x", "capabilities": [{"id": "well-behaved"}]}))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
-    let session = json_of(
-        app.post("/v1/sessions")
-            .json(&json!({"agent_id": agent["id"]}))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
+    let agent = app.create("/v1/agents", json!({"name": "counter", "system_prompt": "x", "capabilities": [{"id": "well-behaved"}]})).await;
+    let session = app
+        .create("/v1/sessions", json!({"agent_id": agent["id"]}))
+        .await;
     let sid = session["id"].as_str().unwrap().to_owned();
     for expected in [1, 2] {
         let stream = app
@@ -537,29 +473,20 @@ async fn a_run_stops_at_the_step_limit() {
     // A model that never stops calling tools.
     llm.set_fallback(|_| Reply::tool_call("well-behaved__ping", json!({})));
     let app = start(dir.path(), None, &llm, false).await;
-    let agent = json_of(
-        app.post("/v1/agents")
-            .json(&json!({
+    let agent = app
+        .create(
+            "/v1/agents",
+            json!({
                 "name": "looper",
                 "system_prompt": "x",
                 "model": {"max_steps": 3},
                 "capabilities": [{"id": "well-behaved"}],
-            }))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
-    let session = json_of(
-        app.post("/v1/sessions")
-            .json(&json!({"agent_id": agent["id"]}))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
+            }),
+        )
+        .await;
+    let session = app
+        .create("/v1/sessions", json!({"agent_id": agent["id"]}))
+        .await;
     let sid = session["id"].as_str().unwrap();
     let stream = app
         .get(&format!("/v1/sessions/{sid}/events"))
@@ -627,24 +554,12 @@ async fn a_worker_elsewhere_is_woken_by_notify() {
     // Let the worker's first look for work (at start) pass.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let agent = json_of(
-        api.post("/v1/agents")
-            .json(&json!({"name": "n", "system_prompt": "x"}))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
-    let session = json_of(
-        api.post("/v1/sessions")
-            .json(&json!({"agent_id": agent["id"]}))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
+    let agent = api
+        .create("/v1/agents", json!({"name": "n", "system_prompt": "x"}))
+        .await;
+    let session = api
+        .create("/v1/sessions", json!({"agent_id": agent["id"]}))
+        .await;
     let sid = session["id"].as_str().unwrap();
     let run = json_of(
         api.post(&format!("/v1/sessions/{sid}/messages"))

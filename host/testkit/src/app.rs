@@ -128,4 +128,25 @@ impl TestApp {
             .delete(self.url(path))
             .bearer_auth(&self.api_key)
     }
+
+    /// POSTs `body` to `path` and returns the created resource, asserting a 201.
+    pub async fn create(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let response = self
+            .post(path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        crate::json_of(response, 201).await
+    }
+
+    /// Creates an agent from `agent` (a `POST /v1/agents` body) and a session of it; returns
+    /// the session's id.
+    pub async fn session_with(&self, agent: serde_json::Value) -> String {
+        let agent = self.create("/v1/agents", agent).await;
+        let session = self
+            .create("/v1/sessions", serde_json::json!({"agent_id": agent["id"]}))
+            .await;
+        session["id"].as_str().expect("a session id").to_owned()
+    }
 }
