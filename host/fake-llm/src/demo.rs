@@ -157,11 +157,7 @@ fn shorten(text: &str) -> String {
     if text.len() <= MAX_REPORTED {
         return text.to_owned();
     }
-    let mut end = MAX_REPORTED;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    format!("{}…", &text[..text.floor_char_boundary(MAX_REPORTED)])
 }
 
 #[cfg(test)]

@@ -243,11 +243,7 @@ impl log::Host for HostState {
         }
         let mut message = message;
         if message.len() > buf.max_line_bytes {
-            let mut cut = buf.max_line_bytes;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
+            message.truncate(message.floor_char_boundary(buf.max_line_bytes));
             message.push('…');
         }
         tracing::debug!(capability = %self.plugin, ?level, %message, "plugin log");
