@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 plugins=$(pwd)
 repo=$(cd .. && pwd)
-ids=(current_time web_fetch session_files todo memory)
+ids=(current_time web_fetch session_files todo memory guardrails)
 
 check=false
 case "${1:-}" in

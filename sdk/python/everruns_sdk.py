@@ -1,7 +1,9 @@
-"""Everruns capability SDK for Python: a thin layer over componentize-py's bindings.
+"""Everruns capability SDK for Python: a thin layer over componentize-py's bindings of
+`everruns:capability@0.2.0` (world `plugin`, `wit/0.2.0`).
 
-A plugin declares its capability, its tools (each a JSON Schema and a handler) and an
-optional prompt fragment, then exports the class componentize-py looks for:
+A plugin declares its capability, its tools (each a JSON Schema and a handler), an
+optional prompt fragment and optional hooks, then exports the classes componentize-py
+looks for:
 
     import everruns_sdk as everruns
 
@@ -18,11 +20,25 @@ optional prompt fragment, then exports the class componentize-py looks for:
     def greet(ctx, name):
         return f"Hello, {name}!"
 
+    @plugin.before_tool
+    def no_strangers(ctx, call):
+        if call.arguments.get("name") == "Mallory":
+            return everruns.Block("we do not greet Mallory")
+        return everruns.Continue()
+
     Capability = plugin.export()
+
+`plugin.export()` returns the `Capability` class and also defines `Hooks` in the calling
+module (componentize-py looks for both there); a hook that is not registered answers
+"continue" / "keep".
 
 The SDK checks arguments against the tool's schema before the handler runs, and turns a
 bad argument or an exception into a tool error for the model (never a trap). A handler
 returning a `str` gives a text result; any other JSON-serialisable value a JSON result.
+
+An exception raised in a hook fails closed: `before_model` and `before_tool` answer
+`block` with the exception, `after_tool` replaces the result with an error naming it; the
+traceback goes to the log.
 
 Host services: `kv` (durable key-value state holding JSON values), `secrets` and `log`.
 """
@@ -30,10 +46,12 @@ Host services: `kv` (durable key-value state holding JSON values), `secrets` and
 import inspect
 import json
 import re
+import sys
 import traceback
 
-from componentize_py_types import Err
+from componentize_py_types import Err, Ok
 from wit_world import exports
+from wit_world.exports import hooks as _hooks
 from wit_world.imports import kv as _kv
 from wit_world.imports import log as _log
 from wit_world.imports import secrets as _secrets
@@ -49,6 +67,14 @@ __all__ = [
     "Denied",
     "KvError",
     "SecretError",
+    "Continue",
+    "AddContext",
+    "Block",
+    "Rewrite",
+    "RequireApproval",
+    "ModelRequest",
+    "ToolRequest",
+    "ToolResult",
     "kv",
     "secrets",
     "log",
@@ -308,6 +334,164 @@ def _join(path, name):
     return f"{path}.{name}" if path else name
 
 
+# --- Hook decisions and requests ------------------------------------------------------
+
+
+class Continue:
+    """A hook's answer: go on as planned (`None` means the same)."""
+
+    def __repr__(self):
+        return "Continue()"
+
+
+class AddContext:
+    """A `before_model` answer: append `text` to the system prompt, for this model call
+    only."""
+
+    def __init__(self, text):
+        self.text = str(text)
+
+    def __repr__(self):
+        return f"AddContext({self.text!r})"
+
+
+class Block:
+    """A `before_model` or `before_tool` answer: stop. Before a model call the run ends as
+    failed with the reason; before a tool call the model gets a result stating it."""
+
+    def __init__(self, reason):
+        self.reason = str(reason)
+
+    def __repr__(self):
+        return f"Block({self.reason!r})"
+
+
+class Rewrite:
+    """A `before_tool` answer: run the call with these arguments (a dict) instead."""
+
+    def __init__(self, arguments):
+        self.arguments = arguments
+
+    def __repr__(self):
+        return f"Rewrite({self.arguments!r})"
+
+
+class RequireApproval:
+    """A `before_tool` answer: a person must approve the call first (until tool approval
+    exists, the host blocks the call with the reason)."""
+
+    def __init__(self, reason):
+        self.reason = str(reason)
+
+    def __repr__(self):
+        return f"RequireApproval({self.reason!r})"
+
+
+class ModelRequest:
+    """What the model is about to be asked: `last_user_message` (the user message that
+    started the run), `tools` (the namespaced tool names offered, `<capability>__<tool>`)
+    and `step` (the step number of this model call, 0 for the first)."""
+
+    def __init__(self, request):
+        self.last_user_message = request.last_user_message
+        self.tools = list(request.tools)
+        self.step = request.step
+
+    def __repr__(self):
+        return f"ModelRequest(step={self.step}, tools={self.tools!r})"
+
+
+class ToolRequest:
+    """A tool call the model asked for: `name` (namespaced, `<capability>__<tool>`; hooks
+    see the calls of every capability of the agent), `arguments` (the parsed JSON, normally
+    a dict, after earlier hooks' rewrites), `tool_call_id` and `step`."""
+
+    def __init__(self, call):
+        self.name = call.name
+        try:
+            self.arguments = json.loads(call.arguments) if call.arguments.strip() else {}
+        except ValueError:
+            self.arguments = call.arguments
+        self.tool_call_id = call.tool_call_id
+        self.step = call.step
+
+    def __repr__(self):
+        return f"ToolRequest(name={self.name!r}, arguments={self.arguments!r})"
+
+
+class ToolResult:
+    """A tool's result as `after_tool` sees it, and one way to replace it. `kind` is
+    `"text"`, `"json"` or `"error"`; `value` is the text (a str) or the JSON value of a
+    success, `error` the message the model would see for a failure; `ok` is whether it
+    succeeded. Build replacements with `ToolResult.text(s)`, `ToolResult.json(value)` and
+    `ToolResult.error(message)`."""
+
+    def __init__(self, kind, value=None, error=None):
+        self.kind = kind
+        self.value = value
+        self.error = error
+
+    @property
+    def ok(self):
+        return self.kind != "error"
+
+    @classmethod
+    def text(cls, text):
+        return cls("text", value=str(text))
+
+    @classmethod
+    def json(cls, value):
+        return cls("json", value=value)
+
+    @classmethod
+    def error(cls, message):
+        return cls("error", error=str(message))
+
+    def __eq__(self, other):
+        return isinstance(other, ToolResult) and (self.kind, self.value, self.error) == (
+            other.kind,
+            other.value,
+            other.error,
+        )
+
+    def __repr__(self):
+        if self.kind == "error":
+            return f"ToolResult.error({self.error!r})"
+        return f"ToolResult.{self.kind}({self.value!r})"
+
+
+def _result_from_wit(result):
+    if isinstance(result, Err):
+        return ToolResult.error(result.value)
+    output = result.value
+    if isinstance(output, _types.ToolOutput_Json):
+        try:
+            return ToolResult.json(json.loads(output.value))
+        except ValueError:
+            return ToolResult.text(output.value)
+    return ToolResult.text(output.value)
+
+
+def _result_to_wit(result):
+    """`after_tool`'s answer as the WIT `option<tool-result>`: None keeps the result, a
+    `ToolResult` replaces it, a str is a text result, any other JSON value a JSON one."""
+    if result is None:
+        return None
+    if not isinstance(result, ToolResult):
+        result = ToolResult.text(result) if isinstance(result, str) else ToolResult.json(result)
+    if result.kind == "error":
+        return Err(result.error)
+    if result.kind == "text":
+        return Ok(_types.ToolOutput_Text(str(result.value)))
+    return Ok(_types.ToolOutput_Json(json.dumps(result.value)))
+
+
+def _hook_failed(hook, e):
+    """Logs the traceback of an exception raised in a hook; returns its one-line text."""
+    log.error(f"hook `{hook}` raised:\n{traceback.format_exc()}")
+    return f"hook `{hook}` failed: {type(e).__name__}: {e}"
+
+
 # --- The plugin ------------------------------------------------------------------------
 
 
@@ -333,6 +517,7 @@ class Plugin:
         self.description = description
         self._tools = {}
         self._prompt = None
+        self._hooks = {}
 
     def tool(self, name=None, *, description, parameters=None):
         """Registers a tool. The decorated function is called as `handler(ctx, **args)`
@@ -357,10 +542,41 @@ class Plugin:
         self._prompt = fragment
         return fragment
 
+    def _hook(self, name, handler):
+        if name in self._hooks:
+            raise ValueError(f"hook `{name}` is registered twice")
+        self._hooks[name] = handler
+        return handler
+
+    def before_model(self, handler):
+        """Registers the `before-model` hook, `handler(ctx, request)` with a
+        `ModelRequest`, called before each model call. It returns `Continue()` (or None),
+        `AddContext(text)` or `Block(reason)`. List `"before-model"` in the manifest's
+        `hooks`."""
+        return self._hook("before-model", handler)
+
+    def before_tool(self, handler):
+        """Registers the `before-tool` hook, `handler(ctx, call)` with a `ToolRequest`,
+        called before each tool call of the agent runs. It returns `Continue()` (or None),
+        `Rewrite(arguments)`, `Block(reason)` or `RequireApproval(reason)`. List
+        `"before-tool"` in the manifest's `hooks`."""
+        return self._hook("before-tool", handler)
+
+    def after_tool(self, handler):
+        """Registers the `after-tool` hook, `handler(ctx, call, result)` with a
+        `ToolRequest` and a `ToolResult`, called after each tool call of the agent. It
+        returns None to keep the result, or its replacement: a `ToolResult`, a str (a text
+        result) or any other JSON value (a JSON result). List `"after-tool"` in the
+        manifest's `hooks`."""
+        return self._hook("after-tool", handler)
+
     def export(self):
-        """The class componentize-py instantiates: assign it to `Capability` in the app
-        module."""
+        """The class componentize-py instantiates for `capability`: assign it to
+        `Capability` in the app module. Also defines `Hooks` (the `hooks` export) in the
+        calling module unless it already has one."""
         plugin = self
+        caller = sys._getframe(1).f_globals
+        caller.setdefault("Hooks", self._export_hooks())
 
         class Capability(exports.Capability):
             def info(self):
@@ -382,6 +598,75 @@ class Plugin:
                 return plugin._call(ctx, call)
 
         return Capability
+
+    def _export_hooks(self):
+        plugin = self
+
+        class Hooks(exports.Hooks):
+            def before_model(self, ctx, request):
+                return plugin._before_model(ctx, request)
+
+            def before_tool(self, ctx, call):
+                return plugin._before_tool(ctx, call)
+
+            def after_tool(self, ctx, call, result):
+                return plugin._after_tool(ctx, call, result)
+
+        return Hooks
+
+    def _before_model(self, ctx, request):
+        handler = self._hooks.get("before-model")
+        if handler is None:
+            return _hooks.ModelDecision_Continue()
+        try:
+            decision = handler(Context(ctx), ModelRequest(request))
+            if decision is None or isinstance(decision, Continue):
+                return _hooks.ModelDecision_Continue()
+            if isinstance(decision, AddContext):
+                return _hooks.ModelDecision_AddContext(decision.text)
+            if isinstance(decision, Block):
+                return _hooks.ModelDecision_Block(decision.reason)
+            raise TypeError(
+                f"before_model returned {decision!r}; expected Continue(), AddContext(text) "
+                "or Block(reason)"
+            )
+        except Exception as e:
+            return _hooks.ModelDecision_Block(_hook_failed("before-model", e))
+
+    def _before_tool(self, ctx, call):
+        handler = self._hooks.get("before-tool")
+        if handler is None:
+            return _hooks.ToolDecision_Continue()
+        try:
+            decision = handler(Context(ctx), ToolRequest(call))
+            if decision is None or isinstance(decision, Continue):
+                return _hooks.ToolDecision_Continue()
+            if isinstance(decision, Rewrite):
+                if not isinstance(decision.arguments, dict):
+                    raise TypeError(
+                        f"Rewrite needs a dict of arguments, got {_json_type(decision.arguments)}"
+                    )
+                return _hooks.ToolDecision_Rewrite(json.dumps(decision.arguments))
+            if isinstance(decision, Block):
+                return _hooks.ToolDecision_Block(decision.reason)
+            if isinstance(decision, RequireApproval):
+                return _hooks.ToolDecision_RequireApproval(decision.reason)
+            raise TypeError(
+                f"before_tool returned {decision!r}; expected Continue(), Rewrite(arguments), "
+                "Block(reason) or RequireApproval(reason)"
+            )
+        except Exception as e:
+            return _hooks.ToolDecision_Block(_hook_failed("before-tool", e))
+
+    def _after_tool(self, ctx, call, result):
+        handler = self._hooks.get("after-tool")
+        if handler is None:
+            return None
+        try:
+            replacement = handler(Context(ctx), ToolRequest(call), _result_from_wit(result))
+            return _result_to_wit(replacement)
+        except Exception as e:
+            return Err(_hook_failed("after-tool", e))
 
     def _call(self, ctx, call):
         tool = self._tools.get(call.name)

@@ -1,6 +1,6 @@
 //! `plugin-call`: a trivial plugin tool call on a fresh store per call (what production
-//! does) against calls on one reused instance, and the time to load 10 plugins from a warm
-//! compile cache.
+//! does) against calls on one reused instance, a `before-tool` hook that continues (fresh
+//! store per call, WIT 0.2.0), and the time to load 10 plugins from a warm compile cache.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,15 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use everruns_runtime::{CallContext, MemoryKv, MemorySecrets, Runtime, RuntimeConfig, ToolCall};
+use everruns_runtime::{
+    CallContext, KvWrites, MemoryKv, MemorySecrets, Runtime, RuntimeConfig, ToolCall, ToolDecision,
+    ToolRequest,
+};
 
 use crate::stats::{percentile, round1};
 
 const CALLS: usize = 5_000;
 const WARMUP: usize = 200;
 
-/// Builds the test guests (their own cargo workspace) and returns the well-behaved one.
-fn build_guest(target: &Path) -> anyhow::Result<PathBuf> {
+/// Builds the test guests (their own cargo workspace) and returns the well-behaved one and
+/// the hooks one.
+fn build_guest(target: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let guests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/guests");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args([
@@ -26,6 +30,8 @@ fn build_guest(target: &Path) -> anyhow::Result<PathBuf> {
             "wasm32-wasip2",
             "-p",
             "well-behaved",
+            "-p",
+            "hooks",
         ])
         .arg("--target-dir")
         .arg(target)
@@ -37,12 +43,16 @@ fn build_guest(target: &Path) -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("guest build failed (is `rustup target add wasm32-wasip2` done?)");
     }
-    Ok(target.join("wasm32-wasip2/release/well_behaved.wasm"))
+    let release = target.join("wasm32-wasip2/release");
+    Ok((
+        release.join("well_behaved.wasm"),
+        release.join("hooks.wasm"),
+    ))
 }
 
 pub(crate) async fn run() -> anyhow::Result<()> {
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests");
-    let wasm = build_guest(&target)?;
+    let (wasm, hooks_wasm) = build_guest(&target)?;
     let work = tempfile_dir()?;
     let dir = work.join("well-behaved");
     std::fs::create_dir_all(&dir)?;
@@ -50,6 +60,14 @@ pub(crate) async fn run() -> anyhow::Result<()> {
     std::fs::write(
         dir.join("capability.toml"),
         "id = \"well-behaved\"\nversion = \"0.1.0\"\ncomponent = \"plugin.wasm\"\n",
+    )?;
+    let hooks_dir = work.join("hooks");
+    std::fs::create_dir_all(&hooks_dir)?;
+    std::fs::copy(&hooks_wasm, hooks_dir.join("plugin.wasm"))?;
+    std::fs::write(
+        hooks_dir.join("capability.toml"),
+        "id = \"hooks\"\nversion = \"0.1.0\"\ncomponent = \"plugin.wasm\"\n\
+         hooks = [\"before-tool\"]\n",
     )?;
     let config = RuntimeConfig {
         cache_dir: Some(work.join("cache")),
@@ -98,6 +116,33 @@ pub(crate) async fn run() -> anyhow::Result<()> {
     fresh.sort();
     reused.sort();
 
+    // A `before-tool` hook that continues, on a fresh store per call.
+    let hooks = runtime.load_plugin(&hooks_dir).await?;
+    let request = ToolRequest {
+        name: "well-behaved__ping".into(),
+        arguments: serde_json::json!({}),
+        tool_call_id: "call_1".into(),
+        step: 1,
+    };
+    let mut hook = Vec::with_capacity(CALLS);
+    for i in 0..WARMUP + CALLS {
+        let mut writes = KvWrites::default();
+        let t = Instant::now();
+        let decision = hooks.before_tool(&ctx, &request, &mut writes).await;
+        let took = t.elapsed();
+        match decision {
+            Ok(ToolDecision::Continue) => {}
+            other => bail!("the hook answered {other:?}"),
+        }
+        if i >= WARMUP {
+            hook.push(took);
+        }
+    }
+    hook.sort();
+    let hook_p50 = micros(percentile(&hook, 0.50));
+    let hook_p99 = micros(percentile(&hook, 0.99));
+    println!("before-tool hook:     p50 {hook_p50:.1} µs, p99 {hook_p99:.1} µs ({CALLS} calls)");
+
     let fresh_p50 = micros(percentile(&fresh, 0.50));
     let fresh_p99 = micros(percentile(&fresh, 0.99));
     let reused_p50 = micros(percentile(&reused, 0.50));
@@ -117,6 +162,8 @@ pub(crate) async fn run() -> anyhow::Result<()> {
             "reused_p50_us": round1(reused_p50),
             "reused_p99_us": round1(reused_p99),
             "ratio_fresh_to_reused": round1(ratio),
+            "hook_p50_us": round1(hook_p50),
+            "hook_p99_us": round1(hook_p99),
             "load_10_plugins_warm_ms": round1(load_10_ms),
         })
     );

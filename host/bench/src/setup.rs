@@ -23,6 +23,11 @@ pub(crate) struct Setup {
 impl Setup {
     /// Starts everything; the server's database pool has `pool` connections.
     pub(crate) async fn start(pool: u32) -> anyhow::Result<Self> {
+        Self::start_with(pool, false).await
+    }
+
+    /// [`Setup::start`], with the built-in plugins loaded when `builtins`.
+    pub(crate) async fn start_with(pool: u32, builtins: bool) -> anyhow::Result<Self> {
         let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
         let db = TestDb::postgres_on(&url).await;
         eprintln!(
@@ -45,6 +50,7 @@ impl Setup {
             config.llm_api_key = Some(key.into());
             config.llm_model = Some("fake".to_owned());
             config.database_max_connections = pool;
+            config.builtin_plugins = builtins;
         })
         .await;
         Ok(Self {
@@ -57,13 +63,23 @@ impl Setup {
 
     /// An agent with the well-behaved plugin (created once per name) and a new session of it.
     pub(crate) async fn session(&self, agent: &str) -> anyhow::Result<String> {
+        self.session_with(agent, json!([{"id": "well-behaved"}]))
+            .await
+    }
+
+    /// An agent with `capabilities` (created once per name) and a new session of it.
+    pub(crate) async fn session_with(
+        &self,
+        agent: &str,
+        capabilities: Value,
+    ) -> anyhow::Result<String> {
         let created = self
             .app
             .post("/v1/agents")
             .json(&json!({
                 "name": agent,
                 "system_prompt": "You benchmark.",
-                "capabilities": [{"id": "well-behaved"}],
+                "capabilities": capabilities,
             }))
             .send()
             .await?;

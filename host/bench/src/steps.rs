@@ -2,7 +2,10 @@
 //! session; the fake LLM answers instantly with a call of the well-behaved plugin's no-op
 //! `ping` tool, 10 times, then with text: 21 journaled steps per run. Compared with the bare
 //! commit rate of the same database in the same process: 64 tasks doing
-//! `BEGIN; INSERT <step-sized row>; COMMIT` on a pool of the server's size.
+//! `BEGIN; INSERT <step-sized row>; COMMIT` on a pool of the server's size. Each round is
+//! run twice, alternately: plain, and with the `guardrails` built-in on every run (its
+//! `before-tool` and `after-tool` hooks on every call), so both figures come from one run of
+//! the benchmark.
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +27,7 @@ const POOL: u32 = 32;
 const BASELINE: Duration = Duration::from_secs(3);
 
 pub(crate) async fn run() -> anyhow::Result<()> {
-    let setup = Setup::start(POOL).await?;
+    let setup = Setup::start_with(POOL, true).await?;
     setup.llm.set_fallback(|request| {
         if tool_results_this_turn(request) < TOOL_CALLS {
             Reply::tool_call("well-behaved__ping", json!({}))
@@ -32,9 +35,14 @@ pub(crate) async fn run() -> anyhow::Result<()> {
             Reply::text("done")
         }
     });
-    let mut sessions = Vec::new();
+    // The loop guard must allow the runs' ten identical pings.
+    let guarded = json!([{"id": "well-behaved"},
+        {"id": "guardrails", "config": {"max_identical_calls": 100, "redact": ["secret-[0-9]+"],
+            "block_tools": ["*__delete_*"]}}]);
+    let (mut plain, mut guarded_sessions) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
-        sessions.push(setup.session("steps").await?);
+        plain.push(setup.session("steps").await?);
+        guarded_sessions.push(setup.session_with("steps-guarded", guarded.clone()).await?);
     }
     // Observes progress (and runs the baseline) on a pool of the server's size.
     let pool = PgPoolOptions::new()
@@ -42,40 +50,46 @@ pub(crate) async fn run() -> anyhow::Result<()> {
         .connect(setup.db.url())
         .await?;
 
-    let (mut steps, mut elapsed) = (0i64, Duration::ZERO);
+    // Per variant (plain, guarded): steps and time of the measured rounds.
+    let mut measured = [(0i64, Duration::ZERO); 2];
+    let mut finished = 0usize;
     for round in 0..=ROUNDS {
-        let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM steps")
-            .fetch_one(&pool)
-            .await?;
-        let t = Instant::now();
-        try_join_all(sessions.iter().map(|s| setup.post_message(s))).await?;
-        let target = (RUNS * (round + 1)) as i64;
-        loop {
-            let done: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM runs WHERE status IN ('completed', 'failed', 'cancelled')",
-            )
-            .fetch_one(&pool)
-            .await?;
-            if done >= target {
-                break;
+        for (variant, sessions) in [&plain, &guarded_sessions].into_iter().enumerate() {
+            let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM steps")
+                .fetch_one(&pool)
+                .await?;
+            let t = Instant::now();
+            try_join_all(sessions.iter().map(|s| setup.post_message(s))).await?;
+            finished += RUNS;
+            loop {
+                let done: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM runs \
+                     WHERE status IN ('completed', 'failed', 'cancelled')",
+                )
+                .fetch_one(&pool)
+                .await?;
+                if done >= finished as i64 {
+                    break;
+                }
+                // Not faster: this count competes with the server for the database.
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            // Not faster: this count competes with the server for the database.
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let took = t.elapsed();
-        let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM steps")
-            .fetch_one(&pool)
-            .await?;
-        let round_steps = after - before;
-        eprintln!(
-            "round {round}{}: {round_steps} steps in {:.0} ms = {:.0} steps/s",
-            if round == 0 { " (warm-up)" } else { "" },
-            took.as_secs_f64() * 1e3,
-            round_steps as f64 / took.as_secs_f64()
-        );
-        if round > 0 {
-            steps += round_steps;
-            elapsed += took;
+            let took = t.elapsed();
+            let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM steps")
+                .fetch_one(&pool)
+                .await?;
+            let round_steps = after - before;
+            eprintln!(
+                "round {round}{} {}: {round_steps} steps in {:.0} ms = {:.0} steps/s",
+                if round == 0 { " (warm-up)" } else { "" },
+                ["plain", "guardrails"][variant],
+                took.as_secs_f64() * 1e3,
+                round_steps as f64 / took.as_secs_f64()
+            );
+            if round > 0 {
+                measured[variant].0 += round_steps;
+                measured[variant].1 += took;
+            }
         }
     }
     let failed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status <> 'completed'")
@@ -88,7 +102,13 @@ pub(crate) async fn run() -> anyhow::Result<()> {
                 .await?;
         bail!("{failed} runs did not complete: {error:?}");
     }
-    let steps_per_s = steps as f64 / elapsed.as_secs_f64();
+    let per_s = |(steps, elapsed): (i64, Duration)| steps as f64 / elapsed.as_secs_f64();
+    let (steps_per_s, guarded_per_s) = (per_s(measured[0]), per_s(measured[1]));
+    let steps = measured[0].0;
+    eprintln!(
+        "with guardrails: {guarded_per_s:.0} steps/s, {:.1}% of plain",
+        100.0 * guarded_per_s / steps_per_s
+    );
 
     eprintln!("baseline: bare INSERT+COMMIT from {RUNS} tasks for {BASELINE:?} ...");
     let commits_per_s = commit_baseline(&pool).await?;
@@ -102,6 +122,8 @@ pub(crate) async fn run() -> anyhow::Result<()> {
         "{}",
         json!({
             "steps_per_s": steps_per_s.round(),
+            "guardrails_steps_per_s": guarded_per_s.round(),
+            "guardrails_ratio": (guarded_per_s / steps_per_s * 1000.0).round() / 1000.0,
             "commit_baseline_per_s": commits_per_s.round(),
             "ratio_step_to_commit": (ratio * 100.0).round() / 100.0,
             "runs": RUNS,

@@ -19,13 +19,18 @@ pub enum EventType {
     ToolStarted,
     ToolCompleted,
     ToolFailed,
+    /// A tool call a capability's `before-tool` hook stopped: it did not run.
+    ToolBlocked,
+    /// A capability's hook changed something (a rewrite, a block, added context, a replaced
+    /// result); journaled with the step it belongs to.
+    HookApplied,
     StepCompleted,
     Usage,
 }
 
 impl EventType {
     /// Every type.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 15] = [
         Self::RunQueued,
         Self::RunStarted,
         Self::RunCompleted,
@@ -37,6 +42,8 @@ impl EventType {
         Self::ToolStarted,
         Self::ToolCompleted,
         Self::ToolFailed,
+        Self::ToolBlocked,
+        Self::HookApplied,
         Self::StepCompleted,
         Self::Usage,
     ];
@@ -55,6 +62,8 @@ impl EventType {
             Self::ToolStarted => "tool.started",
             Self::ToolCompleted => "tool.completed",
             Self::ToolFailed => "tool.failed",
+            Self::ToolBlocked => "tool.blocked",
+            Self::HookApplied => "hook.applied",
             Self::StepCompleted => "step.completed",
             Self::Usage => "usage",
         }
@@ -116,6 +125,8 @@ mod tests {
                 "tool.started",
                 "tool.completed",
                 "tool.failed",
+                "tool.blocked",
+                "hook.applied",
                 "step.completed",
                 "usage",
             ]

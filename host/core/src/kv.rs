@@ -71,6 +71,17 @@ impl KvScope {
     }
 }
 
+/// One plugin key-value write, committed with a journal step ([`crate::NewStep::kv_writes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvWrite {
+    /// Whose state.
+    pub scope: KvScope,
+    /// The key.
+    pub key: String,
+    /// The new value; `None` deletes the key.
+    pub value: Option<Vec<u8>>,
+}
+
 /// The row a [`KvScope`]'s state belongs to ([`KvScope::owner_row`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvOwnerRow<'a> {

@@ -36,7 +36,7 @@ pub use agent::{
 pub use api_key::{ApiKey, NewApiKey};
 pub use event::{Event, EventType, NewEvent};
 pub use id::{AgentId, ApiKeyId, IdError, MessageId, ProviderId, RunId, SessionId};
-pub use kv::{KV_KEY_MAX, KvOwnerRow, KvScope};
+pub use kv::{KV_KEY_MAX, KvOwnerRow, KvScope, KvWrite};
 pub use message::{Message, MessageRole, NewMessage};
 pub use page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
 pub use provider::{NewProvider, PROVIDER_NAME_MAX, Provider, ProviderKind, ProviderPatch};

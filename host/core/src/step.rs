@@ -92,6 +92,9 @@ pub struct NewStep {
     pub started_at: Timestamp,
     /// Appended to the run's session in the same transaction as the step.
     pub message: Option<StepMessage>,
+    /// Plugin key-value writes made by the step's calls (tool call, hooks), committed in the
+    /// same transaction as the step, so a call re-run after a crash never applies them twice.
+    pub kv_writes: Vec<crate::KvWrite>,
 }
 
 /// A conversation message written together with a step (the assistant's answer, a tool

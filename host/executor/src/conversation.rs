@@ -47,6 +47,8 @@ pub struct History {
     before: usize,
     /// The messages the run produced, in id order.
     produced: Vec<Message>,
+    /// The text of the user message that started the run.
+    trigger: String,
 }
 
 impl History {
@@ -69,8 +71,12 @@ impl History {
                 push_run_messages(&mut earlier, list);
             }
         }
-        if let Some(trigger) = by_id.get(run.trigger_message_id.as_str()) {
-            earlier.push(ChatMessage::user(trigger.content.clone()));
+        let trigger = by_id
+            .get(run.trigger_message_id.as_str())
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        if by_id.contains_key(run.trigger_message_id.as_str()) {
+            earlier.push(ChatMessage::user(trigger.clone()));
         }
         let own = produced
             .remove(run.id.as_str())
@@ -82,10 +88,16 @@ impl History {
             before: earlier.len(),
             chat: Arc::new(earlier),
             produced: own,
+            trigger,
         })
     }
 
     /// Adds a message the run stored (in id order, as a fresh read would return it).
+    /// The user message that started the run (empty if it is gone).
+    pub fn trigger(&self) -> &str {
+        &self.trigger
+    }
+
     pub fn push(&mut self, message: Message) {
         let at = self.produced.partition_point(|m| m.id <= message.id);
         self.produced.insert(at, message);

@@ -9,7 +9,9 @@
 //! - `run`: executing one claimed run: heartbeat, the step loop.
 //! - `conversation`: rebuilding the model's conversation from the stored messages.
 //! - `toolbox`: the agent's capabilities as one tool list, and calling a tool through the
-//!   runtime.
+//!   runtime (its key-value writes buffered, committed with its step).
+//! - `hooks`: the capabilities' `before-model`, `before-tool` and `after-tool` hooks around
+//!   the run's calls, their decisions journaled with the step they belong to.
 //! - `providers`: which LLM client serves an agent.
 //!
 //! Invariants: every write for a run carries its lease (the store fences stale workers);
@@ -19,6 +21,7 @@
 
 mod config;
 mod conversation;
+mod hooks;
 mod providers;
 mod run;
 mod toolbox;
@@ -26,4 +29,5 @@ mod worker;
 
 pub use config::ExecutorConfig;
 pub use providers::Providers;
+pub use toolbox::store_scope;
 pub use worker::{Executor, Starter};

@@ -7,6 +7,7 @@
 //! idempotency keys), and continues. The journal and the conversation are read once per claim
 //! and then extended with the steps this worker records (fenced writes: nobody else adds any).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use everruns_core::{
     RunStatus, Step, StepKind, StepMessage, StepStatus, Usage,
 };
 use everruns_llm::{ChatMessage, ChatRequest, StreamEvent, ToolCall};
+use everruns_runtime::{KvWrites, ModelRequest, ToolRequest};
 use everruns_store::StoreError;
 use futures::future::join_all;
 use serde_json::{Value, json};
@@ -25,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::conversation::{self, History};
-use crate::toolbox::Toolbox;
+use crate::hooks::{self, Planned};
+use crate::toolbox::{self, Toolbox};
 use crate::worker::{RENEW_TIMEOUT, Shared};
 
 /// How a run's execution ended from the worker's point of view.
@@ -46,6 +49,8 @@ enum Outcome {
 enum Stop {
     /// The run cannot go on; fail it with this message.
     Fatal(String),
+    /// A hook blocked the model call: fail the run with this message, after these events.
+    Blocked(String, Vec<NewEvent>),
     /// A store error: leave the run for a takeover (or the lease was lost: write nothing).
     Store(StoreError),
 }
@@ -155,6 +160,17 @@ async fn step_loop(shared: &Shared, run: &Run, lease: &Lease) -> Outcome {
             status: RunStatus::Failed,
             error: Some(error),
         },
+        Err(Stop::Blocked(error, mut events)) => Outcome::Finish {
+            events: {
+                events.push(event(
+                    EventType::RunFailed,
+                    json!({"run_id": run.id.as_str(), "error": error}),
+                ));
+                events
+            },
+            status: RunStatus::Failed,
+            error: Some(error),
+        },
         Err(Stop::Store(StoreError::LeaseLost { .. })) => {
             tracing::warn!("lease lost; another worker continues the run");
             Outcome::Abandon
@@ -215,11 +231,15 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
                         events: vec![completed_event(run, text)],
                     });
                 }
-                let missing: Vec<(u32, ToolCall)> = calls
+                // The `before-tool` decisions were journaled with the model step.
+                let missing: Vec<(u32, ToolCall, Planned)> = calls
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| (llm.step_no + 1 + i as u32, c.clone()))
-                    .filter(|(no, _)| !journal.iter().any(|s: &Step| s.step_no == *no))
+                    .map(|(i, c)| {
+                        let plan = Planned::from_json(&llm.output["tool_calls"][i]["plan"]);
+                        (llm.step_no + 1 + i as u32, c.clone(), plan)
+                    })
+                    .filter(|(no, ..)| !journal.iter().any(|s: &Step| s.step_no == *no))
                     .collect();
                 if !missing.is_empty() {
                     let announce = !std::mem::take(&mut announced);
@@ -247,6 +267,7 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
             Some(history) => history,
             None => history.insert(History::load(store, run).await?),
         };
+        let trigger = history.trigger().to_owned();
         let recorded = llm_step(
             shared,
             &toolbox,
@@ -256,7 +277,7 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
             lease,
             attempt,
             next_llm_step,
-            history.chat(),
+            (history.chat(), &trigger),
         )
         .await?;
         let Some(recorded) = recorded else {
@@ -278,8 +299,11 @@ fn completed_event(run: &Run, text: &str) -> NewEvent {
     )
 }
 
-/// Calls the model and records its answer as step `step_no`. An answer without tool calls
-/// ends the run in the same commit: then `None`, else the recorded step.
+/// Calls the model and records its answer as step `step_no`, with the `before-model` hooks
+/// before the call and the `before-tool` hooks on the calls it asks for (their decisions and
+/// key-value writes go with the step). An answer without tool calls ends the run in the same
+/// commit: then `None`, else the recorded step. `conversation`: the messages, and the user
+/// message that started the run.
 #[allow(
     clippy::too_many_arguments,
     reason = "the pieces of one step; bundling them hides nothing"
@@ -293,13 +317,36 @@ async fn llm_step(
     lease: &Lease,
     attempt: u32,
     step_no: u32,
-    messages: Arc<Vec<ChatMessage>>,
+    conversation: (Arc<Vec<ChatMessage>>, &str),
 ) -> Result<Option<RecordedStep>, Stop> {
+    let (messages, trigger) = conversation;
     let store = shared.store.as_ref();
     let started_at = Utc::now();
+    let run_id = run.id.as_str();
+    let mut writes = KvWrites::default();
+    let mut system = toolbox.system_prompt(agent);
+    let mut hook_events = Vec::new();
+    if !toolbox.hooks.is_empty() {
+        let request = ModelRequest {
+            last_user_message: trigger.to_owned(),
+            tools: toolbox.tools.iter().map(|t| t.name.clone()).collect(),
+            step: step_no,
+        };
+        let decided = hooks::before_model(toolbox, run_id, &request, &mut writes).await;
+        if let Some(error) = decided.blocked {
+            return Err(Stop::Blocked(error, decided.events));
+        }
+        for text in decided.context {
+            if !system.is_empty() {
+                system.push_str("\n\n");
+            }
+            system.push_str(&text);
+        }
+        hook_events = decided.events;
+    }
     let request = ChatRequest {
         model: agent.model.model.clone().unwrap_or_default(),
-        system: toolbox.system_prompt(agent),
+        system,
         messages,
         tools: toolbox.tools.clone(),
         temperature: agent.model.temperature,
@@ -340,6 +387,38 @@ async fn llm_step(
             })
         })
         .collect();
+    // The `before-tool` hooks decide each call now, in call order; the plans are journaled
+    // with this step, so a replay runs exactly what was decided without asking again.
+    let mut plans = Vec::with_capacity(tool_calls.len());
+    for (i, call) in tool_calls.iter().enumerate() {
+        let plan = if toolbox.hooks.is_empty() {
+            Planned::default()
+        } else {
+            let request = ToolRequest {
+                name: call.name.clone(),
+                arguments: call
+                    .arguments_json()
+                    .unwrap_or_else(|_| Value::String(call.arguments.clone())),
+                tool_call_id: call.id.clone(),
+                step: step_no + 1 + i as u32,
+            };
+            hooks::before_tool(toolbox, run_id, request, &mut writes, &mut hook_events).await
+        };
+        plans.push(plan);
+    }
+    let journaled_calls: Vec<Value> = calls_json
+        .iter()
+        .zip(&plans)
+        .map(|(call, plan)| {
+            let mut call = call.clone();
+            if plan != &Planned::default()
+                && let Some(fields) = call.as_object_mut()
+            {
+                fields.insert("plan".into(), plan.to_json());
+            }
+            call
+        })
+        .collect();
     let step = NewStep {
         step_no,
         kind: StepKind::Llm,
@@ -350,7 +429,7 @@ async fn llm_step(
         }),
         output: json!({
             "text": response.text,
-            "tool_calls": calls_json,
+            "tool_calls": journaled_calls,
             "stop_reason": format!("{:?}", response.stop_reason),
         }),
         status: StepStatus::Completed,
@@ -364,13 +443,12 @@ async fn llm_step(
             content: response.text.clone(),
             metadata: conversation::assistant_metadata(run, &tool_calls),
         }),
+        kv_writes: toolbox::journal_writes(writes),
     };
-    let run_id = run.id.as_str();
-    // Text that streamed after the last flush goes out with the step, ahead of its message.
-    let mut events: Vec<NewEvent> = unflushed
-        .map(|text| delta_event(run, &message_id, text))
-        .into_iter()
-        .collect();
+    // The hooks' decisions first (they came before the model call and its tool calls); then
+    // text that streamed after the last flush, ahead of its message.
+    let mut events = hook_events;
+    events.extend(unflushed.map(|text| delta_event(run, &message_id, text)));
     events.extend([
         event(
             EventType::MessageCompleted,
@@ -402,12 +480,17 @@ async fn llm_step(
             .await?;
         return Ok(None);
     }
-    // The calls start as soon as this commits: announce them in the same commit.
+    // The calls start as soon as this commits: announce them in the same commit (a blocked
+    // call does not start).
     events.extend(
         tool_calls
             .iter()
+            .zip(&plans)
             .enumerate()
-            .map(|(i, call)| tool_started(toolbox, run, step_no + 1 + i as u32, call)),
+            .filter(|(_, (_, plan))| plan.blocked.is_none())
+            .map(|(i, (call, plan))| {
+                tool_started(toolbox, run, step_no + 1 + i as u32, &plan.apply(call))
+            }),
     );
     Ok(Some(store.record_step(lease, step, events, usage).await?))
 }
@@ -465,9 +548,13 @@ fn tool_started(toolbox: &Toolbox, run: &Run, step_no: u32, call: &ToolCall) -> 
     )
 }
 
-/// Runs the tool calls in parallel; each is recorded as soon as it finishes. Returns the
-/// records in call order. `announce`: write their `tool.started` events first (unless the
-/// LLM step that asked for them already did).
+/// Runs the tool calls in parallel; each is recorded as soon as it finishes, with the
+/// `after-tool` hooks' replacement of its result and its key-value writes. Calls whose state
+/// scopes overlap (the tool's capability, or an `after-tool` hook's, when it may write state)
+/// run one after another in call order, each committed before the next starts, so no update
+/// is lost. A call a `before-tool` hook blocked does not run: its step records the reason.
+/// Returns the records in call order. `announce`: write the `tool.started` events first
+/// (unless the LLM step that asked for them already did).
 #[allow(
     clippy::too_many_arguments,
     reason = "the pieces of one step; bundling them hides nothing"
@@ -479,74 +566,196 @@ async fn run_tools(
     run: &Run,
     lease: &Lease,
     attempt: u32,
-    calls: Vec<(u32, ToolCall)>,
+    calls: Vec<(u32, ToolCall, Planned)>,
     announce: bool,
 ) -> Result<Vec<RecordedStep>, Stop> {
     let store = shared.store.as_ref();
     let run_id = run.id.as_str();
     if announce {
-        let started = calls
+        let started: Vec<NewEvent> = calls
             .iter()
-            .map(|(no, call)| tool_started(toolbox, run, *no, call))
+            .filter(|(_, _, plan)| plan.blocked.is_none())
+            .map(|(no, call, plan)| tool_started(toolbox, run, *no, &plan.apply(call)))
             .collect();
-        store.append_events(lease, started).await?;
+        if !started.is_empty() {
+            store.append_events(lease, started).await?;
+        }
     }
 
-    let results = join_all(calls.into_iter().map(|(step_no, call)| async move {
-        let started_at = Utc::now();
-        let key = format!("{}:{}:{}", run.id, step_no, call.id);
-        let result = toolbox.call(&shared.runtime, agent, run, &call, key).await;
-        let (event_type, detail) = if result.is_error {
-            (EventType::ToolFailed, json!({"error": result.content}))
-        } else {
-            (EventType::ToolCompleted, json!({"output": result.content}))
-        };
-        let mut payload = json!({
-            "run_id": run_id,
-            "step_no": step_no,
-            "tool_call_id": call.id,
-            "name": call.name,
-            "capability": result.capability,
-        });
-        if let (Some(target), Some(extra)) = (payload.as_object_mut(), detail.as_object()) {
-            target.extend(extra.clone());
-        }
-        let step = NewStep {
-            step_no,
-            kind: StepKind::Tool,
-            input: json!({"tool_call_id": call.id, "name": call.name, "arguments": call.arguments}),
-            output: result.output.clone(),
-            status: if result.is_error {
-                StepStatus::Failed
+    let mut locks: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
+    let calls: Vec<_> = calls
+        .into_iter()
+        .map(|(step_no, call, plan)| {
+            let scopes: Vec<_> = if plan.blocked.is_some() {
+                Vec::new()
             } else {
-                StepStatus::Completed
-            },
-            attempt,
-            capability_id: result.capability.clone(),
-            digest: result.digest.clone(),
-            started_at,
-            message: Some(StepMessage {
-                id: MessageId::new(),
-                role: MessageRole::Tool,
-                content: result.content.clone(),
-                metadata: conversation::tool_metadata(run, &call, result.is_error),
+                toolbox
+                    .state_touched_by(&call.name)
+                    .into_iter()
+                    .map(|capability| locks.entry(capability).or_default().clone())
+                    .collect()
+            };
+            (step_no, call, plan, scopes)
+        })
+        .collect();
+    let results = join_all(
+        calls
+            .into_iter()
+            .map(|(step_no, call, plan, scopes)| async move {
+                let started_at = Utc::now();
+                // In capability order (sorted), so two calls never wait for each other in a cycle;
+                // held until the step is committed.
+                let mut held = Vec::with_capacity(scopes.len());
+                for lock in scopes {
+                    held.push(lock.lock_owned().await);
+                }
+                let mut payload = json!({
+                    "run_id": run_id,
+                    "step_no": step_no,
+                    "tool_call_id": call.id,
+                    "name": call.name,
+                });
+                let (step, events) = if let Some(blocked) = &plan.blocked {
+                    let capability = toolbox
+                        .capability_of(&call.name)
+                        .unwrap_or(&blocked.by)
+                        .to_owned();
+                    let message = format!(
+                        "the call was blocked by capability `{}`: {}",
+                        blocked.by, blocked.reason
+                    );
+                    if let Some(fields) = payload.as_object_mut() {
+                        fields.insert("capability".into(), json!(capability));
+                        fields.insert("blocked_by".into(), json!(blocked.by));
+                        fields.insert("reason".into(), json!(blocked.reason));
+                    }
+                    let step = tool_step(
+                        run,
+                        &call,
+                        step_no,
+                        attempt,
+                        started_at,
+                        (
+                            format!("error: {message}"),
+                            true,
+                            json!({"error": message, "blocked": plan.to_json()["blocked"]}),
+                        ),
+                        (Some(capability), None),
+                        KvWrites::default(),
+                    );
+                    (step, vec![event(EventType::ToolBlocked, payload)])
+                } else {
+                    let call = plan.apply(&call);
+                    let key = format!("{}:{}:{}", run.id, step_no, call.id);
+                    let mut writes = KvWrites::default();
+                    let (result, capability, digest) = toolbox
+                        .call(&shared.runtime, agent, run, &call, key, &mut writes)
+                        .await;
+                    let mut events = Vec::new();
+                    let result = if toolbox.hooks.is_empty() {
+                        result
+                    } else {
+                        let request = ToolRequest {
+                            name: call.name.clone(),
+                            arguments: call
+                                .arguments_json()
+                                .unwrap_or_else(|_| Value::String(call.arguments.clone())),
+                            tool_call_id: call.id.clone(),
+                            step: step_no,
+                        };
+                        hooks::after_tool(
+                            toolbox,
+                            run_id,
+                            &request,
+                            result,
+                            &mut writes,
+                            &mut events,
+                        )
+                        .await
+                    };
+                    let recorded = toolbox::recorded_result(&result);
+                    let (event_type, detail) = if recorded.1 {
+                        (EventType::ToolFailed, json!({"error": recorded.2["error"]}))
+                    } else {
+                        (EventType::ToolCompleted, json!({"output": recorded.0}))
+                    };
+                    if let (Some(target), Some(extra)) =
+                        (payload.as_object_mut(), detail.as_object())
+                    {
+                        target.insert("capability".into(), json!(capability));
+                        target.extend(extra.clone());
+                    }
+                    events.push(event(event_type, payload));
+                    let step = tool_step(
+                        run,
+                        &call,
+                        step_no,
+                        attempt,
+                        started_at,
+                        recorded,
+                        (capability, digest),
+                        writes,
+                    );
+                    (step, events)
+                };
+                let mut events = events;
+                events.push(event(
+                    EventType::StepCompleted,
+                    json!({"run_id": run_id, "step_no": step_no, "kind": "tool"}),
+                ));
+                let recorded = store
+                    .record_step(lease, step, events, Usage::default())
+                    .await;
+                drop(held);
+                recorded
             }),
-        };
-        let events = vec![
-            event(event_type, payload),
-            event(
-                EventType::StepCompleted,
-                json!({"run_id": run_id, "step_no": step_no, "kind": "tool"}),
-            ),
-        ];
-        store
-            .record_step(lease, step, events, Usage::default())
-            .await
-    }))
+    )
     .await;
     let mut recorded = Vec::with_capacity(results.len());
     for result in results {
         recorded.push(result?);
     }
     Ok(recorded)
+}
+
+/// The journal step of tool call `call`: `result` is the text the model sees, whether it is
+/// an error, and the structured output; `ran` the capability and component digest.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the pieces of one step; bundling them hides nothing"
+)]
+fn tool_step(
+    run: &Run,
+    call: &ToolCall,
+    step_no: u32,
+    attempt: u32,
+    started_at: chrono::DateTime<Utc>,
+    result: (String, bool, Value),
+    ran: (Option<String>, Option<String>),
+    writes: KvWrites,
+) -> NewStep {
+    let (content, is_error, output) = result;
+    let (capability_id, digest) = ran;
+    NewStep {
+        step_no,
+        kind: StepKind::Tool,
+        input: json!({"tool_call_id": call.id, "name": call.name, "arguments": call.arguments}),
+        output,
+        status: if is_error {
+            StepStatus::Failed
+        } else {
+            StepStatus::Completed
+        },
+        attempt,
+        capability_id,
+        digest,
+        started_at,
+        message: Some(StepMessage {
+            id: MessageId::new(),
+            role: MessageRole::Tool,
+            content,
+            metadata: conversation::tool_metadata(run, call, is_error),
+        }),
+        kv_writes: toolbox::journal_writes(writes),
+    }
 }

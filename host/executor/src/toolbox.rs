@@ -1,12 +1,17 @@
 //! The agent's capabilities as one tool list for the model, and tool calls routed back to the
 //! plugin that offers them. Tool names are namespaced `<capability>__<tool>` so two
-//! capabilities may offer tools of the same name.
+//! capabilities may offer tools of the same name. Also which capabilities have hooks, and
+//! whose key-value state a call may write (calls that share one run one after another).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
-use everruns_core::{Agent, Run};
+use everruns_core::{Agent, KvScope as StoreScope, KvWrite, Run};
 use everruns_llm::{ToolCall, ToolSpec};
-use everruns_runtime::{CallContext, Runtime, ToolFailure, ToolOutput};
+use everruns_runtime::{
+    CallContext, Hook, KvOwner, KvScope, KvWrites, Plugin, Runtime, ToolFailure, ToolOutput,
+    ToolResultView,
+};
 use serde_json::{Value, json};
 
 /// Separates the capability id from the tool name in the names the model sees.
@@ -19,7 +24,25 @@ pub struct Toolbox {
     pub fragments: Vec<String>,
     /// Tools as the model sees them.
     pub tools: Vec<ToolSpec>,
+    /// The capabilities with hooks, in the agent's order.
+    pub hooks: Vec<HookCapability>,
     routes: HashMap<String, Route>,
+    /// Capabilities that may write key-value state.
+    stateful: BTreeSet<String>,
+    agent_id: String,
+    session_id: String,
+    run_id: String,
+}
+
+/// A capability whose hooks run around the run's calls.
+#[derive(Debug)]
+pub struct HookCapability {
+    /// Its id.
+    pub capability: String,
+    /// The agent's config for it.
+    pub config: Value,
+    /// The plugin, as loaded when the run (re)started.
+    pub plugin: Arc<Plugin>,
 }
 
 #[derive(Debug, Clone)]
@@ -27,20 +50,6 @@ struct Route {
     capability: String,
     tool: String,
     config: Value,
-}
-
-/// The result of one tool call, ready to be recorded.
-#[derive(Debug)]
-pub struct ToolResult {
-    /// What the model sees.
-    pub content: String,
-    /// Whether it is an error.
-    pub is_error: bool,
-    /// Structured output for the step record and the event.
-    pub output: Value,
-    /// Which capability ran, and the digest of its component.
-    pub capability: Option<String>,
-    pub digest: Option<String>,
 }
 
 fn context(agent: &Agent, run: &Run, config: &Value, key: Option<String>) -> CallContext {
@@ -58,9 +67,14 @@ impl Toolbox {
     /// capability that is not loaded is an error naming it: running without tools the agent
     /// was configured with would surprise everyone.
     pub async fn build(runtime: &Runtime, agent: &Agent, run: &Run) -> Result<Self, String> {
-        let mut toolbox = Self::default();
+        let mut toolbox = Self {
+            agent_id: agent.id.to_string(),
+            session_id: run.session_id.to_string(),
+            run_id: run.id.to_string(),
+            ..Self::default()
+        };
         for cap in &agent.capabilities {
-            if runtime.get(&cap.id).is_none() {
+            let Some(plugin) = runtime.get(&cap.id) else {
                 let reason = runtime
                     .failures()
                     .into_iter()
@@ -68,6 +82,16 @@ impl Toolbox {
                     .map(|f| format!(": {}", f.error))
                     .unwrap_or_default();
                 return Err(format!("capability `{}` is not loaded{reason}", cap.id));
+            };
+            if plugin.permissions().kv.is_some() {
+                toolbox.stateful.insert(cap.id.clone());
+            }
+            if !plugin.hooks().is_empty() {
+                toolbox.hooks.push(HookCapability {
+                    capability: cap.id.clone(),
+                    config: cap.config.clone(),
+                    plugin: plugin.clone(),
+                });
             }
             let ctx = context(agent, run, &cap.config, None);
             match runtime.system_prompt(&cap.id, &ctx).await {
@@ -123,8 +147,39 @@ impl Toolbox {
         self.routes.get(tool_name).map(|r| r.capability.as_str())
     }
 
-    /// Runs one tool call. Every failure (unknown tool, bad JSON, plugin error, trap, limit)
-    /// becomes an error result the model sees; nothing here fails the run.
+    /// The context a hook of `hook` is called with.
+    pub fn hook_context(&self, hook: &HookCapability) -> CallContext {
+        CallContext {
+            agent_id: self.agent_id.clone(),
+            session_id: self.session_id.clone(),
+            run_id: self.run_id.clone(),
+            idempotency_key: None,
+            config: Some(hook.config.clone()),
+        }
+    }
+
+    /// The capabilities whose key-value state a call of `tool_name` may write: the tool's own
+    /// and those of the `after-tool` hooks, when they may write state. Calls of one run that
+    /// share one run one after another, each committed before the next starts.
+    pub fn state_touched_by(&self, tool_name: &str) -> Vec<String> {
+        let mut touched: BTreeSet<&str> = BTreeSet::new();
+        if let Some(route) = self.routes.get(tool_name)
+            && self.stateful.contains(&route.capability)
+        {
+            touched.insert(&route.capability);
+        }
+        for hook in &self.hooks {
+            if hook.plugin.has_hook(Hook::AfterTool) && self.stateful.contains(&hook.capability) {
+                touched.insert(&hook.capability);
+            }
+        }
+        touched.into_iter().map(str::to_owned).collect()
+    }
+
+    /// Runs one tool call, its key-value writes buffered in `writes`. Every failure (unknown
+    /// tool, bad JSON, plugin error, trap, limit) becomes an error result the model sees;
+    /// nothing here fails the run. Returns the result with the capability and the digest of
+    /// the component that ran.
     pub async fn call(
         &self,
         runtime: &Runtime,
@@ -132,17 +187,19 @@ impl Toolbox {
         run: &Run,
         call: &ToolCall,
         idempotency_key: String,
-    ) -> ToolResult {
+        writes: &mut KvWrites,
+    ) -> (ToolResultView, Option<String>, Option<String>) {
         let Some(route) = self.routes.get(&call.name) else {
-            return error_result(None, None, format!("unknown tool `{}`", call.name));
+            return (Err(format!("unknown tool `{}`", call.name)), None, None);
         };
+        let capability = Some(route.capability.clone());
         let arguments = match call.arguments_json() {
             Ok(v) => v,
             Err(e) => {
-                return error_result(
-                    Some(route.capability.clone()),
+                return (
+                    Err(format!("the arguments are not valid JSON: {e}")),
+                    capability,
                     None,
-                    format!("the arguments are not valid JSON: {e}"),
                 );
             }
         };
@@ -151,43 +208,52 @@ impl Toolbox {
             name: route.tool.clone(),
             arguments,
         };
-        let outcome = match runtime.call_tool(&route.capability, &ctx, &tool_call).await {
-            Ok(outcome) => outcome,
-            Err(e) => return error_result(Some(route.capability.clone()), None, e.to_string()),
+        let Some(plugin) = runtime.get(&route.capability) else {
+            let e = everruns_runtime::Error::NotLoaded(route.capability.clone());
+            return (Err(e.to_string()), capability, None);
         };
+        let outcome = plugin.call_tool_buffered(&ctx, &tool_call, writes).await;
         let capability = Some(outcome.capability.to_string());
         let digest = Some(outcome.digest.clone());
-        match outcome.result {
-            Ok(ToolOutput::Text(text)) => ToolResult {
-                output: json!({"text": text}),
-                content: text,
-                is_error: false,
-                capability,
-                digest,
-            },
-            Ok(ToolOutput::Json(value)) => ToolResult {
-                content: value.to_string(),
-                output: json!({"json": value}),
-                is_error: false,
-                capability,
-                digest,
-            },
-            Err(ToolFailure::Plugin(e)) => error_result(capability, digest, e.to_string()),
-            Err(ToolFailure::Runtime(e)) => error_result(
-                capability,
-                digest,
-                format!("the tool crashed or hit a limit: {e}"),
-            ),
-        }
+        let result = match outcome.result {
+            Ok(output) => Ok(output),
+            Err(ToolFailure::Plugin(e)) => Err(e.to_string()),
+            Err(ToolFailure::Runtime(e)) => Err(format!("the tool crashed or hit a limit: {e}")),
+        };
+        (result, capability, digest)
     }
 }
 
-fn error_result(capability: Option<String>, digest: Option<String>, message: String) -> ToolResult {
-    ToolResult {
-        content: format!("error: {message}"),
-        output: json!({"error": message}),
-        is_error: true,
-        capability,
-        digest,
+/// A tool result as it is recorded and sent: the text the model sees, whether it is an error,
+/// and the structured output of the step and its event.
+pub fn recorded_result(result: &ToolResultView) -> (String, bool, Value) {
+    match result {
+        Ok(ToolOutput::Text(text)) => (text.clone(), false, json!({"text": text})),
+        Ok(ToolOutput::Json(value)) => (value.to_string(), false, json!({"json": value})),
+        Err(message) => (format!("error: {message}"), true, json!({"error": message})),
     }
+}
+
+/// The store's spelling of a plugin's key-value scope.
+pub fn store_scope(scope: &KvScope) -> StoreScope {
+    let owner = match &scope.owner {
+        KvOwner::Agent(id) => StoreScope::agent_owner(id),
+        KvOwner::Session(id) => StoreScope::session_owner(id),
+    };
+    StoreScope {
+        plugin: scope.plugin.to_string(),
+        owner,
+    }
+}
+
+/// Buffered writes as the journal step commits them.
+pub fn journal_writes(writes: KvWrites) -> Vec<KvWrite> {
+    writes
+        .into_writes()
+        .map(|(scope, key, value)| KvWrite {
+            scope: store_scope(&scope),
+            key,
+            value,
+        })
+        .collect()
 }

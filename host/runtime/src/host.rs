@@ -1,5 +1,7 @@
 //! What the host gives a plugin: the per-call store state (`HostState`), the `log`, `kv`
-//! and `secrets` interfaces, and the backend traits the server plugs its storage into
+//! and `secrets` interfaces of every supported WIT version, the call's buffered key-value
+//! writes (`KvWrites`: committed by the caller with the call's journal step, so state is
+//! written exactly once), and the backend traits the server plugs its storage into
 //! (`KvBackend`, `SecretSource`), with in-memory implementations for tests.
 
 use std::collections::{BTreeMap, HashMap};
@@ -10,7 +12,6 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::bindings::everruns::capability::{kv, log, secrets, types};
 use crate::http::HttpPolicy;
 use crate::id::CapabilityId;
 use crate::limits::MemoryLimiter;
@@ -64,6 +65,87 @@ pub trait KvBackend: Send + Sync + std::fmt::Debug + 'static {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<String>, BackendError>;
+}
+
+/// Key-value writes buffered during calls and not yet committed: per scope and key, the new
+/// value (`None`: deleted). Reads of a call see them over the backend's state. The caller
+/// commits them with the journal step the calls belong to ([`KvWrites::apply`] writes them
+/// straight to a backend, for callers without a journal).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KvWrites {
+    map: BTreeMap<(KvScope, String), Option<Vec<u8>>>,
+}
+
+impl KvWrites {
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// How many keys were written.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The writes in scope and key order: scope, key, value (`None`: deleted).
+    pub fn iter(&self) -> impl Iterator<Item = (&KvScope, &str, Option<&[u8]>)> {
+        self.map
+            .iter()
+            .map(|((scope, key), value)| (scope, key.as_str(), value.as_deref()))
+    }
+
+    /// The writes, consumed (see [`KvWrites::iter`]).
+    pub fn into_writes(self) -> impl Iterator<Item = (KvScope, String, Option<Vec<u8>>)> {
+        self.map
+            .into_iter()
+            .map(|((scope, key), value)| (scope, key, value))
+    }
+
+    /// Adds `later`'s writes on top of these (a key written by both keeps `later`'s value).
+    pub fn extend(&mut self, later: KvWrites) {
+        self.map.extend(later.map);
+    }
+
+    /// Whether any write belongs to `plugin`.
+    pub fn touches(&self, plugin: &CapabilityId) -> bool {
+        self.map.keys().any(|(scope, _)| &scope.plugin == plugin)
+    }
+
+    /// Writes them to `backend` one by one (not atomically): for tools and tests that have
+    /// no journal to commit them with.
+    pub async fn apply(self, backend: &dyn KvBackend) -> Result<(), BackendError> {
+        for (scope, key, value) in self.into_writes() {
+            match value {
+                Some(value) => backend.set(&scope, &key, value).await?,
+                None => {
+                    backend.delete(&scope, &key).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, scope: &KvScope, key: &str) -> Option<Option<&[u8]>> {
+        self.map
+            .get(&(scope.clone(), key.to_owned()))
+            .map(|v| v.as_deref())
+    }
+
+    fn put(&mut self, scope: &KvScope, key: String, value: Option<Vec<u8>>) {
+        self.map.insert((scope.clone(), key), value);
+    }
+
+    /// The buffered keys of `scope` starting with `prefix`: (key, still set).
+    fn with_prefix<'a>(
+        &'a self,
+        scope: &'a KvScope,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, bool)> + 'a {
+        self.map
+            .iter()
+            .filter(move |((s, k), _)| s == scope && k.starts_with(prefix))
+            .map(|((_, k), v)| (k.as_str(), v.is_some()))
+    }
 }
 
 /// Where secret values come from. The runtime only asks for names the plugin was
@@ -202,6 +284,10 @@ pub(crate) struct HostState {
     pub(crate) permissions: Arc<Permissions>,
     pub(crate) kv_scope: Option<KvScope>,
     pub(crate) kv: Arc<dyn KvBackend>,
+    /// This call's writes (and those of earlier calls of the same step), uncommitted.
+    pub(crate) kv_writes: KvWrites,
+    /// Whether `set`/`delete` are allowed (not in `system-prompt` and `tools`).
+    pub(crate) kv_writable: bool,
     pub(crate) secrets: Arc<dyn SecretSource>,
     pub(crate) logs: LogBuffer,
 }
@@ -225,17 +311,51 @@ impl WasiHttpView for HostState {
     }
 }
 
-impl types::Host for HostState {}
+/// A key-value failure, before it becomes a version's `kv-error`.
+pub(crate) enum KvFail {
+    NotGranted,
+    TooLarge(String),
+    Backend(String),
+}
 
-impl log::Host for HostState {
-    async fn log(&mut self, level: log::Level, message: String) {
-        let level = match level {
-            log::Level::Trace => LogLevel::Trace,
-            log::Level::Debug => LogLevel::Debug,
-            log::Level::Info => LogLevel::Info,
-            log::Level::Warn => LogLevel::Warn,
-            log::Level::Error => LogLevel::Error,
-        };
+/// A secret failure, before it becomes a version's `secret-error`.
+pub(crate) enum SecretFail {
+    NotGranted,
+    NotFound,
+}
+
+fn check_key(key: &str) -> Result<(), KvFail> {
+    if key.len() > MAX_KV_KEY_BYTES {
+        return Err(KvFail::TooLarge(format!(
+            "key of {} bytes exceeds {MAX_KV_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+fn backend(e: BackendError) -> KvFail {
+    KvFail::Backend(e.0)
+}
+
+/// The host side of `log`, `kv` and `secrets`, the same for every WIT version.
+impl HostState {
+    fn kv_scope(&self) -> Result<&KvScope, KvFail> {
+        self.kv_scope.as_ref().ok_or(KvFail::NotGranted)
+    }
+
+    fn kv_writable(&self) -> Result<(), KvFail> {
+        if self.kv_writable {
+            Ok(())
+        } else {
+            Err(KvFail::Backend(
+                "key-value state is read-only here (writes are kept only in tool calls and hooks)"
+                    .into(),
+            ))
+        }
+    }
+
+    pub(crate) fn do_log(&mut self, level: LogLevel, message: String) {
         let buf = &mut self.logs;
         if buf.records.len() >= buf.max_lines {
             buf.dropped += 1;
@@ -249,77 +369,141 @@ impl log::Host for HostState {
         tracing::debug!(capability = %self.plugin, ?level, %message, "plugin log");
         buf.records.push(LogRecord { level, message });
     }
-}
 
-impl HostState {
-    fn kv_scope(&self) -> Result<&KvScope, kv::KvError> {
-        self.kv_scope.as_ref().ok_or(kv::KvError::NotGranted)
-    }
-}
-
-fn check_key(key: &str) -> Result<(), kv::KvError> {
-    if key.len() > MAX_KV_KEY_BYTES {
-        return Err(kv::KvError::TooLarge(format!(
-            "key of {} bytes exceeds {MAX_KV_KEY_BYTES}",
-            key.len()
-        )));
-    }
-    Ok(())
-}
-
-fn backend(e: BackendError) -> kv::KvError {
-    kv::KvError::Backend(e.0)
-}
-
-impl kv::Host for HostState {
-    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, kv::KvError> {
+    pub(crate) async fn kv_get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvFail> {
         check_key(&key)?;
         let scope = self.kv_scope()?;
+        if let Some(buffered) = self.kv_writes.get(scope, &key) {
+            return Ok(buffered.map(<[u8]>::to_vec));
+        }
         self.kv.get(scope, &key).await.map_err(backend)
     }
 
-    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), kv::KvError> {
+    pub(crate) async fn kv_set(&mut self, key: String, value: Vec<u8>) -> Result<(), KvFail> {
         check_key(&key)?;
         if value.len() > MAX_KV_VALUE_BYTES {
-            return Err(kv::KvError::TooLarge(format!(
+            return Err(KvFail::TooLarge(format!(
                 "value of {} bytes exceeds {MAX_KV_VALUE_BYTES}",
                 value.len()
             )));
         }
-        let scope = self.kv_scope()?;
-        self.kv.set(scope, &key, value).await.map_err(backend)
+        let scope = self.kv_scope()?.clone();
+        self.kv_writable()?;
+        self.kv_writes.put(&scope, key, Some(value));
+        Ok(())
     }
 
-    async fn delete(&mut self, key: String) -> Result<bool, kv::KvError> {
+    pub(crate) async fn kv_delete(&mut self, key: String) -> Result<bool, KvFail> {
         check_key(&key)?;
-        let scope = self.kv_scope()?;
-        self.kv.delete(scope, &key).await.map_err(backend)
+        let scope = self.kv_scope()?.clone();
+        self.kv_writable()?;
+        let existed = match self.kv_writes.get(&scope, &key) {
+            Some(buffered) => buffered.is_some(),
+            None => self.kv.get(&scope, &key).await.map_err(backend)?.is_some(),
+        };
+        self.kv_writes.put(&scope, key, None);
+        Ok(existed)
     }
 
-    async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, kv::KvError> {
+    pub(crate) async fn kv_list_keys(&mut self, prefix: String) -> Result<Vec<String>, KvFail> {
         check_key(&prefix)?;
         let scope = self.kv_scope()?;
-        self.kv
-            .list_keys(scope, &prefix, MAX_KV_LIST)
+        // Ask for enough to still have MAX_KV_LIST after removing the buffered deletes.
+        let deleted = self
+            .kv_writes
+            .with_prefix(scope, &prefix)
+            .filter(|(_, set)| !set)
+            .count();
+        let stored = self
+            .kv
+            .list_keys(scope, &prefix, MAX_KV_LIST + deleted)
             .await
-            .map_err(backend)
+            .map_err(backend)?;
+        let mut keys: std::collections::BTreeSet<String> = stored.into_iter().collect();
+        for (key, set) in self.kv_writes.with_prefix(scope, &prefix) {
+            if set {
+                keys.insert(key.to_owned());
+            } else {
+                keys.remove(key);
+            }
+        }
+        Ok(keys.into_iter().take(MAX_KV_LIST).collect())
     }
-}
 
-impl secrets::Host for HostState {
-    async fn get(&mut self, name: String) -> Result<String, secrets::SecretError> {
+    pub(crate) async fn secret_get(&mut self, name: String) -> Result<String, SecretFail> {
         if !self.permissions.secrets.contains(&name) {
             tracing::info!(capability = %self.plugin, secret = %name, "secret not granted");
-            return Err(secrets::SecretError::NotGranted);
+            return Err(SecretFail::NotGranted);
         }
         match self.secrets.get(&self.plugin, &name).await {
             Ok(Some(value)) => Ok(value),
-            Ok(None) => Err(secrets::SecretError::NotFound),
+            Ok(None) => Err(SecretFail::NotFound),
             Err(e) => {
                 tracing::warn!(capability = %self.plugin, secret = %name, error = %e,
                     "secret source failed");
-                Err(secrets::SecretError::NotFound)
+                Err(SecretFail::NotFound)
             }
         }
     }
 }
+
+/// Implements one WIT version's `types`, `log`, `kv` and `secrets` host traits over the
+/// version-independent methods above (the versions' generated types are distinct).
+macro_rules! host_interfaces {
+    ($version:ident) => {
+        mod $version {
+            use super::{HostState, KvFail, LogLevel, SecretFail};
+            use crate::bindings::$version::everruns::capability::{kv, log, secrets, types};
+
+            impl types::Host for HostState {}
+
+            fn kv_error(e: KvFail) -> kv::KvError {
+                match e {
+                    KvFail::NotGranted => kv::KvError::NotGranted,
+                    KvFail::TooLarge(m) => kv::KvError::TooLarge(m),
+                    KvFail::Backend(m) => kv::KvError::Backend(m),
+                }
+            }
+
+            impl log::Host for HostState {
+                async fn log(&mut self, level: log::Level, message: String) {
+                    let level = match level {
+                        log::Level::Trace => LogLevel::Trace,
+                        log::Level::Debug => LogLevel::Debug,
+                        log::Level::Info => LogLevel::Info,
+                        log::Level::Warn => LogLevel::Warn,
+                        log::Level::Error => LogLevel::Error,
+                    };
+                    self.do_log(level, message);
+                }
+            }
+
+            impl kv::Host for HostState {
+                async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, kv::KvError> {
+                    self.kv_get(key).await.map_err(kv_error)
+                }
+                async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), kv::KvError> {
+                    self.kv_set(key, value).await.map_err(kv_error)
+                }
+                async fn delete(&mut self, key: String) -> Result<bool, kv::KvError> {
+                    self.kv_delete(key).await.map_err(kv_error)
+                }
+                async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, kv::KvError> {
+                    self.kv_list_keys(prefix).await.map_err(kv_error)
+                }
+            }
+
+            impl secrets::Host for HostState {
+                async fn get(&mut self, name: String) -> Result<String, secrets::SecretError> {
+                    self.secret_get(name).await.map_err(|e| match e {
+                        SecretFail::NotGranted => secrets::SecretError::NotGranted,
+                        SecretFail::NotFound => secrets::SecretError::NotFound,
+                    })
+                }
+            }
+        }
+    };
+}
+
+host_interfaces!(v0_1);
+host_interfaces!(v0_2);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::config::RuntimeConfig;
 use crate::error::{Error, Result};
 use crate::host::{MemoryKv, MemorySecrets};
-use crate::manifest::{Limits, MANIFEST_FILE, Manifest};
+use crate::manifest::{Hook, Limits, MANIFEST_FILE, Manifest};
 use crate::permissions::{Grants, Permissions};
 use crate::plugin::{CapabilityInfo, Plugin, ToolSpec};
 use crate::registry;
@@ -31,6 +31,10 @@ pub struct PluginReport {
     pub requested: Permissions,
     /// Requested limits.
     pub limits: Limits,
+    /// The `everruns:capability` version the component targets (`0.1.0`, `0.2.0`).
+    pub wit_version: &'static str,
+    /// The hooks the host calls (0.2.0).
+    pub hooks: Vec<Hook>,
 }
 
 impl PluginReport {
@@ -44,6 +48,8 @@ impl PluginReport {
             imports: plugin.imports().to_vec(),
             requested: Permissions::effective(m, &Grants::default()),
             limits: m.limits,
+            wit_version: plugin.wit_version(),
+            hooks: plugin.hooks().to_vec(),
         }
     }
 }

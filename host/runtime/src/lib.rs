@@ -9,13 +9,15 @@
 //! - `manifest`: `capability.toml` parsing and validation ([`Manifest`]).
 //! - `permissions`: host patterns, operator [`Grants`], effective [`Permissions`],
 //!   public-address checks.
-//! - `bindings`: host bindings generated from `wit/capability.wit` (world `plugin`).
-//! - `host`: per-call store state and the `log`, `kv`, `secrets` host interfaces, with
-//!   the [`KvBackend`] and [`SecretSource`] traits the server implements.
+//! - `bindings`: host bindings generated from `wit/0.1.0` and `wit/0.2.0` (world `plugin`
+//!   of each; components of both versions load side by side).
+//! - `host`: per-call store state and the `log`, `kv`, `secrets` host interfaces, the
+//!   call's buffered key-value writes ([`KvWrites`]), and the [`KvBackend`] and
+//!   [`SecretSource`] traits the server implements.
 //! - `http`: `wasi:http` outgoing requests checked against allowed hosts and resolved
 //!   addresses (SSRF protection).
 //! - `limits`: the memory limiter, deadlines, and trap-to-[`Error`] mapping.
-//! - `plugin`: a loaded [`Plugin`] and its calls (fresh `Store` per call).
+//! - `plugin`: a loaded [`Plugin`] and its calls and hooks (fresh `Store` per call).
 //! - `registry`: the loaded plugin set and the plugins-directory scanner.
 //! - `runtime`: [`Runtime`], the facade the server holds.
 //! - `install`: `check` / `install` / `list` / `remove` for the CLI.
@@ -46,18 +48,19 @@ pub use cache::CacheStatus;
 pub use config::RuntimeConfig;
 pub use error::{Error, Result};
 pub use host::{
-    BackendError, KvBackend, KvOwner, KvScope, LogLevel, LogRecord, MAX_KV_KEY_BYTES, MAX_KV_LIST,
-    MAX_KV_VALUE_BYTES, MemoryKv, MemorySecrets, SecretSource,
+    BackendError, KvBackend, KvOwner, KvScope, KvWrites, LogLevel, LogRecord, MAX_KV_KEY_BYTES,
+    MAX_KV_LIST, MAX_KV_VALUE_BYTES, MemoryKv, MemorySecrets, SecretSource,
 };
 pub use id::CapabilityId;
 pub use install::{InstallStep, InstalledPlugin, PluginReport, check, install, list, remove};
 pub use manifest::{
-    KvScopeKind, Limits, MANIFEST_FILE, MAX_TIMEOUT_MS, Manifest, RequestedPermissions,
+    DEFAULT_HOOK_TIMEOUT_MS, Hook, KvScopeKind, Limits, MANIFEST_FILE, MAX_HOOK_TIMEOUT_MS,
+    MAX_TIMEOUT_MS, Manifest, OnError, RequestedPermissions,
 };
 pub use permissions::{Grant, Grants, HostPattern, Permissions, Scheme, is_public_ip};
 pub use plugin::{
-    CallContext, CallOutcome, CapabilityInfo, Plugin, ToolCall, ToolError, ToolFailure, ToolOutput,
-    ToolSpec,
+    CallContext, CallOutcome, CapabilityInfo, ModelDecision, ModelRequest, Plugin, ToolCall,
+    ToolDecision, ToolError, ToolFailure, ToolOutput, ToolRequest, ToolResultView, ToolSpec,
 };
 pub use registry::{LoadFailure, ScanReport};
 pub use runtime::Runtime;

@@ -7,6 +7,8 @@
 //! description = "Current weather by city"
 //! component = "weather.wasm"
 //! sha256 = "…"                      # optional; checked when present
+//! hooks = ["before-tool"]           # 0.2.0 hooks the plugin implements (the host calls only these)
+//! on_error = "block"                # a hook that traps or times out: "block" (default) or "allow"
 //!
 //! [permissions]
 //! allowed_hosts = ["https://api.open-meteo.com", "https://*.example.com:8443"]
@@ -18,6 +20,7 @@
 //! memory_mib = 32
 //! timeout_ms = 5000
 //! fuel = 1_000_000_000              # optional instruction budget per call
+//! hook_timeout_ms = 250             # per hook call (default 250, at most 5000)
 //!
 //! [config]
 //! schema = { type = "object", properties = { units = { type = "string" } } }
@@ -56,6 +59,44 @@ pub struct Manifest {
     pub config_schema: Option<serde_json::Value>,
     /// Default config (a JSON object; `{}` if not given).
     pub config_defaults: serde_json::Value,
+    /// The hooks the plugin implements (WIT 0.2.0), in the order listed; no duplicates.
+    pub hooks: Vec<Hook>,
+    /// What a hook that traps or times out means.
+    pub on_error: OnError,
+}
+
+/// A hook of the WIT 0.2.0 `hooks` interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hook {
+    /// `before-model`: before each model call.
+    BeforeModel,
+    /// `before-tool`: before each tool call runs.
+    BeforeTool,
+    /// `after-tool`: after each tool call, before its result is stored or sent.
+    AfterTool,
+}
+
+impl Hook {
+    /// The hook's WIT name, e.g. `before-tool`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::BeforeModel => "before-model",
+            Hook::BeforeTool => "before-tool",
+            Hook::AfterTool => "after-tool",
+        }
+    }
+}
+
+/// What a hook call that traps or exceeds its deadline means (manifest `on_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Fail closed: the model call or tool call is blocked (the default).
+    #[default]
+    Block,
+    /// Fail open: the hook is skipped.
+    Allow,
 }
 
 /// Whom key-value state belongs to.
@@ -90,10 +131,16 @@ pub struct Limits {
     pub timeout_ms: Option<u64>,
     /// Fuel (roughly, wasm instructions) per call.
     pub fuel: Option<u64>,
+    /// Wall-clock budget per hook call in ms.
+    pub hook_timeout_ms: Option<u64>,
 }
 
 /// Longest accepted call timeout: 10 minutes.
 pub const MAX_TIMEOUT_MS: u64 = 600_000;
+/// Default deadline of one hook call.
+pub const DEFAULT_HOOK_TIMEOUT_MS: u64 = 250;
+/// Longest accepted hook deadline.
+pub const MAX_HOOK_TIMEOUT_MS: u64 = 5_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +151,10 @@ struct RawManifest {
     description: String,
     component: String,
     sha256: Option<String>,
+    #[serde(default)]
+    hooks: Vec<Hook>,
+    #[serde(default)]
+    on_error: OnError,
     #[serde(default)]
     permissions: RawPermissions,
     #[serde(default)]
@@ -130,6 +181,7 @@ struct RawLimits {
     memory_mib: Option<u64>,
     timeout_ms: Option<u64>,
     fuel: Option<u64>,
+    hook_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -234,7 +286,24 @@ impl Manifest {
             memory_mib: raw.limits.memory_mib,
             timeout_ms: raw.limits.timeout_ms,
             fuel: raw.limits.fuel,
+            hook_timeout_ms: raw.limits.hook_timeout_ms,
         };
+        if let Some(t) = limits.hook_timeout_ms
+            && !(1..=MAX_HOOK_TIMEOUT_MS).contains(&t)
+        {
+            return Err(err(
+                "limits.hook_timeout_ms",
+                format!("must be in 1..={MAX_HOOK_TIMEOUT_MS}"),
+            ));
+        }
+        for (i, hook) in raw.hooks.iter().enumerate() {
+            if raw.hooks[..i].contains(hook) {
+                return Err(err(
+                    &format!("hooks[{i}]"),
+                    format!("`{}` is listed twice", hook.as_str()),
+                ));
+            }
+        }
         if limits.memory_mib == Some(0) {
             return Err(err("limits.memory_mib", "must be at least 1".into()));
         }
@@ -289,6 +358,8 @@ impl Manifest {
             limits,
             config_schema,
             config_defaults,
+            hooks: raw.hooks,
+            on_error: raw.on_error,
         })
     }
 
@@ -423,5 +494,37 @@ defaults = { units = "metric", days = 3 }
             field_of(&format!("{MINIMAL}[config]\ndefaults = '[1]'\n")),
             "config.defaults"
         );
+        assert_eq!(
+            field_of(&format!("hooks = [\"after-tool\", \"nope\"]\n{MINIMAL}")),
+            "hooks[1]"
+        );
+        assert_eq!(
+            field_of(&format!(
+                "hooks = [\"after-tool\", \"after-tool\"]\n{MINIMAL}"
+            )),
+            "hooks[1]"
+        );
+        assert_eq!(
+            field_of(&format!("on_error = \"ignore\"\n{MINIMAL}")),
+            "on_error"
+        );
+        assert_eq!(
+            field_of(&format!("{MINIMAL}[limits]\nhook_timeout_ms = 5001\n")),
+            "limits.hook_timeout_ms"
+        );
+    }
+
+    #[test]
+    fn hooks_parse() {
+        let m = parse(&format!(
+            "hooks = [\"before-tool\", \"before-model\"]\non_error = \"allow\"\n{MINIMAL}[limits]\nhook_timeout_ms = 40\n"
+        ))
+        .unwrap();
+        assert_eq!(m.hooks, vec![Hook::BeforeTool, Hook::BeforeModel]);
+        assert_eq!(m.on_error, OnError::Allow);
+        assert_eq!(m.limits.hook_timeout_ms, Some(40));
+        let m = parse(MINIMAL).unwrap();
+        assert!(m.hooks.is_empty());
+        assert_eq!(m.on_error, OnError::Block);
     }
 }

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::bindings::Plugin as PluginBindings;
+use crate::bindings::{v0_1, v0_2};
 use crate::cache::CompileCache;
 use crate::config::RuntimeConfig;
 use crate::engine::{self, Ticker};
@@ -51,7 +51,10 @@ impl Runtime {
         let link_err = |e: wasmtime::Error| Error::Engine(crate::error::chain(&e));
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link_err)?;
-        PluginBindings::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+        // The imports of every supported WIT version (`log`, `kv`, `secrets`, `types`).
+        v0_1::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(link_err)?;
+        v0_2::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(link_err)?;
         let cache = CompileCache::new(&engine, config.cache_dir.clone());
         let permits = Arc::new(Semaphore::new(config.max_concurrent_calls as usize));

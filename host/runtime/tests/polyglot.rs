@@ -1,16 +1,19 @@
 //! The Python and JavaScript SDKs end to end: the examples in `plugins/examples/` built
-//! from source with the pinned toolchains, loaded by the real runtime and called (tool
-//! arguments, key-value state across calls, sessions and a runtime restart, prompt
-//! fragments with config, bad arguments and handler exceptions as tool errors); and
-//! plugins scaffolded from both templates, built by their own build scripts and loaded.
+//! from source with the pinned toolchains against `wit/0.2.0`, loaded by the real runtime
+//! and called (tool arguments, key-value state across calls, sessions and a runtime
+//! restart, prompt fragments with config, bad arguments and handler exceptions as tool
+//! errors, every hook's decisions, hook exceptions failing closed); and plugins scaffolded
+//! from both templates, built by their own build scripts and loaded, their unregistered
+//! hooks answering continue / keep.
 
 mod support;
 
 use std::path::{Path, PathBuf};
 
 use everruns_runtime::{
-    CacheStatus, CallContext, CapabilityId, KvBackend, KvOwner, KvScope, MemoryKv, Runtime,
-    ToolCall, ToolError, ToolFailure, ToolOutput,
+    CacheStatus, CallContext, CapabilityId, Hook, KvBackend, KvOwner, KvScope, KvWrites, MemoryKv,
+    ModelDecision, ModelRequest, Plugin, Runtime, ToolCall, ToolDecision, ToolError, ToolFailure,
+    ToolOutput, ToolRequest,
 };
 use everruns_testkit::polyglot::{self, Lang};
 use serde_json::{Value, json};
@@ -90,6 +93,64 @@ async fn load(runtime: &Runtime, dir: &Path) -> CacheStatus {
     let status = plugin.cache_status();
     runtime.insert(plugin);
     status
+}
+
+const ALL_HOOKS: [Hook; 3] = [Hook::BeforeModel, Hook::BeforeTool, Hook::AfterTool];
+
+fn model_request(step: u32) -> ModelRequest {
+    ModelRequest {
+        last_user_message: "Hi".into(),
+        tools: vec!["notes__add_note".into(), "tally__add".into()],
+        step,
+    }
+}
+
+fn tool_request(name: &str, arguments: Value) -> ToolRequest {
+    ToolRequest {
+        name: name.into(),
+        arguments,
+        tool_call_id: "call_1".into(),
+        step: 1,
+    }
+}
+
+/// The `before-model` decision; the hook must not write state.
+async fn before_model(plugin: &Plugin, ctx: &CallContext, step: u32) -> ModelDecision {
+    let mut writes = KvWrites::default();
+    let decision = plugin
+        .before_model(ctx, &model_request(step), &mut writes)
+        .await
+        .unwrap();
+    assert!(writes.is_empty(), "{writes:?}");
+    decision
+}
+
+/// The `before-tool` decision; the hook must not write state.
+async fn before_tool(plugin: &Plugin, ctx: &CallContext, tool: &str, args: Value) -> ToolDecision {
+    let mut writes = KvWrites::default();
+    let decision = plugin
+        .before_tool(ctx, &tool_request(tool, args), &mut writes)
+        .await
+        .unwrap();
+    assert!(writes.is_empty(), "{writes:?}");
+    decision
+}
+
+/// The `after-tool` replacement (`None`: kept); the hook must not write state.
+async fn after_tool(
+    plugin: &Plugin,
+    ctx: &CallContext,
+    tool: &str,
+    args: Value,
+    result: Result<ToolOutput, String>,
+) -> Option<Result<ToolOutput, String>> {
+    let mut writes = KvWrites::default();
+    let replaced = plugin
+        .after_tool(ctx, &tool_request(tool, args), &result, &mut writes)
+        .await
+        .unwrap();
+    assert!(writes.is_empty(), "{writes:?}");
+    replaced
 }
 
 fn scope(plugin: &str, owner: KvOwner) -> KvScope {
@@ -287,6 +348,88 @@ async fn python_example_notes() {
     assert!(out.logs[0].message.contains("Traceback"), "{:?}", out.logs);
     assert!(kv.delete(&session, "note:broken").await.unwrap());
 
+    // Hooks. `before-model` reminds the model of the session's notes (none in ses_2).
+    assert_eq!(plugin.wit_version(), "0.2.0");
+    assert_eq!(plugin.hooks(), ALL_HOOKS);
+    assert_eq!(
+        before_model(&plugin, &s1, 0).await,
+        ModelDecision::AddContext("Notes saved so far: groceries, todo.".into())
+    );
+    assert_eq!(before_model(&plugin, &s2, 0).await, ModelDecision::Continue);
+
+    // `before-tool` blocks a note mentioning a password, lets everything else through, and
+    // fails closed when it raises (here: `text` is not a string).
+    assert_eq!(
+        before_tool(
+            &plugin,
+            &s1,
+            "notes__add_note",
+            json!({"title": "wifi", "text": "The PASSWORD is hunter2"})
+        )
+        .await,
+        ToolDecision::Block("notes must not hold passwords".into())
+    );
+    for (tool, args) in [
+        (
+            "notes__add_note",
+            json!({"title": "wifi", "text": "ask the host"}),
+        ),
+        ("notes__read_note", json!({"title": "password"})),
+        ("tally__add", json!({"counter": "password"})),
+    ] {
+        assert_eq!(
+            before_tool(&plugin, &s1, tool, args).await,
+            ToolDecision::Continue,
+            "{tool}"
+        );
+    }
+    match before_tool(
+        &plugin,
+        &s1,
+        "notes__add_note",
+        json!({"title": "t", "text": 5}),
+    )
+    .await
+    {
+        ToolDecision::Block(reason) => assert!(
+            reason.starts_with("hook `before-tool` failed: AttributeError: "),
+            "{reason}"
+        ),
+        other => panic!("expected a block, got {other:?}"),
+    }
+
+    // `after-tool` redacts long numbers from what `read_note` returns, and keeps the rest.
+    let read = json!({"title": "card"});
+    assert_eq!(
+        after_tool(
+            &plugin,
+            &s1,
+            "notes__read_note",
+            read.clone(),
+            Ok(ToolOutput::Text("card 4111111111111111, pin 1234".into()))
+        )
+        .await,
+        Some(Ok(ToolOutput::Text("card [redacted], pin 1234".into())))
+    );
+    for (tool, result) in [
+        ("notes__read_note", Ok(ToolOutput::Text("pin 1234".into()))),
+        ("notes__read_note", Err("no note titled 'card'".to_string())),
+        (
+            "notes__list_notes",
+            Ok(ToolOutput::Json(json!(["4111111111111111"]))),
+        ),
+        (
+            "other__echo",
+            Ok(ToolOutput::Text("4111111111111111".into())),
+        ),
+    ] {
+        assert_eq!(
+            after_tool(&plugin, &s1, tool, read.clone(), result).await,
+            None,
+            "{tool}"
+        );
+    }
+
     assert_eq!(
         text_of(
             &runtime,
@@ -455,6 +598,92 @@ async fn js_example_tally() {
     );
     assert!(kv.delete(&agent, "counter:broken").await.unwrap());
 
+    // Hooks. `before-model` enforces the step budget from the config (default 20).
+    assert_eq!(plugin.wit_version(), "0.2.0");
+    assert_eq!(plugin.hooks(), ALL_HOOKS);
+    assert_eq!(
+        before_model(&plugin, &a1, 19).await,
+        ModelDecision::Continue
+    );
+    assert_eq!(
+        before_model(&plugin, &a1, 20).await,
+        ModelDecision::Block("step budget of 20 model calls used up".into())
+    );
+    let mut short = a1.clone();
+    short.config = Some(json!({"max_steps": 3}));
+    assert_eq!(
+        before_model(&plugin, &short, 3).await,
+        ModelDecision::Block("step budget of 3 model calls used up".into())
+    );
+
+    // `before-tool` lowercases counter names, wants approval for large amounts, leaves
+    // other calls alone, and fails closed when it throws (here: `counter` is a number).
+    assert_eq!(
+        before_tool(
+            &plugin,
+            &a1,
+            "tally__add",
+            json!({"counter": "Cups", "amount": 2})
+        )
+        .await,
+        ToolDecision::Rewrite(json!({"counter": "cups", "amount": 2}))
+    );
+    assert_eq!(
+        before_tool(
+            &plugin,
+            &a1,
+            "tally__add",
+            json!({"counter": "cups", "amount": -5000})
+        )
+        .await,
+        ToolDecision::RequireApproval("changing `cups` by -5000".into())
+    );
+    for (tool, args) in [
+        ("tally__add", json!({"counter": "cups", "amount": 1000})),
+        ("tally__list", json!({})),
+        ("notes__add_note", json!({"counter": "Cups"})),
+    ] {
+        assert_eq!(
+            before_tool(&plugin, &a1, tool, args).await,
+            ToolDecision::Continue,
+            "{tool}"
+        );
+    }
+    match before_tool(&plugin, &a1, "tally__get", json!({"counter": 5})).await {
+        ToolDecision::Block(reason) => assert!(
+            reason.starts_with("hook `before-tool` failed: TypeError: "),
+            "{reason}"
+        ),
+        other => panic!("expected a block, got {other:?}"),
+    }
+
+    // `after-tool` adds the configured unit to what `get` returns, and keeps the rest.
+    let get = json!({"counter": "cups"});
+    let count = || Ok(ToolOutput::Json(json!({"counter": "cups", "value": 3})));
+    assert_eq!(
+        after_tool(&plugin, &a1, "tally__get", get.clone(), count()).await,
+        Some(Ok(ToolOutput::Json(
+            json!({"counter": "cups", "value": 3, "unit": "things"})
+        )))
+    );
+    assert_eq!(
+        after_tool(&plugin, &tea, "tally__get", get.clone(), count()).await,
+        Some(Ok(ToolOutput::Json(
+            json!({"counter": "cups", "value": 3, "unit": "cups of tea"})
+        )))
+    );
+    for (tool, result) in [
+        ("tally__get", Err("no counter named `cups`".to_string())),
+        ("tally__list", count()),
+        ("notes__read_note", count()),
+    ] {
+        assert_eq!(
+            after_tool(&plugin, &a1, tool, get.clone(), result).await,
+            None,
+            "{tool}"
+        );
+    }
+
     assert_eq!(
         text_of(&runtime, "tally", &a1, "reset", json!({"counter": "naps"})).await,
         "reset naps"
@@ -470,7 +699,8 @@ async fn js_example_tally() {
 }
 
 /// What `everruns plugin new ID --lang python|js` produces builds with its own script
-/// into a plugin that loads, and its sample tool works (arguments, state, prompt).
+/// into a 0.2.0 plugin that loads, its sample tool works (arguments, state, prompt), and
+/// its hooks, which it registers none of, answer continue / keep.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaffolded_python_and_js_plugins_build_and_load() {
     let tmp = tempfile::tempdir().unwrap();
@@ -505,6 +735,26 @@ async fn scaffolded_python_and_js_plugins_build_and_load() {
             e,
             ToolError::InvalidArguments("`name`: expected string, got integer".into())
         );
+
+        assert_eq!(plugin.wit_version(), "0.2.0");
+        assert!(plugin.hooks().is_empty(), "{:?}", plugin.hooks());
+        let greet = format!("{id}__greet");
+        assert_eq!(before_model(&plugin, &c, 0).await, ModelDecision::Continue);
+        assert_eq!(
+            before_tool(&plugin, &c, &greet, json!({"name": "Mallory"})).await,
+            ToolDecision::Continue
+        );
+        assert_eq!(
+            after_tool(
+                &plugin,
+                &c,
+                &greet,
+                json!({"name": "Ada"}),
+                Ok(ToolOutput::Text("Hello".into()))
+            )
+            .await,
+            None
+        );
     }
 }
 
@@ -513,7 +763,7 @@ async fn scaffolded_python_and_js_plugins_build_and_load() {
 #[test]
 fn template_copies_match_the_sdk_and_wit() {
     let root = polyglot::repo_root();
-    let wit = std::fs::read_to_string(root.join("wit/capability.wit")).unwrap();
+    let wit = std::fs::read_to_string(root.join("wit/0.2.0/capability.wit")).unwrap();
     for (lang, sdk_file, pin) in [
         ("python", "everruns_sdk.py", "requirements.txt"),
         ("js", "everruns.js", "package.json"),
@@ -524,7 +774,7 @@ fn template_copies_match_the_sdk_and_wit() {
         assert_eq!(
             copy(&template.join("wit/capability.wit")),
             wit,
-            "sdk/{lang}/template/wit/capability.wit differs from wit/capability.wit: copy it over"
+            "sdk/{lang}/template/wit/capability.wit differs from wit/0.2.0/capability.wit: copy it over"
         );
         assert_eq!(
             copy(&template.join(sdk_file)),

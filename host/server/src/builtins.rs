@@ -31,6 +31,7 @@ const BUILTINS: &[Builtin] = &[
     builtin!("session_files"),
     builtin!("todo"),
     builtin!("memory"),
+    builtin!("guardrails"),
 ];
 
 /// The ids of the built-in capabilities.
@@ -40,6 +41,7 @@ pub const IDS: &[&str] = &[
     "session_files",
     "todo",
     "memory",
+    "guardrails",
 ];
 
 /// The component's file name inside a built-in's directory (what its manifest names).
@@ -144,6 +146,6 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(left.len(), 4, "{left:?}");
+        assert_eq!(left.len(), IDS.len() - 1, "{left:?}");
     }
 }

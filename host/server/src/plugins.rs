@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use everruns_core::{KvScope as StoreScope, SealedOwner, is_valid_secret_name};
+use everruns_core::{SealedOwner, is_valid_secret_name};
+use everruns_executor::store_scope;
 use everruns_runtime::{
-    BackendError, CapabilityId, Grant, Grants, HostPattern, KvBackend, KvOwner, KvScope,
-    MemorySecrets, Runtime, RuntimeConfig, SecretSource,
+    BackendError, CapabilityId, Grant, Grants, HostPattern, KvBackend, KvScope, MemorySecrets,
+    Runtime, RuntimeConfig, SecretSource,
 };
 use everruns_secrets::Keyring;
 use everruns_store::{Store, StoreError};
@@ -28,17 +29,6 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// Plugin state through the store.
 #[derive(Debug)]
 struct StoreKv(Arc<dyn Store>);
-
-fn store_scope(scope: &KvScope) -> StoreScope {
-    let owner = match &scope.owner {
-        KvOwner::Agent(id) => StoreScope::agent_owner(id),
-        KvOwner::Session(id) => StoreScope::session_owner(id),
-    };
-    StoreScope {
-        plugin: scope.plugin.to_string(),
-        owner,
-    }
-}
 
 fn backend_error(e: everruns_store::StoreError) -> BackendError {
     BackendError(e.to_string())
@@ -261,6 +251,7 @@ pub async fn load_and_watch(runtime: &Runtime, config: &Config, shutdown: &Cance
 #[cfg(test)]
 mod tests {
     use everruns_core::{ModelSettings, NewAgent, NewSession};
+    use everruns_runtime::KvOwner;
     use everruns_store::StoreConfig;
 
     use super::*;

@@ -1,6 +1,7 @@
 //! Crash recovery with real `everruns serve` processes on one PostgreSQL: SIGKILL at random
-//! moments during many tool-using, streaming runs loses nothing and repeats nothing; a worker
-//! paused past its lease (SIGSTOP/SIGCONT) writes nothing once another worker took over.
+//! moments during many tool-using, streaming runs loses nothing and repeats nothing (a
+//! plugin's state changes exactly once per call); a worker paused past its lease
+//! (SIGSTOP/SIGCONT) writes nothing once another worker took over.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -9,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use everruns_core::KvScope;
-use everruns_testkit::guests::{WELL_BEHAVED, plugin_dir};
+use everruns_testkit::guests::{HOOKS, WELL_BEHAVED, plugin_dir};
 use everruns_testkit::{FakeLlm, Reply, SseReader, TestDb};
 use serde_json::{Value, json};
 
@@ -40,7 +41,9 @@ impl Drop for Everruns {
 }
 
 impl Everruns {
-    /// Starts a process on `dir` (which holds the plugin) with output in `dir/everruns-N.log`.
+    /// Starts a process on `dir` (which holds the plugin) with output in `dir/everruns-N.log`;
+    /// on `db`'s PostgreSQL, or on SQLite when `db` is SQLite (then `dir` must be its
+    /// directory: the server's database file is `everruns.db` in its data directory).
     fn spawn(dir: &Path, db: &TestDb, llm: &FakeLlm, n: usize) -> Self {
         let port = free_port();
         let log = dir.join(format!("everruns-{n}.log"));
@@ -60,10 +63,12 @@ impl Everruns {
         ] {
             cmd.env_remove(var);
         }
+        if db.sqlite_dir().is_none() {
+            cmd.env("DATABASE_URL", db.url());
+        }
         cmd.arg("--data-dir")
             .arg(dir)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("DATABASE_URL", db.url())
             .env("EVERRUNS_BOOTSTRAP_API_KEY", KEY)
             .env("EVERRUNS_LLM_KIND", "openai")
             .env("EVERRUNS_LLM_BASE_URL", llm.openai_base_url())
@@ -454,7 +459,7 @@ async fn kill_9_during_runs_loses_nothing() {
     })
     .await
     .unwrap();
-    let (mut takeovers, mut replays, mut torn, mut extra_requests) = (0, 0, 0, 0);
+    let (mut takeovers, mut reexecuted, mut extra_requests) = (0, 0, 0);
     for (i, sid) in sessions.iter().enumerate() {
         let base = &procs[i % 2].base;
         let run = &finished[&i];
@@ -489,12 +494,11 @@ async fn kill_9_during_runs_loses_nothing() {
         assert!(attempts >= 1, "session {i}");
         takeovers += attempts - 1;
 
-        // Every execution of the tool step used the one idempotency key `run:1:call`
-        // (read back from the plugin's KV in the database), and the tool's effect happened
-        // once: the per-agent counter is 1. The plugin's two KV writes (counter, then the
-        // key's result) are separate transactions, so a SIGKILL between them leaves a counted
-        // but unrecorded call, which the re-execution counts again; that is the only way to
-        // more than 1, and it needs an execution that was interrupted (a second tool.started).
+        // The tool's effect happened exactly once, however often it was executed: its
+        // key-value writes (the per-agent counter, then the idempotency key's result) are
+        // committed with its journal step, so an execution cut off by a SIGKILL left nothing
+        // and the re-execution saw the state as the first one did. The counter is 1, and no
+        // execution ever found its own earlier result (`replayed`).
         let recorded_call = steps[0]["output"]["tool_calls"][0]["id"]
             .as_str()
             .unwrap()
@@ -502,9 +506,16 @@ async fn kill_9_during_runs_loses_nothing() {
         let tools = of_type("tool.completed");
         assert_eq!(tools.len(), 1, "session {i}: {tools:?}");
         let executions = of_type("tool.started").len();
+        if executions > 1 {
+            reexecuted += 1;
+        }
         let output: Value =
             serde_json::from_str(tools[0]["data"]["output"].as_str().unwrap()).unwrap();
-        let count = output["count"].as_u64().unwrap();
+        assert_eq!(
+            (&output["count"], &output["replayed"]),
+            (&json!(1), &json!(false)),
+            "session {i}: the tool's effect repeated ({executions} executions): {output}"
+        );
         let scope = KvScope {
             plugin: "well-behaved".to_owned(),
             owner: format!("agent:{}", agents[i]),
@@ -517,24 +528,8 @@ async fn kill_9_during_runs_loses_nothing() {
             "session {i}: one idempotency key for every execution"
         );
         let stored = |v: Option<Vec<u8>>| String::from_utf8(v.unwrap()).unwrap();
-        assert_eq!(
-            stored(store.kv_get(&scope, "counter").await.unwrap()),
-            count.to_string()
-        );
-        assert_eq!(
-            stored(store.kv_get(&scope, &done_key).await.unwrap()),
-            count.to_string()
-        );
-        if count != 1 {
-            assert!(
-                count == 2 && output["replayed"] == false && executions >= 2,
-                "session {i}: the tool's effect repeated: {output}, {executions} executions"
-            );
-            torn += 1;
-        }
-        if output["replayed"] == true {
-            replays += 1;
-        }
+        assert_eq!(stored(store.kv_get(&scope, "counter").await.unwrap()), "1");
+        assert_eq!(stored(store.kv_get(&scope, &done_key).await.unwrap()), "1");
 
         // The conversation holds each step's message once.
         let messages = get_json(&http, &format!("{base}/v1/sessions/{sid}/messages")).await;
@@ -602,9 +597,9 @@ async fn kill_9_during_runs_loses_nothing() {
         requests.len()
     );
     eprintln!(
-        "{SESSIONS} runs completed; {takeovers} takeovers, {replays} replayed tool calls, \
-         {torn} calls counted twice after a kill between the plugin's KV writes, \
-         {extra_requests} LLM calls lost in flight, {} requests",
+        "{SESSIONS} runs completed; {takeovers} takeovers, {reexecuted} tool calls executed \
+         again after a kill (each counted once), {extra_requests} LLM calls lost in flight, \
+         {} requests",
         requests.len()
     );
     drop(procs);
@@ -759,5 +754,147 @@ async fn stale_worker_after_sigstop_writes_nothing() {
     assert!(a.child.try_wait().unwrap().is_none());
     a.healthy().await;
     drop((a, b));
+    db.cleanup().await;
+}
+
+/// A SIGKILL while a tool call that wrote plugin state is still running, after a hook's
+/// decision for it was journaled: the restarted process executes the call again, but the
+/// state changes once (the counter is 1) and the hook is not asked again (it counted one
+/// call). On PostgreSQL and on SQLite (kill and restart on the same data directory).
+async fn kill_9_during_a_stateful_call(db: &TestDb) {
+    let own_dir = db.sqlite_dir().is_none().then(data_dir);
+    let dir = match (&own_dir, db.sqlite_dir()) {
+        (Some(own), _) => own.path().to_path_buf(),
+        (None, Some(sqlite)) => sqlite.to_path_buf(),
+        (None, None) => unreachable!("a PostgreSQL test gets its own data directory"),
+    };
+    // The tool sleeps past the kill; its deadline must not cut it off first.
+    let manifest = HOOKS.replace("timeout_ms = 2000", "timeout_ms = 20000");
+    plugin_dir(&dir.join("plugins"), "hooks", "hooks", &manifest);
+    let llm = FakeLlm::start().await;
+    llm.set_fallback(|request| {
+        if request.last_message_is_tool_result() {
+            Reply::text(format!("counted {}", request.tool_results()[0].1))
+        } else {
+            Reply::tool_call("hooks__slow_bump", json!({"ms": 0}))
+        }
+    });
+    let mut process = Everruns::spawn(&dir, db, &llm, 0);
+    process.healthy().await;
+    let http = client();
+    let base = process.base.clone();
+    let agent = post_json(
+        &http,
+        &format!("{base}/v1/agents"),
+        json!({"name": "bumper", "capabilities": [{"id": "hooks",
+            "config": {"before_tool": "rewrite:{\"ms\":3000}"}}]}),
+    )
+    .await;
+    let session = post_json(
+        &http,
+        &format!("{base}/v1/sessions"),
+        json!({"agent_id": agent["id"]}),
+    )
+    .await;
+    let sid = session["id"].as_str().unwrap().to_owned();
+    post_json(
+        &http,
+        &format!("{base}/v1/sessions/{sid}/messages"),
+        json!({"content": "bump"}),
+    )
+    .await;
+
+    // Kill once the call has started (the model step with the hook's decision is
+    // journaled) and has had time to bump the counter in its buffer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !event_log(&http, &base, &sid)
+        .await
+        .iter()
+        .any(|e| e["type"] == "tool.started")
+    {
+        assert!(Instant::now() < deadline, "the tool call never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    process.kill_9();
+    drop(process);
+
+    let mut process = Everruns::spawn(&dir, db, &llm, 1);
+    process.healthy().await;
+    let base = process.base.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let log = loop {
+        let log = event_log(&http, &base, &sid).await;
+        if log
+            .iter()
+            .any(|e| e["type"] == "run.completed" || e["type"] == "run.failed")
+        {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not finish after the restart:\n{}",
+            process.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let of_type = |t: &str| log.iter().filter(|e| e["type"] == t).collect::<Vec<_>>();
+    assert_eq!(of_type("run.completed").len(), 1, "{log:?}");
+    assert_eq!(of_type("tool.started").len(), 2, "executed twice: {log:?}");
+    assert_eq!(of_type("run.started").len(), 2, "taken over once: {log:?}");
+    assert_eq!(of_type("tool.completed")[0]["data"]["output"], "1");
+    let applied = of_type("hook.applied");
+    assert_eq!(applied.len(), 1, "{log:?}");
+    assert_eq!(
+        applied[0]["data"]["decision"]["arguments"],
+        json!({"ms": 3000})
+    );
+
+    let store = everruns_store::connect(&everruns_store::StoreConfig {
+        url: db.url().to_owned(),
+        max_connections: 2,
+    })
+    .await
+    .unwrap();
+    let scope = KvScope {
+        plugin: "hooks".to_owned(),
+        owner: format!("session:{sid}"),
+    };
+    let read = |key: &'static str| {
+        let store = store.clone();
+        let scope = scope.clone();
+        async move {
+            store
+                .kv_get(&scope, key)
+                .await
+                .unwrap()
+                .map(|v| String::from_utf8(v).unwrap())
+        }
+    };
+    assert_eq!(
+        read("counter").await.as_deref(),
+        Some("1"),
+        "the tool's effect"
+    );
+    assert_eq!(
+        read("calls/before-tool").await.as_deref(),
+        Some("1"),
+        "the before-tool hook was asked again after the takeover"
+    );
+    assert_eq!(read("calls/after-tool").await.as_deref(), Some("1"));
+    drop(process);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_stateful_call_changes_state_once_postgres() {
+    let db = TestDb::postgres().await;
+    kill_9_during_a_stateful_call(&db).await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_stateful_call_changes_state_once_sqlite() {
+    let db = TestDb::sqlite();
+    kill_9_during_a_stateful_call(&db).await;
     db.cleanup().await;
 }

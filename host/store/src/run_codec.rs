@@ -110,6 +110,9 @@ pub(crate) fn check_new_step(step: &NewStep) -> Result<()> {
     if let Some(message) = &step.message {
         reject_nul("message content", &message.content)?;
     }
+    for write in &step.kv_writes {
+        crate::codec::check_kv_key(&write.scope, &write.key)?;
+    }
     Ok(())
 }
 

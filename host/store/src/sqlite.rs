@@ -630,28 +630,8 @@ impl Store for SqliteStore {
 
     async fn kv_set(&self, scope: &KvScope, key: &str, value: &[u8]) -> Result<()> {
         codec::check_kv_key(scope, key)?;
-        // Written only while the owning agent or session exists; one statement, and SQLite
-        // runs one writer at a time, so a delete either comes before or removes it after.
-        // (The WHERE also settles SQLite's INSERT ... SELECT ... ON CONFLICT parse.)
-        let owner = scope.owner_row();
-        let done = sqlx::query(
-            "INSERT INTO plugin_kv (plugin, owner, key, value, updated_at) \
-             SELECT $1, $2, $3, $4, $5 \
-             WHERE ($6 IS NULL OR EXISTS (SELECT 1 FROM agents WHERE id = $6)) \
-               AND ($7 IS NULL OR EXISTS (SELECT 1 FROM sessions WHERE id = $7)) \
-             ON CONFLICT (plugin, owner, key) \
-             DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        )
-        .bind(&scope.plugin)
-        .bind(&scope.owner)
-        .bind(key)
-        .bind(value)
-        .bind(timestamp_to_text(&codec::now()))
-        .bind(owner.agent())
-        .bind(owner.session())
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
+        let mut conn = self.pool.acquire().await?;
+        if !put_kv(&mut conn, scope, key, value, &codec::now()).await? {
             return Err(codec::kv_owner_gone(scope));
         }
         Ok(())
@@ -659,14 +639,8 @@ impl Store for SqliteStore {
 
     async fn kv_delete(&self, scope: &KvScope, key: &str) -> Result<bool> {
         codec::check_kv_key(scope, key)?;
-        let done =
-            sqlx::query("DELETE FROM plugin_kv WHERE plugin = $1 AND owner = $2 AND key = $3")
-                .bind(&scope.plugin)
-                .bind(&scope.owner)
-                .bind(key)
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected() > 0)
+        let mut conn = self.pool.acquire().await?;
+        delete_kv(&mut conn, scope, key).await
     }
 
     async fn kv_list(&self, scope: &KvScope, prefix: &str, limit: u32) -> Result<Vec<String>> {
@@ -870,4 +844,51 @@ impl Store for SqliteStore {
     async fn last_event_seq(&self, session: &SessionId) -> Result<i64> {
         runs::last_event_seq(&self.pool, session).await
     }
+}
+
+/// Writes one key-value entry; `false` when its agent or session does not exist (nothing is
+/// written). One statement, and SQLite runs one writer at a time, so a delete of the owner
+/// either comes before or removes it after. (The WHERE also settles SQLite's
+/// INSERT ... SELECT ... ON CONFLICT parse.)
+pub(super) async fn put_kv(
+    conn: &mut SqliteConnection,
+    scope: &KvScope,
+    key: &str,
+    value: &[u8],
+    now: &everruns_core::Timestamp,
+) -> Result<bool> {
+    let owner = scope.owner_row();
+    let done = sqlx::query(
+        "INSERT INTO plugin_kv (plugin, owner, key, value, updated_at) \
+         SELECT $1, $2, $3, $4, $5 \
+         WHERE ($6 IS NULL OR EXISTS (SELECT 1 FROM agents WHERE id = $6)) \
+           AND ($7 IS NULL OR EXISTS (SELECT 1 FROM sessions WHERE id = $7)) \
+         ON CONFLICT (plugin, owner, key) \
+         DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+    )
+    .bind(&scope.plugin)
+    .bind(&scope.owner)
+    .bind(key)
+    .bind(value)
+    .bind(timestamp_to_text(now))
+    .bind(owner.agent())
+    .bind(owner.session())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Deletes one key-value entry; `true` when it existed.
+pub(super) async fn delete_kv(
+    conn: &mut SqliteConnection,
+    scope: &KvScope,
+    key: &str,
+) -> Result<bool> {
+    let done = sqlx::query("DELETE FROM plugin_kv WHERE plugin = $1 AND owner = $2 AND key = $3")
+        .bind(&scope.plugin)
+        .bind(&scope.owner)
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
 }

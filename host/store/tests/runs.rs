@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use everruns_core::{
-    EventType, Lease, MessageId, MessageRole, ModelSettings, NewAgent, NewEvent, NewSession,
-    NewStep, PageRequest, Run, RunId, RunStatus, SessionId, SessionStatus, StepKind, StepMessage,
-    StepStatus, Usage,
+    EventType, KvScope, KvWrite, Lease, MessageId, MessageRole, ModelSettings, NewAgent, NewEvent,
+    NewSession, NewStep, PageRequest, Run, RunId, RunStatus, SessionId, SessionStatus, StepKind,
+    StepMessage, StepStatus, Usage,
 };
 use everruns_store::{Claim, Store, StoreConfig, StoreError, connect};
 use everruns_testkit::TestDb;
@@ -62,6 +62,8 @@ conformance!(
     events_are_listed_in_pages_after_a_sequence_number,
     runs_are_listed_and_deleted_with_their_session,
     session_history_reads_every_run_and_message_in_order,
+    plugin_state_is_committed_with_its_step_exactly_once,
+    plugin_state_of_steps_recorded_at_once_is_applied_in_order,
 );
 
 // ---- helpers ----
@@ -126,6 +128,7 @@ fn llm_step(step_no: u32) -> NewStep {
         digest: None,
         started_at: chrono::Utc::now(),
         message: None,
+        kv_writes: Vec::new(),
     }
 }
 
@@ -670,6 +673,7 @@ async fn steps_are_recorded_with_their_message_usage_and_events(db: &TestDb) {
             content: "noon".to_owned(),
             metadata: json!({ "tool_call_id": "call_1" }),
         }),
+        kv_writes: Vec::new(),
     };
     let recorded_tool = store
         .record_step(
@@ -1503,4 +1507,190 @@ async fn session_history_reads_every_run_and_message_in_order(db: &TestDb) {
         .unwrap()
         .items;
     assert_eq!(messages, listed);
+}
+
+fn put(scope: &KvScope, key: &str, value: &str) -> KvWrite {
+    KvWrite {
+        scope: scope.clone(),
+        key: key.to_owned(),
+        value: Some(value.as_bytes().to_vec()),
+    }
+}
+
+async fn kv_text(store: &Arc<dyn Store>, scope: &KvScope, key: &str) -> Option<String> {
+    store
+        .kv_get(scope, key)
+        .await
+        .unwrap()
+        .map(|v| String::from_utf8(v).unwrap())
+}
+
+/// A step's plugin key-value writes are committed with it, and only with it: a stale lease,
+/// a second record of the step or an invalid key writes none of them; a final step carries
+/// them too.
+async fn plugin_state_is_committed_with_its_step_exactly_once(db: &TestDb) {
+    let store = open(db).await;
+    let session = session(&store, "kv-steps").await;
+    let agent = store.get_session(&session).await.unwrap().agent_id;
+    let mine = KvScope::session("counter", &session);
+    let shared = KvScope::agent("counter", &agent);
+    store.kv_set(&mine, "old", b"gone soon").await.unwrap();
+    start(&store, &session, "go").await;
+    let (run, lease) = claim(&store, "w").await;
+
+    let step = NewStep {
+        kv_writes: vec![
+            put(&mine, "count", "1"),
+            put(&shared, "total", "10"),
+            KvWrite {
+                scope: mine.clone(),
+                key: "old".to_owned(),
+                value: None,
+            },
+        ],
+        ..llm_step(0)
+    };
+    // A stale lease writes nothing, state included.
+    let stale = Lease {
+        token: lease.token + 1,
+        ..lease.clone()
+    };
+    assert_lease_lost(
+        store
+            .record_step(&stale, step.clone(), vec![], Usage::default())
+            .await,
+        &run.id,
+    );
+    assert_eq!(kv_text(&store, &mine, "count").await, None);
+    assert_eq!(
+        kv_text(&store, &mine, "old").await.as_deref(),
+        Some("gone soon")
+    );
+    // An invalid key is refused before anything is written.
+    let bad = NewStep {
+        kv_writes: vec![put(&mine, "count", "1"), put(&mine, "", "empty key")],
+        ..llm_step(0)
+    };
+    assert!(matches!(
+        store
+            .record_step(&lease, bad, vec![], Usage::default())
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(kv_text(&store, &mine, "count").await, None);
+
+    store
+        .record_step(&lease, step.clone(), vec![], Usage::default())
+        .await
+        .unwrap();
+    assert_eq!(kv_text(&store, &mine, "count").await.as_deref(), Some("1"));
+    assert_eq!(
+        kv_text(&store, &shared, "total").await.as_deref(),
+        Some("10")
+    );
+    assert_eq!(kv_text(&store, &mine, "old").await, None);
+
+    // The same step again (a replay that should not have happened) is refused, and its
+    // state with it: the counter is not applied twice.
+    let again = NewStep {
+        kv_writes: vec![put(&mine, "count", "2")],
+        ..llm_step(0)
+    };
+    assert!(matches!(
+        store
+            .record_step(&lease, again, vec![], Usage::default())
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(kv_text(&store, &mine, "count").await.as_deref(), Some("1"));
+
+    // A final step commits its state with the run's end.
+    let last = NewStep {
+        kv_writes: vec![put(&mine, "count", "2")],
+        ..llm_step(1)
+    };
+    store
+        .record_final_step(&lease, last, vec![], Usage::default(), RunStatus::Completed)
+        .await
+        .unwrap();
+    assert_eq!(kv_text(&store, &mine, "count").await.as_deref(), Some("2"));
+    assert_eq!(
+        store.get_run(&run.id).await.unwrap().status,
+        RunStatus::Completed
+    );
+}
+
+/// Steps of several runs recorded at once (one journal batch on PostgreSQL) each commit their
+/// own state; writes of one key by several of them leave one of the written values, and a
+/// step whose lease is lost among them writes none of its state.
+async fn plugin_state_of_steps_recorded_at_once_is_applied_in_order(db: &TestDb) {
+    const RUNS: usize = 6;
+    let store = open(db).await;
+    let first = session(&store, "kv-batch").await;
+    let agent = store.get_session(&first).await.unwrap().agent_id;
+    let shared = KvScope::agent("counter", &agent);
+    let mut runs = Vec::new();
+    for i in 0..RUNS {
+        let session = if i == 0 {
+            first.clone()
+        } else {
+            store
+                .create_session(NewSession {
+                    agent_id: agent.clone(),
+                    title: None,
+                })
+                .await
+                .unwrap()
+                .id
+        };
+        start(&store, &session, "go").await;
+        let (_, lease) = claim(&store, "w").await;
+        runs.push((session, lease));
+    }
+    let outcomes =
+        futures::future::join_all(runs.iter().enumerate().map(|(i, (session, lease))| {
+            let lease = if i == 1 {
+                Lease {
+                    token: lease.token + 5,
+                    ..lease.clone()
+                }
+            } else {
+                lease.clone()
+            };
+            let step = NewStep {
+                kv_writes: vec![
+                    put(
+                        &KvScope::session("counter", session),
+                        "mine",
+                        &i.to_string(),
+                    ),
+                    put(&shared, "last", &i.to_string()),
+                ],
+                ..llm_step(0)
+            };
+            let store = store.clone();
+            async move {
+                store
+                    .record_step(&lease, step, vec![], Usage::default())
+                    .await
+            }
+        }))
+        .await;
+    let mut written = Vec::new();
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        let own = kv_text(&store, &KvScope::session("counter", &runs[i].0), "mine").await;
+        if i == 1 {
+            assert_lease_lost(outcome, &runs[i].1.run_id);
+            assert_eq!(own, None, "a step whose lease was lost wrote state");
+        } else {
+            outcome.unwrap();
+            assert_eq!(own, Some(i.to_string()));
+            written.push(i.to_string());
+        }
+    }
+    let last = kv_text(&store, &shared, "last").await.unwrap();
+    assert!(
+        written.contains(&last),
+        "{last} was written by a recorded step"
+    );
 }

@@ -114,7 +114,23 @@ impl TestDb {
     /// How many rows of `table` have `column` = `value`, read directly with SQL: what tests
     /// use to see what the store's API cannot show (rows a delete left behind).
     pub async fn count_rows(&self, table: &str, column: &str, value: &str) -> i64 {
-        let sql = format!("SELECT COUNT(*) FROM {table} WHERE {column} = $1");
+        self.count_where(table, &format!("{column} = $1"), value)
+            .await
+    }
+
+    /// How many rows of `table` hold `needle` anywhere in one of `columns` (read as text):
+    /// what tests use to prove a value never reached the database.
+    pub async fn count_containing(&self, table: &str, columns: &[&str], needle: &str) -> i64 {
+        let condition = columns
+            .iter()
+            .map(|c| format!("CAST({c} AS TEXT) LIKE '%' || $1 || '%'"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        self.count_where(table, &condition, needle).await
+    }
+
+    async fn count_where(&self, table: &str, condition: &str, value: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE {condition}");
         let counted = match self.backend {
             Backend::Postgres { .. } => match PgConnection::connect(&self.url).await {
                 Ok(mut conn) => {

@@ -42,6 +42,32 @@ memory_mib = 16
 timeout_ms = 1000
 "#;
 
+/// Manifest of the `hooks` guest (WIT 0.2.0): all three hooks, answered as the config says
+/// (`before_model`, `before_tool`, `after_tool`; see the guest's `src/lib.rs`), each call
+/// counted in kv under `calls/<hook-name>`; tools `echo`, `bump` and `slow_bump` (a kv
+/// `counter`). `on_error` and `hook_timeout_ms` are spelled out so tests can `replace` them.
+pub const HOOKS: &str = r#"
+id = "hooks"
+version = "0.1.0"
+description = "Answers hooks as its config says"
+component = "plugin.wasm"
+hooks = ["before-model", "before-tool", "after-tool"]
+on_error = "block"
+
+[permissions]
+kv = true
+kv_scope = "session"
+
+[limits]
+memory_mib = 16
+timeout_ms = 2000
+hook_timeout_ms = 250
+
+[config]
+schema = { type = "object", additionalProperties = false, properties = { before_model = { type = "string" }, before_tool = { type = "string" }, after_tool = { type = "string" } } }
+defaults = {}
+"#;
+
 /// The workspace's target directory.
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")

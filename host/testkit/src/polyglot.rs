@@ -1,8 +1,8 @@
 //! Python and JavaScript plugins for tests and benchmarks: installs the pinned guest
 //! toolchains once under the target directory (componentize-py in a venv from
 //! `sdk/python/requirements.txt`, componentize-qjs by `npm ci` from `sdk/js`'s lockfile),
-//! builds the SDK examples in `plugins/examples/`, and scaffolds plugins from the
-//! templates in `sdk/<lang>/template/` the way `everruns plugin new` does.
+//! builds the SDK examples in `plugins/examples/` (against `wit/0.2.0`), and scaffolds
+//! plugins from the templates in `sdk/<lang>/template/` the way `everruns plugin new` does.
 //!
 //! Needs `python3` (with `venv`) and `node`/`npm` on PATH and the PyPI and npm registries
 //! reachable (or already cached); panics with the install command otherwise.
@@ -186,7 +186,7 @@ fn built_example(lang: Lang, example: &Path, component: &str) -> PathBuf {
         example.join("build.sh"),
         sdk.join(sdk_file),
         sdk.join(pin),
-        repo_root().join("wit/capability.wit"),
+        repo_root().join("wit/0.2.0/capability.wit"),
     ];
     let mut fingerprint = String::new();
     for input in &inputs {

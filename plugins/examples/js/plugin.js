@@ -2,6 +2,9 @@
 //
 // Tools: `add(counter, amount?)`, `get(counter)`, `reset(counter)`, `list()`. The prompt
 // fragment tells the model what the counters are for; the unit comes from the config.
+// Hooks: `beforeModel` stops a run that has asked the model more than `max_steps` times
+// (config), `beforeTool` lowercases counter names and wants a person's approval for large
+// amounts, `afterTool` adds the unit to the counts `get` returns.
 
 import { definePlugin, kv, log, NotFound } from "../../../sdk/js/everruns.js";
 
@@ -79,4 +82,32 @@ export const capability = definePlugin({
       },
     },
   },
+
+  hooks: {
+    // A step budget: the run fails once it has asked the model `max_steps` times.
+    beforeModel(request, ctx) {
+      const budget = ctx.config.max_steps ?? 20;
+      if (request.step >= budget) return { block: `step budget of ${budget} model calls used up` };
+    },
+
+    beforeTool(call) {
+      if (!call.name.startsWith("tally__")) return;
+      const { counter, amount } = call.arguments;
+      if (amount !== undefined && Math.abs(amount) > 1000) {
+        return { requireApproval: `changing \`${counter}\` by ${amount}` };
+      }
+      // Counter names are lowercase; the model does not always remember.
+      if (counter !== undefined && counter !== counter.toLowerCase()) {
+        return { rewrite: { ...call.arguments, counter: counter.toLowerCase() } };
+      }
+    },
+
+    afterTool(call, result, ctx) {
+      if (call.name === "tally__get" && result.json) {
+        return { json: { ...result.json, unit: ctx.config.unit ?? "things" } };
+      }
+    },
+  },
 });
+
+export const hooks = capability.hooks;

@@ -2,7 +2,11 @@
 
 Tools: `add_note(title, text)`, `read_note(title)`, `list_notes()`, `delete_note(title)`.
 The prompt fragment tells the model when to use them; its wording comes from the config.
+Hooks: `before_model` reminds the model which notes exist, `before_tool` refuses to save
+a note that mentions a password, `after_tool` redacts long numbers from the notes it reads.
 """
+
+import re
 
 import everruns_sdk as everruns
 
@@ -73,6 +77,33 @@ def delete_note(ctx, title):
     if not everruns.kv.delete("note:" + title):
         raise everruns.NotFound(f"no note titled {title!r}")
     return f"deleted {title!r}"
+
+
+@plugin.before_model
+def remind(ctx, request):
+    titles = [key[len("note:"):] for key in everruns.kv.keys("note:")]
+    if not titles:
+        return everruns.Continue()
+    return everruns.AddContext("Notes saved so far: " + ", ".join(titles) + ".")
+
+
+@plugin.before_tool
+def no_passwords(ctx, call):
+    # An exception here (say, `text` is not a string) blocks the call: hooks fail closed.
+    if call.name == "notes__add_note" and "password" in call.arguments.get("text", "").lower():
+        return everruns.Block("notes must not hold passwords")
+    return everruns.Continue()
+
+
+LONG_NUMBER = re.compile(r"\d{12,}")
+
+
+@plugin.after_tool
+def redact_numbers(ctx, call, result):
+    if call.name != "notes__read_note" or result.kind != "text":
+        return None
+    redacted = LONG_NUMBER.sub("[redacted]", result.value)
+    return None if redacted == result.value else everruns.ToolResult.text(redacted)
 
 
 Capability = plugin.export()

@@ -1,8 +1,9 @@
 // Everruns capability SDK for JavaScript: a thin layer over the component bindings that
-// componentize-qjs generates from wit/capability.wit (world `plugin`).
+// componentize-qjs generates from `everruns:capability@0.2.0` (wit/0.2.0, world `plugin`).
 //
-// A plugin declares its capability, its tools (each a JSON Schema and a handler) and an
-// optional prompt fragment, and exports the result as `capability`:
+// A plugin declares its capability, its tools (each a JSON Schema and a handler), an
+// optional prompt fragment and optional hooks, and exports the result as `capability`
+// (and its `hooks` as `hooks`):
 //
 //   import { definePlugin } from "./everruns.js";
 //
@@ -21,17 +22,29 @@
 //         run: ({ name }) => `Hello, ${name}!`,
 //       },
 //     },
+//     hooks: {
+//       beforeTool(call) {
+//         if (call.arguments.name === "Mallory") return { block: "we do not greet Mallory" };
+//       },
+//     },
 //   });
+//   export const hooks = capability.hooks;
+//
+// A hook the plugin does not define answers "continue" / "keep".
 //
 // The SDK checks arguments against the tool's schema before the handler runs, and turns
 // a bad argument or an exception into a tool error for the model (never a trap). A
 // handler returning a string gives a text result; any other JSON value a JSON result.
 //
+// An exception thrown in a hook fails closed: `beforeModel` and `beforeTool` answer
+// `block` with the exception, `afterTool` replaces the result with an error naming it; the
+// stack goes to the log.
+//
 // Host services: `kv` (durable key-value state holding JSON values), `secrets`, `log`.
 
-import * as hostKv from "everruns:capability/kv@0.1.0";
-import * as hostLog from "everruns:capability/log@0.1.0";
-import * as hostSecrets from "everruns:capability/secrets@0.1.0";
+import * as hostKv from "everruns:capability/kv@0.2.0";
+import * as hostLog from "everruns:capability/log@0.2.0";
+import * as hostSecrets from "everruns:capability/secrets@0.2.0";
 
 // --- Errors a handler may throw --------------------------------------------------------
 
@@ -294,6 +307,138 @@ function check(schema, value, path) {
   return null;
 }
 
+// --- Hooks -----------------------------------------------------------------------------
+
+// The one-line text of an exception thrown in a hook; the stack goes to the log.
+function hookFailed(hook, e) {
+  log.error(`hook \`${hook}\` threw: ${e && e.stack ? e.stack : e}`);
+  const name = e && e.name ? e.name : "Error";
+  return `hook \`${hook}\` failed: ${name}: ${e && e.message !== undefined ? e.message : e}`;
+}
+
+function only(decision, keys, hook) {
+  const found = Object.keys(decision);
+  if (found.length !== 1 || !keys.includes(found[0])) {
+    throw new TypeError(
+      `${hook} returned ${JSON.stringify(decision)}; expected undefined or one of ` +
+        keys.map((k) => `{ ${k}: ... }`).join(", "),
+    );
+  }
+  return found[0];
+}
+
+function isPromise(value) {
+  return value && typeof value.then === "function";
+}
+
+const notSync = (hook) => new TypeError(`${hook} returned a Promise; hooks are synchronous`);
+
+/** A tool call as hooks see it: `name` (namespaced, `<capability>__<tool>`), `arguments`
+ * (parsed JSON, normally an object), `toolCallId`, `step`. */
+function toolRequest(call) {
+  let args;
+  try {
+    args = call.arguments.trim() ? JSON.parse(call.arguments) : {};
+  } catch {
+    args = call.arguments;
+  }
+  return { name: call.name, arguments: args, toolCallId: call.toolCallId, step: call.step };
+}
+
+// WIT `tool-result` ({ tag: "ok"|"err", val }) to `{ text }`, `{ json }` or `{ error }`.
+function resultFromWit(result) {
+  if (result.tag === "err") return { error: result.val };
+  const output = result.val;
+  if (output.tag === "json") {
+    try {
+      return { json: JSON.parse(output.val) };
+    } catch {
+      return { text: output.val };
+    }
+  }
+  return { text: output.val };
+}
+
+// `afterTool`'s answer to WIT `option<tool-result>`.
+function resultToWit(result) {
+  if (result === undefined || result === null) return null;
+  if (typeof result === "string") return { tag: "ok", val: { tag: "text", val: result } };
+  if (typeof result !== "object" || Array.isArray(result)) {
+    throw new TypeError(
+      `afterTool returned ${JSON.stringify(result)}; expected undefined, a string, ` +
+        "{ text }, { json } or { error }",
+    );
+  }
+  const key = only(result, ["text", "json", "error"], "afterTool");
+  if (key === "error") return { tag: "err", val: String(result.error) };
+  if (key === "text") return { tag: "ok", val: { tag: "text", val: String(result.text) } };
+  const json = JSON.stringify(result.json);
+  if (json === undefined) throw new TypeError("afterTool: the `json` replacement is not JSON");
+  return { tag: "ok", val: { tag: "json", val: json } };
+}
+
+// The `hooks` export. Hooks the definition leaves out answer continue / keep.
+function hooksExport(hooks) {
+  const { beforeModel, beforeTool, afterTool } = hooks;
+  for (const [name, fn] of Object.entries(hooks)) {
+    if (!["beforeModel", "beforeTool", "afterTool"].includes(name)) {
+      throw new Error(`unknown hook \`${name}\` (expected beforeModel, beforeTool, afterTool)`);
+    }
+    if (typeof fn !== "function") throw new Error(`hook \`${name}\` is not a function`);
+  }
+  return {
+    beforeModel(ctx, request) {
+      if (!beforeModel) return { tag: "continue" };
+      try {
+        const { lastUserMessage, tools, step } = request;
+        const decision = beforeModel({ lastUserMessage, tools: [...tools], step }, context(ctx));
+        if (decision === undefined || decision === null) return { tag: "continue" };
+        if (isPromise(decision)) throw notSync("beforeModel");
+        const key = only(decision, ["continue", "addContext", "block"], "beforeModel");
+        if (key === "continue") return { tag: "continue" };
+        if (key === "addContext") return { tag: "add-context", val: String(decision.addContext) };
+        return { tag: "block", val: String(decision.block) };
+      } catch (e) {
+        return { tag: "block", val: hookFailed("before-model", e) };
+      }
+    },
+
+    beforeTool(ctx, call) {
+      if (!beforeTool) return { tag: "continue" };
+      try {
+        const decision = beforeTool(toolRequest(call), context(ctx));
+        if (decision === undefined || decision === null) return { tag: "continue" };
+        if (isPromise(decision)) throw notSync("beforeTool");
+        const keys = ["continue", "rewrite", "block", "requireApproval"];
+        const key = only(decision, keys, "beforeTool");
+        if (key === "continue") return { tag: "continue" };
+        if (key === "rewrite") {
+          const type = jsonType(decision.rewrite);
+          if (type !== "object") {
+            throw new TypeError(`rewrite needs an object of arguments, got ${type}`);
+          }
+          return { tag: "rewrite", val: JSON.stringify(decision.rewrite) };
+        }
+        if (key === "block") return { tag: "block", val: String(decision.block) };
+        return { tag: "require-approval", val: String(decision.requireApproval) };
+      } catch (e) {
+        return { tag: "block", val: hookFailed("before-tool", e) };
+      }
+    },
+
+    afterTool(ctx, call, result) {
+      if (!afterTool) return null;
+      try {
+        const replacement = afterTool(toolRequest(call), resultFromWit(result), context(ctx));
+        if (isPromise(replacement)) throw notSync("afterTool");
+        return resultToWit(replacement);
+      } catch (e) {
+        return { tag: "err", val: hookFailed("after-tool", e) };
+      }
+    },
+  };
+}
+
 // --- The plugin ------------------------------------------------------------------------
 
 const NO_ARGUMENTS = { type: "object", properties: {}, additionalProperties: false };
@@ -306,10 +451,13 @@ const toolError = (kind, message) => ({ tag: kind, val: String(message) });
  * - `tools`: an object mapping each tool name to `{ description, parameters, run }`,
  *   where `parameters` is a JSON Schema for an object (default: no arguments) and
  *   `run(args, ctx)` returns the result;
- * - `prompt(ctx)` (optional): the system-prompt fragment, a string or null.
+ * - `prompt(ctx)` (optional): the system-prompt fragment, a string or null;
+ * - `hooks` (optional): `{ beforeModel(request, ctx), beforeTool(call, ctx),
+ *   afterTool(call, result, ctx) }`, any of them. The returned object carries the `hooks`
+ *   export as its `hooks` property: `export const hooks = capability.hooks;`.
  */
 export function definePlugin(definition) {
-  const { id, version, description = "", prompt, tools = {} } = definition;
+  const { id, version, description = "", prompt, tools = {}, hooks = {} } = definition;
   const specs = Object.entries(tools).map(([name, tool]) => {
     const parameters = tool.parameters ?? NO_ARGUMENTS;
     if (parameters.type !== "object") {
@@ -321,6 +469,8 @@ export function definePlugin(definition) {
   const byName = new Map(specs.map((t) => [t.name, t]));
 
   return {
+    hooks: hooksExport(hooks),
+
     info() {
       return { id, version, description };
     },

@@ -28,4 +28,18 @@ export const capability = definePlugin({
       },
     },
   },
+
+  // Hooks see every model call and every tool call of the agent, and may change them. To
+  // use one, uncomment it and list it in capability.toml (`hooks = ["before-tool"]`).
+  //
+  // hooks: {
+  //   beforeTool(call) {
+  //     if (call.name === "{{id}}__greet" && call.arguments.name?.toLowerCase() === "mallory") {
+  //       return { block: "we do not greet Mallory" };
+  //     }
+  //   },
+  // },
 });
+
+// The `hooks` export: hooks the plugin does not define answer "continue" / "keep".
+export const hooks = capability.hooks;

@@ -28,4 +28,14 @@ def greet(ctx, name):
     return f"Hello, {name}! (greeting number {times})"
 
 
+# Hooks see every model call and every tool call of the agent, and may change them. To use
+# one, uncomment it and list it in capability.toml (`hooks = ["before-tool"]`).
+#
+# @plugin.before_tool
+# def polite(ctx, call):
+#     if call.name == "{{id}}__greet" and call.arguments.get("name", "").lower() == "mallory":
+#         return everruns.Block("we do not greet Mallory")
+#     return everruns.Continue()
+
+
 Capability = plugin.export()

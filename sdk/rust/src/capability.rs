@@ -2,11 +2,14 @@
 //! [`crate::export_capability!`] calls to answer the host.
 
 use crate::__bindings::everruns::capability::types as wit;
+use crate::__bindings::exports::everruns::capability::hooks as wit_hooks;
 use crate::context::Context;
+use crate::hooks::{self, ModelDecision, ModelRequest, ToolDecision, ToolOutcome, ToolRequest};
 use crate::tools::Tools;
 
 /// A capability: the tools it offers and, optionally, a fragment of the agent's system
-/// prompt. Export it with [`crate::export_capability!`].
+/// prompt and hooks that change how a run executes. Export it with
+/// [`crate::export_capability!`].
 ///
 /// Every call runs in a fresh instance, so a capability keeps nothing in memory between
 /// calls: durable state goes through [`crate::kv`].
@@ -55,6 +58,80 @@ pub trait Capability {
     fn system_prompt(_ctx: &Context) -> Option<String> {
         None
     }
+
+    /// Called before each model call (when the manifest lists `"before-model"`): may add
+    /// context to the system prompt for this call, or block the run. Default: continue.
+    ///
+    /// ```no_run
+    /// use everruns_sdk::prelude::*;
+    ///
+    /// struct Polite;
+    /// impl Capability for Polite {
+    ///     fn tools(_tools: &mut Tools) {}
+    ///     fn before_model(_ctx: &Context, request: &ModelRequest) -> ModelDecision {
+    ///         if request.step == 0 {
+    ///             ModelDecision::AddContext("Be polite.".into())
+    ///         } else {
+    ///             ModelDecision::Continue
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    fn before_model(_ctx: &Context, _request: &ModelRequest) -> ModelDecision {
+        ModelDecision::Continue
+    }
+
+    /// Called before each tool call of any of the agent's capabilities runs (when the
+    /// manifest lists `"before-tool"`): may let it run, rewrite its arguments, block it, or
+    /// ask for approval. Default: continue.
+    ///
+    /// ```no_run
+    /// use everruns_sdk::prelude::*;
+    ///
+    /// struct NoDeletes;
+    /// impl Capability for NoDeletes {
+    ///     fn tools(_tools: &mut Tools) {}
+    ///     fn before_tool(_ctx: &Context, call: &ToolRequest) -> ToolDecision {
+    ///         if call.name.ends_with("__delete_file") {
+    ///             ToolDecision::Block("deleting files is not allowed".into())
+    ///         } else {
+    ///             ToolDecision::Continue
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    fn before_tool(_ctx: &Context, _call: &ToolRequest) -> ToolDecision {
+        ToolDecision::Continue
+    }
+
+    /// Called after each tool call, before its result is stored, streamed or sent to the
+    /// model (when the manifest lists `"after-tool"`). `Some` replaces the result (only
+    /// the replacement is kept); `None` keeps it. Default: `None`.
+    ///
+    /// ```no_run
+    /// use everruns_sdk::prelude::*;
+    ///
+    /// struct Short;
+    /// impl Capability for Short {
+    ///     fn tools(_tools: &mut Tools) {}
+    ///     fn after_tool(_ctx: &Context, _call: &ToolRequest, result: &ToolOutcome) -> Option<ToolOutcome> {
+    ///         match result {
+    ///             Ok(Output::Text(text)) if text.len() > 10_000 => {
+    ///                 let cut = text.floor_char_boundary(10_000);
+    ///                 Some(Ok(Output::text(format!("{}... (truncated)", &text[..cut]))))
+    ///             }
+    ///             _ => None,
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    fn after_tool(
+        _ctx: &Context,
+        _call: &ToolRequest,
+        _result: &ToolOutcome,
+    ) -> Option<ToolOutcome> {
+        None
+    }
 }
 
 /// `info()`: what the plugin says about itself.
@@ -89,4 +166,38 @@ pub fn call_tool<C: Capability>(
         .call(&Context::from_wit(ctx), &call.name, &call.arguments)
         .map(Into::into)
         .map_err(Into::into)
+}
+
+/// `before-model()`.
+pub fn before_model<C: Capability>(
+    ctx: wit::CallContext,
+    request: wit_hooks::ModelRequest,
+) -> wit_hooks::ModelDecision {
+    C::before_model(
+        &Context::from_wit(ctx),
+        &hooks::model_request_from_wit(request),
+    )
+    .into()
+}
+
+/// `before-tool()`.
+pub fn before_tool<C: Capability>(
+    ctx: wit::CallContext,
+    call: wit_hooks::ToolRequest,
+) -> wit_hooks::ToolDecision {
+    C::before_tool(&Context::from_wit(ctx), &ToolRequest::from_wit(call)).into()
+}
+
+/// `after-tool()`.
+pub fn after_tool<C: Capability>(
+    ctx: wit::CallContext,
+    call: wit_hooks::ToolRequest,
+    result: wit_hooks::ToolResult,
+) -> Option<wit_hooks::ToolResult> {
+    C::after_tool(
+        &Context::from_wit(ctx),
+        &ToolRequest::from_wit(call),
+        &hooks::outcome_from_wit(result),
+    )
+    .map(hooks::outcome_to_wit)
 }

@@ -5,6 +5,12 @@
 //! Limits set by the host: keys up to 256 bytes, values up to 64 KiB, `list` returns at
 //! most 1000 keys.
 //!
+//! Writes are transactional: the writes of a tool call (or a hook) are buffered by the host
+//! and committed with the run's journal step; reads in the call see its own writes; a call
+//! that traps or times out commits nothing. In [`crate::Capability::system_prompt`] and
+//! [`crate::Capability::tools`] the state is read-only (`set` and `delete` fail with
+//! [`KvError::Backend`]).
+//!
 //! ```no_run
 //! use everruns_sdk::kv;
 //!

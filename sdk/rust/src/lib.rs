@@ -1,6 +1,10 @@
 //! Write Everruns capability plugins in plain Rust: tools are functions taking an
 //! arguments struct, and one macro, [`export_capability!`], turns a type implementing
-//! [`Capability`] into a WebAssembly component for the `everruns:capability@0.1.0` world.
+//! [`Capability`] into a WebAssembly component for the `everruns:capability@0.2.0` world.
+//! A capability may also implement hooks ([`Capability::before_model`],
+//! [`Capability::before_tool`], [`Capability::after_tool`]) to check or change what the
+//! model is asked, stop or rewrite tool calls, and replace tool results; the manifest's
+//! `hooks` list says which ones the host calls.
 //!
 //! ```no_run
 //! use everruns_sdk::prelude::*;
@@ -36,6 +40,8 @@
 //!
 //! Module map:
 //! - `capability`: the [`Capability`] trait and the glue behind [`export_capability!`].
+//! - `hooks`: what hooks see and answer: [`ModelRequest`]/[`ModelDecision`],
+//!   [`ToolRequest`]/[`ToolDecision`], [`ToolOutcome`].
 //! - `tools`: [`Tools`] (registration, schema generation, argument parsing), [`Output`],
 //!   [`ToolError`] and [`ToolResult`].
 //! - `context`: [`Context`], who is calling and with which configuration.
@@ -46,9 +52,15 @@
 //!
 //! Argument errors never trap: a call whose arguments do not match the struct returns
 //! [`ToolError::InvalidArguments`] naming the field, which the model sees and can fix.
+//! Hooks never trap on odd input either: arguments that are not JSON reach a hook as a
+//! string (see [`ToolRequest::arguments`]).
+//!
+//! Key-value writes made in a tool call or a hook are buffered by the host and committed
+//! with the run's journal step; a call that traps or times out commits nothing.
 
 mod capability;
 mod context;
+mod hooks;
 pub mod http;
 pub mod kv;
 pub mod log;
@@ -57,6 +69,7 @@ mod tools;
 
 pub use capability::Capability;
 pub use context::Context;
+pub use hooks::{ModelDecision, ModelRequest, ToolDecision, ToolOutcome, ToolRequest};
 pub use tools::{Output, ToolError, ToolResult, Tools};
 
 /// Re-exported so plugins need no direct dependency on them (and get the same versions).
@@ -80,6 +93,7 @@ pub mod prelude {
     pub use crate::schemars::JsonSchema;
     pub use crate::serde::{Deserialize, Serialize};
     pub use crate::{Capability, Context, Output, ToolError, ToolResult, Tools};
+    pub use crate::{ModelDecision, ModelRequest, ToolDecision, ToolOutcome, ToolRequest};
     pub use crate::{http, kv, log, secrets};
 }
 
@@ -88,7 +102,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "../../wit/0.2.0",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "__export_world",
@@ -99,11 +113,15 @@ pub mod __bindings {
 /// Implementation details of [`export_capability!`]. Not part of the stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::capability::{call_tool, info, system_prompt, tools};
+    pub use crate::capability::{
+        after_tool, before_model, before_tool, call_tool, info, system_prompt, tools,
+    };
 }
 
 /// Exports a [`Capability`] as the plugin's implementation of the
-/// `everruns:capability/capability` interface. Use it once per plugin crate (a `cdylib`).
+/// `everruns:capability/capability` and `everruns:capability/hooks` interfaces. Use it once
+/// per plugin crate (a `cdylib`). Hooks the capability does not implement answer with the
+/// trait's defaults (continue, keep); the host calls only those the manifest lists.
 ///
 /// `id` must equal the manifest's `id`; the version is the crate's `version` from
 /// `Cargo.toml` (it must equal the manifest's `version`); `description` is optional and
@@ -155,6 +173,33 @@ macro_rules! export_capability {
                     $crate::__bindings::everruns::capability::types::ToolError,
                 > {
                     $crate::__private::call_tool::<$ty>(ctx, call)
+                }
+            }
+
+            impl $crate::__bindings::exports::everruns::capability::hooks::Guest
+                for __EverrunsExport
+            {
+                fn before_model(
+                    ctx: $crate::__bindings::everruns::capability::types::CallContext,
+                    request: $crate::__bindings::exports::everruns::capability::hooks::ModelRequest,
+                ) -> $crate::__bindings::exports::everruns::capability::hooks::ModelDecision {
+                    $crate::__private::before_model::<$ty>(ctx, request)
+                }
+
+                fn before_tool(
+                    ctx: $crate::__bindings::everruns::capability::types::CallContext,
+                    call: $crate::__bindings::exports::everruns::capability::hooks::ToolRequest,
+                ) -> $crate::__bindings::exports::everruns::capability::hooks::ToolDecision {
+                    $crate::__private::before_tool::<$ty>(ctx, call)
+                }
+
+                fn after_tool(
+                    ctx: $crate::__bindings::everruns::capability::types::CallContext,
+                    call: $crate::__bindings::exports::everruns::capability::hooks::ToolRequest,
+                    result: $crate::__bindings::exports::everruns::capability::hooks::ToolResult,
+                ) -> Option<$crate::__bindings::exports::everruns::capability::hooks::ToolResult>
+                {
+                    $crate::__private::after_tool::<$ty>(ctx, call, result)
                 }
             }
 

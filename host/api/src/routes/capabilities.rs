@@ -266,7 +266,12 @@ pub(crate) fn validate_agent_capabilities(
         let Some(schema) = &plugin.manifest().config_schema else {
             continue;
         };
-        let validator = match jsonschema::validator_for(schema) {
+        // Formats are checked (not only annotations), `regex` in the syntax plugins use.
+        let validator = match jsonschema::options()
+            .should_validate_formats(true)
+            .with_format("regex", |s: &str| regex::Regex::new(s).is_ok())
+            .build(schema)
+        {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(capability = %cap.id, error = %e, "plugin config schema is invalid");

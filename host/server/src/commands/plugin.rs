@@ -79,6 +79,11 @@ fn print_report(report: &PluginReport) {
     println!("  version:     {}", report.info.version);
     println!("  description: {}", report.info.description);
     println!("  digest:      sha256:{}", report.digest);
+    println!("  interface:   everruns:capability@{}", report.wit_version);
+    if !report.hooks.is_empty() {
+        let hooks: Vec<&str> = report.hooks.iter().map(|h| h.as_str()).collect();
+        println!("  hooks:       {}", hooks.join(", "));
+    }
     println!("  tools:");
     for tool in &report.tools {
         println!("    - {}: {}", tool.name, tool.description);

@@ -8,7 +8,10 @@
 //!
 //! A step that ends its run (`Store::record_final_step`) also sets the run's final status and
 //! releases its lease in that statement; a batch with such steps is a transaction whose second
-//! statement settles their sessions and wakes the workers of every process.
+//! statement settles their sessions and wakes the workers of every process. A batch with
+//! steps that carry plugin key-value writes is a transaction too: the writes of the steps
+//! whose fence held are applied in it (in request order, the last write of a key winning), so
+//! state is committed exactly when its step is.
 //!
 //! A batch is one statement (or one transaction), so it is atomic: fenced per run (a request
 //! whose lease is lost writes nothing and gets [`StoreError::LeaseLost`], the others are
@@ -16,8 +19,11 @@
 //! aborts it whole, after which each of its requests is written again alone, so every request
 //! gets its own exact outcome.
 
+use std::collections::BTreeMap;
+
 use everruns_core::{
-    Lease, Message, NewEvent, NewStep, RecordedStep, RunStatus, SessionId, Step, Timestamp, Usage,
+    KvWrite, Lease, Message, NewEvent, NewStep, RecordedStep, RunStatus, SessionId, Step,
+    Timestamp, Usage,
 };
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
@@ -252,9 +258,11 @@ async fn write(
         Some(connection) => connection,
         None => conn.insert(pool.acquire().await?),
     };
-    let finishing = requests.iter().any(|r| r.finish.is_some());
-    let result = if finishing {
-        write_finishing(connection, &cols, requests, now).await
+    let transaction = requests
+        .iter()
+        .any(|r| r.finish.is_some() || !r.step.kv_writes.is_empty());
+    let result = if transaction {
+        write_transaction(connection, &cols, requests, now).await
     } else {
         record_steps(connection, &cols, now).await
     };
@@ -276,9 +284,10 @@ async fn write(
     }
 }
 
-/// A batch with final steps: the batch statement and then [`SETTLE_SESSIONS`], as one
+/// A batch with final steps or key-value writes: the batch statement, then (with final
+/// steps) [`SETTLE_SESSIONS`] and the key-value writes of the fenced requests, as one
 /// transaction (rolled back when dropped unfinished).
-async fn write_finishing(
+async fn write_transaction(
     connection: &mut PoolConnection<Postgres>,
     cols: &Columns<'_>,
     requests: &[Request],
@@ -286,19 +295,112 @@ async fn write_finishing(
 ) -> std::result::Result<Vec<Row>, sqlx::Error> {
     let mut tx = connection.begin().await?;
     let rows = record_steps(&mut tx, cols, now).await?;
-    let sessions: Vec<&str> = rows
-        .iter()
-        .zip(requests)
-        .filter(|(_, request)| request.finish.is_some())
-        .filter_map(|((session, _), _)| session.as_deref())
-        .collect();
-    sqlx::query(SETTLE_SESSIONS)
-        .bind(&sessions)
-        .bind(RUNS_CHANNEL)
-        .execute(&mut *tx)
-        .await?;
+    if requests.iter().any(|r| r.finish.is_some()) {
+        let sessions: Vec<&str> = rows
+            .iter()
+            .zip(requests)
+            .filter(|(_, request)| request.finish.is_some())
+            .filter_map(|((session, _), _)| session.as_deref())
+            .collect();
+        sqlx::query(SETTLE_SESSIONS)
+            .bind(&sessions)
+            .bind(RUNS_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
+    write_kv(&mut tx, requests, &rows, now).await?;
     tx.commit().await?;
     Ok(rows)
+}
+
+/// Upserts key-value entries, each only while its agent or session exists (held
+/// `FOR KEY SHARE`, as `Store::kv_set` does).
+const PUT_KV: &str = "INSERT INTO plugin_kv (plugin, owner, key, value, updated_at) \
+     SELECT w.plugin, w.owner, w.key, w.value, $7 \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[]) \
+       AS w (plugin, owner, key, value, agent, session) \
+     WHERE (w.agent IS NULL OR EXISTS (SELECT 1 FROM agents WHERE id = w.agent FOR KEY SHARE)) \
+       AND (w.session IS NULL \
+            OR EXISTS (SELECT 1 FROM sessions WHERE id = w.session FOR KEY SHARE)) \
+     ON CONFLICT (plugin, owner, key) \
+     DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at";
+
+/// Deletes key-value entries.
+const DELETE_KV: &str = "DELETE FROM plugin_kv p \
+     USING UNNEST($1::text[], $2::text[], $3::text[]) AS w (plugin, owner, key) \
+     WHERE p.plugin = w.plugin AND p.owner = w.owner AND p.key = w.key";
+
+/// Applies the key-value writes of the requests whose fence held (a row with a session), in
+/// request order: the last write of a key is what the batch leaves, as if written one by one.
+async fn write_kv(
+    tx: &mut sqlx::PgConnection,
+    requests: &[Request],
+    rows: &[Row],
+    now: Timestamp,
+) -> std::result::Result<(), sqlx::Error> {
+    let mut last: BTreeMap<(&str, &str, &str), &KvWrite> = BTreeMap::new();
+    for (request, (session, _)) in requests.iter().zip(rows) {
+        if session.is_none() {
+            continue;
+        }
+        for write in &request.step.kv_writes {
+            let key = (
+                write.scope.plugin.as_str(),
+                write.scope.owner.as_str(),
+                write.key.as_str(),
+            );
+            last.insert(key, write);
+        }
+    }
+    let (mut put, mut delete) = (KvColumns::default(), KvColumns::default());
+    for write in last.into_values() {
+        let cols = if write.value.is_some() {
+            &mut put
+        } else {
+            &mut delete
+        };
+        cols.plugin.push(&write.scope.plugin);
+        cols.owner.push(&write.scope.owner);
+        cols.key.push(&write.key);
+        if let Some(value) = &write.value {
+            let owner = write.scope.owner_row();
+            cols.value.push(value);
+            cols.agent.push(owner.agent());
+            cols.session.push(owner.session());
+        }
+    }
+    if !put.key.is_empty() {
+        sqlx::query(PUT_KV)
+            .bind(&put.plugin)
+            .bind(&put.owner)
+            .bind(&put.key)
+            .bind(&put.value)
+            .bind(&put.agent)
+            .bind(&put.session)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if !delete.key.is_empty() {
+        sqlx::query(DELETE_KV)
+            .bind(&delete.plugin)
+            .bind(&delete.owner)
+            .bind(&delete.key)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Key-value writes as one array per column.
+#[derive(Default)]
+struct KvColumns<'a> {
+    plugin: Vec<&'a str>,
+    owner: Vec<&'a str>,
+    key: Vec<&'a str>,
+    value: Vec<&'a [u8]>,
+    agent: Vec<Option<&'a str>>,
+    session: Vec<Option<&'a str>>,
 }
 
 /// Runs the batch statement; one row per request, in request order.

@@ -650,6 +650,18 @@ pub(super) async fn record_step(
             .ok_or_else(|| StoreError::not_found("session", &session))?;
         insert_events(&mut tx, &session, last, Some(&lease.run_id), events, now).await?
     };
+    // The step's plugin state, exactly once: committed with the step or not at all. State of
+    // an agent or session deleted meanwhile is not written (its run goes with it).
+    for write in &new.kv_writes {
+        match &write.value {
+            Some(value) => {
+                super::put_kv(&mut tx, &write.scope, &write.key, value, &now).await?;
+            }
+            None => {
+                super::delete_kv(&mut tx, &write.scope, &write.key).await?;
+            }
+        }
+    }
     if finish.is_some() {
         settle_session_status(&mut tx, &session).await?;
     }

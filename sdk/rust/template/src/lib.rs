@@ -1,5 +1,6 @@
-//! The `{{id}}` capability: one tool with typed arguments, durable per-session state and
-//! a prompt fragment. Edit freely; `./build.sh` rebuilds the component.
+//! The `{{id}}` capability: one tool with typed arguments, durable per-session state, a
+//! prompt fragment and (commented out) a hook. Edit freely; `./build.sh` rebuilds the
+//! component.
 
 use everruns_sdk::prelude::*;
 
@@ -41,6 +42,20 @@ impl Capability for Plugin {
     fn system_prompt(_ctx: &Context) -> Option<String> {
         Some("When someone introduces themselves, greet them with `{{id}}__greet`.".into())
     }
+
+    // Hooks see every tool call of the agent (any capability's), before and after it runs.
+    // To use one, uncomment it and list it in capability.toml (`hooks = ["after-tool"]`).
+    //
+    // /// Keeps results short: a text result longer than 4000 bytes is cut.
+    // fn after_tool(_ctx: &Context, _call: &ToolRequest, result: &ToolOutcome) -> Option<ToolOutcome> {
+    //     match result {
+    //         Ok(Output::Text(text)) if text.len() > 4000 => {
+    //             let cut = text.floor_char_boundary(4000);
+    //             Some(Ok(Output::text(format!("{}… (cut)", &text[..cut]))))
+    //         }
+    //         _ => None, // keep the result as it is
+    //     }
+    // }
 }
 
 everruns_sdk::export_capability!(Plugin, id = "{{id}}");

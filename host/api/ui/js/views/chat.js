@@ -73,6 +73,10 @@ class Transcript {
       case 'tool.failed':
         this.toolFinished(data, event.type === 'tool.completed');
         break;
+      case 'tool.blocked':
+        // A capability's hook stopped the call: it never ran.
+        this.toolFinished({ ...data, error: `blocked by ${data.blocked_by}: ${data.reason}` }, false, 'blocked');
+        break;
       case 'run.completed':
         this.runStatus(runId, 'completed');
         break;
@@ -83,7 +87,7 @@ class Transcript {
         this.runStatus(runId, 'cancelled');
         break;
       default:
-        break; // step.completed, usage: nothing to show
+        break; // step.completed, usage, hook.applied: nothing to show
     }
     // The run's status line stays below everything the run produced.
     const run = runId && this.runs.get(runId);
@@ -161,7 +165,7 @@ class Transcript {
     this.el.append(el);
   }
 
-  toolFinished(data, ok) {
+  toolFinished(data, ok, label) {
     const id = data.tool_call_id || `${data.run_id}:${data.step_no}`;
     let el = this.tools.get(id);
     if (!el) {
@@ -171,7 +175,7 @@ class Transcript {
     el.dataset.state = ok ? 'completed' : 'failed';
     const badge = el.querySelector('.tool-state');
     badge.className = `badge tool-state ${ok ? 'completed' : 'failed'}`;
-    badge.textContent = ok ? 'done' : 'failed';
+    badge.textContent = label || (ok ? 'done' : 'failed');
     replace(el.querySelector('.tool-result'),
       h('div', { class: 'muted', text: ok ? 'Result' : 'Error' }),
       h('pre', { class: ok ? '' : 'error', text: pretty(ok ? data.output : data.error) }));

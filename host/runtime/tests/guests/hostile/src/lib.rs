@@ -3,7 +3,7 @@
 //! an ungranted secret, poke at files, environment and sockets).
 
 wit_bindgen::generate!({
-    path: "../../../../../wit",
+    path: "../../../../../wit/0.1.0",
     world: "plugin",
 });
 
@@ -156,10 +156,18 @@ fn http_get(url: &str) -> Result<u16, String> {
         None => (rest, "/"),
     };
     let request = OutgoingRequest::new(Fields::new());
-    let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
+    let scheme = if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
     request.set_scheme(Some(&scheme)).map_err(|_| "scheme")?;
-    request.set_authority(Some(authority)).map_err(|_| "authority")?;
-    request.set_path_with_query(Some(path)).map_err(|_| "path")?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|_| "authority")?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|_| "path")?;
     let response = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
     response.subscribe().block();
     match response.get() {

@@ -2,7 +2,7 @@
 // the including crate's Cargo.toml.
 
 wit_bindgen::generate!({
-    path: "../../../../../wit",
+    path: "../../../../../wit/0.1.0",
     world: "plugin",
 });
 
@@ -82,13 +82,13 @@ impl Guest for WellBehaved {
                 // Idempotent per key: a retried step returns the value it produced first.
                 let key = ctx.idempotency_key.clone().unwrap_or_default();
                 let done_key = format!("done/{key}");
-                if !key.is_empty() {
-                    if let Some(prev) = kv::get(&done_key).map_err(kv_err)? {
-                        let prev = String::from_utf8_lossy(&prev).into_owned();
-                        return Ok(ToolOutput::Json(
-                            json!({"count": prev.parse::<u64>().unwrap_or(0), "replayed": true, "version": env!("CARGO_PKG_VERSION")}).to_string(),
-                        ));
-                    }
+                if !key.is_empty()
+                    && let Some(prev) = kv::get(&done_key).map_err(kv_err)?
+                {
+                    let prev = String::from_utf8_lossy(&prev).into_owned();
+                    return Ok(ToolOutput::Json(
+                        json!({"count": prev.parse::<u64>().unwrap_or(0), "replayed": true, "version": env!("CARGO_PKG_VERSION")}).to_string(),
+                    ));
                 }
                 let current = kv::get("counter")
                     .map_err(kv_err)?
