@@ -102,6 +102,19 @@ watch(page, log);
 /** Waits until `fn` (run in the page) returns something truthy; returns it. */
 const until = (fn, arg) => page.waitForFunction(fn, arg, { timeout: TIMEOUT, polling: 50 }).then((h) => h.jsonValue());
 
+/** GET an API path with the admin key (what the server stored, independent of the page). */
+async function apiGet(path) {
+  const response = await page.request.get(BASE + path, { headers: { Authorization: `Bearer ${API_KEY}` } });
+  assert.equal(response.status(), 200, `GET ${path}: ${await response.text()}`);
+  return response.json();
+}
+
+/** `value` without its null members (the server may spell an absent field either way). */
+const compact = (value) => (Array.isArray(value) ? value.map(compact)
+  : value && typeof value === 'object'
+    ? Object.fromEntries(Object.entries(value).filter(([, v]) => v !== null).map(([k, v]) => [k, compact(v)]))
+    : value);
+
 async function signIn(p) {
   await p.goto(BASE + '/');
   await p.fill('#api-key', API_KEY);
@@ -287,6 +300,88 @@ try {
     assert.ok(await page.locator('#cancel-run').isDisabled());
   });
 
+  await step('session settings: override the model, turn a capability off, chat; each run shows its effective config', async () => {
+    const sid = sessionUrl.split('/').pop();
+    await page.click('#session-settings > summary');
+    await page.waitForSelector('#session-settings-form');
+    // Nothing is overridden yet: the agent's values are what empty fields mean.
+    assert.equal(await page.inputValue('#session-model'), '');
+    assert.match(await page.getAttribute('#session-model', 'placeholder'), /fake-model/);
+    assert.ok(await page.isChecked('#session-cap-well-behaved'), "the agent's capability is on");
+    assert.ok(await page.isDisabled('#clear-session-settings'));
+    // A bad value: the server's 422 names the field, and the message sits by that field.
+    await page.fill('#session-temperature', '5');
+    await page.click('#save-session-settings');
+    await page.locator('#session-settings-status .problem code:has-text("overrides.model.temperature")').waitFor();
+    await page.locator('[data-model-field=temperature] .field-error').waitFor();
+    assert.equal(await page.getAttribute('#session-temperature', 'aria-invalid'), 'true');
+    assert.equal(compact((await apiGet(`/v1/sessions/${sid}`)).overrides ?? null), null, 'nothing is stored on a 422');
+    await page.fill('#session-temperature', '0.3');
+    await page.fill('#session-model', 'fake-model-2');
+    await page.uncheck('#session-cap-well-behaved');
+    await page.click('#save-session-settings');
+    await page.locator('#session-settings-status [data-saved=true]').waitFor();
+    assert.equal(await page.locator('#session-settings-form .field-error').count(), 0);
+    assert.equal((await page.textContent('#session-overrides-badge')).trim(), 'custom');
+    // Only what was set is written.
+    assert.deepEqual(compact((await apiGet(`/v1/sessions/${sid}`)).overrides), {
+      model: { model: 'fake-model-2', temperature: 0.3 },
+      capabilities: [{ id: 'well-behaved', enabled: false }],
+    });
+    // After a reload the panel shows the session's overrides.
+    await page.reload();
+    await page.click('#session-settings > summary');
+    await page.waitForSelector('#session-settings-form');
+    assert.equal(await page.inputValue('#session-model'), 'fake-model-2');
+    assert.equal(Number(await page.inputValue('#session-temperature')), 0.3);
+    assert.equal(await page.inputValue('#session-max-tokens'), '');
+    assert.ok(!(await page.isChecked('#session-cap-well-behaved')));
+    await page.click('#session-settings > summary');
+
+    const runsBefore = await page.locator('.run').count();
+    await page.fill('#message-input', 'Say hello');
+    await page.press('#message-input', 'Enter');
+    await until((n) => {
+      const runs = document.querySelectorAll('#transcript .run');
+      return runs.length > n && runs[runs.length - 1].dataset.status === 'completed';
+    }, runsBefore);
+    // The new run's configuration, opened from its status line: the session's model, no plugin.
+    const last = page.locator('#transcript .run').last();
+    await last.locator('.run-details > summary').click();
+    const config = last.locator('.run-config');
+    await config.locator('dd[data-config=model]').waitFor();
+    assert.equal((await config.locator('dd[data-config=model]').textContent()).trim(), 'fake-model-2');
+    assert.equal((await config.locator('dd[data-config=temperature]').textContent()).trim(), '0.3');
+    assert.equal((await config.locator('dd[data-config=provider]').textContent()).trim(), 'fake');
+    assert.ok(!(await config.textContent()).includes('well-behaved'), await config.textContent());
+    assert.match(await config.locator('dd[data-config=system_prompt_sha256]').textContent(), /^[0-9a-f]{64}$/);
+    // The first run kept what it ran with: the agent's model and the plugin's tools.
+    const first = page.locator('#transcript .run').first();
+    await first.locator('.run-details > summary').click();
+    const firstConfig = first.locator('.run-config');
+    await firstConfig.locator('dd[data-config=model]').waitFor();
+    assert.equal((await firstConfig.locator('dd[data-config=model]').textContent()).trim(), 'fake-model');
+    await firstConfig.locator('[data-capability=well-behaved]').waitFor();
+    assert.match(await firstConfig.locator('dd[data-config=tools]').textContent(), /well-behaved__greet/);
+    // The same through the API.
+    const run = await apiGet(`/v1/runs/${await last.getAttribute('data-run-id')}`);
+    assert.equal(run.config.model.model, 'fake-model-2');
+    assert.equal(run.config.model.temperature, 0.3);
+    assert.equal(run.config.model.provider, 'fake');
+    assert.ok(!run.config.capabilities.some((c) => c.id === 'well-behaved'), JSON.stringify(run.config));
+    assert.ok(!run.config.tools.some((t) => t.startsWith('well-behaved__')), JSON.stringify(run.config));
+    await shot(page, 'chat-session-settings');
+
+    // Clearing the overrides goes back to the agent's settings.
+    await page.click('#session-settings > summary');
+    await page.click('#clear-session-settings');
+    await page.locator('#session-settings-status [data-saved=true]').waitFor();
+    assert.equal(compact((await apiGet(`/v1/sessions/${sid}`)).overrides ?? null), null);
+    assert.equal(await page.inputValue('#session-model'), '');
+    assert.ok(await page.isChecked('#session-cap-well-behaved'));
+    assert.equal((await page.textContent('#session-overrides-badge')).trim(), '');
+  });
+
   await step('capabilities: the plugin, its tools, schemas and permissions', async () => {
     await page.click('#nav a[data-view=capabilities]');
     const card = page.locator('.capability[data-capability=well-behaved]');
@@ -377,6 +472,13 @@ try {
     ]) {
       await small.goto(`${BASE}/${view}`);
       await small.waitForSelector(ready);
+      if (view === `#/chat/${sid}`) {
+        // With the session's settings and a run's configuration open.
+        await small.click('#session-settings > summary');
+        await small.waitForSelector('#session-settings-form');
+        await small.locator('#transcript .run .run-details > summary').first().click();
+        await small.locator('#transcript .run .run-config dd[data-config=tools]').first().waitFor();
+      }
       const { scroll, width } = await small.evaluate(() => ({ scroll: document.documentElement.scrollWidth, width: window.innerWidth }));
       assert.ok(scroll <= width, `${view} overflows horizontally at 360 px: ${scroll} > ${width}`);
       await shot(small, `phone-${view.replace(/[#/]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'home'}`);

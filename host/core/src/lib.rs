@@ -15,6 +15,8 @@
 //! - `sealed`: the stored form of an encrypted value and the row it belongs to.
 //! - `page`: cursor pagination shared by every list.
 //! - `kv`: scopes of the plugins' durable key-value state.
+//! - `overrides`: configuration overrides of sessions and messages, and the configuration
+//!   snapshot each run executes with.
 
 mod agent;
 mod api_key;
@@ -22,6 +24,7 @@ mod event;
 mod id;
 mod kv;
 mod message;
+mod overrides;
 mod page;
 mod provider;
 mod run;
@@ -38,6 +41,7 @@ pub use event::{Event, EventType, NewEvent};
 pub use id::{AgentId, ApiKeyId, IdError, MessageId, ProviderId, RunId, SessionId};
 pub use kv::{KV_KEY_MAX, KvOwnerRow, KvScope, KvWrite};
 pub use message::{Message, MessageRole, NewMessage};
+pub use overrides::{CapabilityOverride, Overrides, RunConfig};
 pub use page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
 pub use provider::{NewProvider, PROVIDER_NAME_MAX, Provider, ProviderKind, ProviderPatch};
 pub use run::{Lease, Run, RunStatus, StartedRun, Usage};

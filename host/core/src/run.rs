@@ -111,6 +111,9 @@ pub struct Run {
     /// When it reached a terminal status.
     pub finished_at: Option<Timestamp>,
     pub updated_at: Timestamp,
+    /// The configuration the run executes with, resolved when it was created; `None` for
+    /// runs created before configurations were recorded (they use the agent's at execution).
+    pub config: Option<crate::RunConfig>,
 }
 
 /// The lease a worker holds on a run. Every write the worker makes for the run carries it, and

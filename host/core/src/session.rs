@@ -1,6 +1,6 @@
 //! Sessions: one conversation with one agent.
 
-use crate::{AgentId, SessionId, Timestamp};
+use crate::{AgentId, Overrides, SessionId, Timestamp};
 
 /// Whether a run is active in the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,8 @@ pub struct Session {
     pub id: SessionId,
     pub agent_id: AgentId,
     pub title: Option<String>,
+    /// Changes to the agent's configuration for this session's runs.
+    pub overrides: Option<Overrides>,
     pub status: SessionStatus,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -44,6 +46,7 @@ pub struct Session {
 pub struct NewSession {
     pub agent_id: AgentId,
     pub title: Option<String>,
+    pub overrides: Option<Overrides>,
 }
 
 /// A partial update of a session.
@@ -51,4 +54,6 @@ pub struct NewSession {
 pub struct SessionPatch {
     /// `Some(None)` clears the title.
     pub title: Option<Option<String>>,
+    /// `Some(None)` clears the overrides.
+    pub overrides: Option<Option<Overrides>>,
 }

@@ -12,7 +12,9 @@
 //!   runtime (its key-value writes buffered, committed with its step).
 //! - `hooks`: the capabilities' `before-model`, `before-tool` and `after-tool` hooks around
 //!   the run's calls, their decisions journaled with the step they belong to.
-//! - `providers`: which LLM client serves an agent.
+//! - `providers`: which LLM client serves a run's model settings.
+//! - `resolve`: the configuration a run is created with (agent, session and message
+//!   overrides, tool names), stored with the run.
 //!
 //! Invariants: every write for a run carries its lease (the store fences stale workers);
 //! a step is recorded only after its work is done and before the next step starts; tool
@@ -23,6 +25,7 @@ mod config;
 mod conversation;
 mod hooks;
 mod providers;
+mod resolve;
 mod run;
 mod toolbox;
 mod worker;

@@ -1,5 +1,5 @@
-//! Which LLM client serves an agent: the stored provider the agent names (by name or id), its
-//! key opened with the keyring, or the server-config provider when the agent names none.
+//! Which LLM client serves a run: the stored provider its model settings name (by name or id),
+//! its key opened with the keyring, or the server-config provider when they name none.
 //! Clients are cached per provider and rebuilt when the provider's row changes; the cache holds
 //! at most [`MAX_CACHED`] clients (a new one past that evicts another), so deleted providers
 //! cannot pile up in it.
@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use everruns_core::{Agent, Provider, ProviderId, ProviderKind, SealedOwner};
+use everruns_core::{ModelSettings, Provider, ProviderId, ProviderKind, SealedOwner};
 use everruns_llm::{LlmClient, ProviderConfig};
 use everruns_secrets::Keyring;
 use everruns_store::{Store, StoreError};
@@ -37,14 +37,14 @@ impl Providers {
         }
     }
 
-    /// The client for `agent`. The outer error is a store failure (worth a retry); the inner
-    /// one says why this agent has no usable provider (the run fails with it).
+    /// The client for a run's `model` settings. The outer error is a store failure (worth a
+    /// retry); the inner one says why there is no usable provider (the run fails with it).
     pub async fn client_for(
         &self,
         store: &dyn Store,
-        agent: &Agent,
+        model: &ModelSettings,
     ) -> Result<Result<Arc<LlmClient>, String>, StoreError> {
-        let Some(name) = &agent.model.provider else {
+        let Some(name) = &model.provider else {
             return Ok(self.default.clone().ok_or_else(|| {
                 "no LLM provider is configured: name one of /v1/providers in the agent's \
                  model.provider, or set EVERRUNS_LLM_KIND, EVERRUNS_LLM_BASE_URL, \
@@ -56,8 +56,8 @@ impl Providers {
             Ok(provider) => provider,
             Err(StoreError::NotFound { .. }) => {
                 return Ok(Err(format!(
-                    "the agent's provider `{name}` does not exist (was it deleted?); set the \
-                     agent's model.provider to one of /v1/providers"
+                    "the provider `{name}` does not exist (was it deleted?); set the agent's \
+                     (or the session's) model.provider to one of /v1/providers"
                 )));
             }
             Err(e) => return Err(e),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use everruns_core::{
-    Agent, EventType, Lease, MessageId, MessageRole, NewEvent, NewStep, RecordedStep, Run,
+    EventType, Lease, MessageId, MessageRole, NewEvent, NewStep, RecordedStep, Run, RunConfig,
     RunStatus, Step, StepKind, StepMessage, StepStatus, Usage,
 };
 use everruns_llm::{ChatMessage, ChatRequest, StreamEvent, ToolCall};
@@ -191,18 +191,32 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
             run.recovery_attempts, config.max_recoveries
         )));
     }
-    // `run.started` was written with the claim.
-    let session = store.get_session(&run.session_id).await?;
-    let agent = store.get_agent(&session.agent_id).await?;
+    // `run.started` was written with the claim. The run executes from the configuration it
+    // was created with; a run created before configurations were recorded uses its agent's
+    // and its session's as they are now.
+    let run_config = match &run.config {
+        Some(recorded) => recorded.clone(),
+        None => {
+            let session = store.get_session(&run.session_id).await?;
+            let agent = store.get_agent(&session.agent_id).await?;
+            RunConfig::resolve(
+                &agent,
+                session.overrides.as_ref(),
+                None,
+                config.default_max_steps,
+            )
+        }
+    };
+    let setup = &run_config;
     let client = shared
         .providers
-        .client_for(store, &agent)
+        .client_for(store, &setup.model)
         .await?
         .map_err(Stop::Fatal)?;
-    let toolbox = Toolbox::build(&shared.runtime, &agent, run)
+    let toolbox = Toolbox::build(&shared.runtime, &setup.agent_id, &setup.capabilities, run)
         .await
         .map_err(Stop::Fatal)?;
-    let max_steps = agent.model.max_steps.unwrap_or(config.default_max_steps);
+    let max_steps = setup.model.max_steps.unwrap_or(config.default_max_steps);
     let attempt = run.recovery_attempts + 1;
 
     // Read once; then this worker's own recorded steps are the only ones added (it holds the
@@ -244,7 +258,7 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
                 if !missing.is_empty() {
                     let announce = !std::mem::take(&mut announced);
                     let recorded = run_tools(
-                        shared, &toolbox, &agent, run, lease, attempt, missing, announce,
+                        shared, &toolbox, setup, run, lease, attempt, missing, announce,
                     )
                     .await?;
                     for step in recorded {
@@ -271,7 +285,7 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
         let recorded = llm_step(
             shared,
             &toolbox,
-            &agent,
+            setup,
             &client,
             run,
             lease,
@@ -311,7 +325,7 @@ fn completed_event(run: &Run, text: &str) -> NewEvent {
 async fn llm_step(
     shared: &Shared,
     toolbox: &Toolbox,
-    agent: &Agent,
+    setup: &RunConfig,
     client: &everruns_llm::LlmClient,
     run: &Run,
     lease: &Lease,
@@ -324,7 +338,7 @@ async fn llm_step(
     let started_at = Utc::now();
     let run_id = run.id.as_str();
     let mut writes = KvWrites::default();
-    let mut system = toolbox.system_prompt(agent);
+    let mut system = toolbox.system_prompt(setup);
     let mut hook_events = Vec::new();
     if !toolbox.hooks.is_empty() {
         let request = ModelRequest {
@@ -345,12 +359,12 @@ async fn llm_step(
         hook_events = decided.events;
     }
     let request = ChatRequest {
-        model: agent.model.model.clone().unwrap_or_default(),
+        model: setup.model.model.clone().unwrap_or_default(),
         system,
         messages,
         tools: toolbox.tools.clone(),
-        temperature: agent.model.temperature,
-        max_tokens: agent.model.max_tokens,
+        temperature: setup.model.temperature,
+        max_tokens: setup.model.max_tokens,
     };
     let message_id = MessageId::new();
 
@@ -562,7 +576,7 @@ fn tool_started(toolbox: &Toolbox, run: &Run, step_no: u32, call: &ToolCall) -> 
 async fn run_tools(
     shared: &Shared,
     toolbox: &Toolbox,
-    agent: &Agent,
+    setup: &RunConfig,
     run: &Run,
     lease: &Lease,
     attempt: u32,
@@ -649,7 +663,14 @@ async fn run_tools(
                     let key = format!("{}:{}:{}", run.id, step_no, call.id);
                     let mut writes = KvWrites::default();
                     let (result, capability, digest) = toolbox
-                        .call(&shared.runtime, agent, run, &call, key, &mut writes)
+                        .call(
+                            &shared.runtime,
+                            &setup.agent_id,
+                            run,
+                            &call,
+                            key,
+                            &mut writes,
+                        )
                         .await;
                     let mut events = Vec::new();
                     let result = if toolbox.hooks.is_empty() {

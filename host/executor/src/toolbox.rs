@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use everruns_core::{Agent, KvScope as StoreScope, KvWrite, Run};
+use everruns_core::{AgentId, CapabilityRef, KvScope as StoreScope, KvWrite, Run, RunConfig};
 use everruns_llm::{ToolCall, ToolSpec};
 use everruns_runtime::{
     CallContext, Hook, KvOwner, KvScope, KvWrites, Plugin, Runtime, ToolFailure, ToolOutput,
@@ -14,8 +14,7 @@ use everruns_runtime::{
 };
 use serde_json::{Value, json};
 
-/// Separates the capability id from the tool name in the names the model sees.
-const SEPARATOR: &str = "__";
+use crate::resolve::SEPARATOR;
 
 /// What the model may call in one run, and where each tool lives.
 #[derive(Debug, Default)]
@@ -52,9 +51,9 @@ struct Route {
     config: Value,
 }
 
-fn context(agent: &Agent, run: &Run, config: &Value, key: Option<String>) -> CallContext {
+fn context(agent: &AgentId, run: &Run, config: &Value, key: Option<String>) -> CallContext {
     CallContext {
-        agent_id: agent.id.to_string(),
+        agent_id: agent.to_string(),
         session_id: run.session_id.to_string(),
         run_id: run.id.to_string(),
         idempotency_key: key,
@@ -63,17 +62,22 @@ fn context(agent: &Agent, run: &Run, config: &Value, key: Option<String>) -> Cal
 }
 
 impl Toolbox {
-    /// Collects prompt fragments and tools of every capability of `agent`, in order. A
-    /// capability that is not loaded is an error naming it: running without tools the agent
-    /// was configured with would surprise everyone.
-    pub async fn build(runtime: &Runtime, agent: &Agent, run: &Run) -> Result<Self, String> {
+    /// Collects prompt fragments and tools of every capability (the run's, in order) of
+    /// `agent`. A capability that is not loaded is an error naming it: running without tools
+    /// the run was configured with would surprise everyone.
+    pub async fn build(
+        runtime: &Runtime,
+        agent: &AgentId,
+        capabilities: &[CapabilityRef],
+        run: &Run,
+    ) -> Result<Self, String> {
         let mut toolbox = Self {
-            agent_id: agent.id.to_string(),
+            agent_id: agent.to_string(),
             session_id: run.session_id.to_string(),
             run_id: run.id.to_string(),
             ..Self::default()
         };
-        for cap in &agent.capabilities {
+        for cap in capabilities {
             let Some(plugin) = runtime.get(&cap.id) else {
                 let reason = runtime
                     .failures()
@@ -130,10 +134,15 @@ impl Toolbox {
         Ok(toolbox)
     }
 
-    /// The system prompt: the agent's, then each capability's fragment.
-    pub fn system_prompt(&self, agent: &Agent) -> String {
-        let mut prompt = agent.system_prompt.clone();
-        for fragment in &self.fragments {
+    /// The system prompt: the agent's, then each capability's fragment, then the text the
+    /// overrides append.
+    pub fn system_prompt(&self, config: &RunConfig) -> String {
+        let mut prompt = config.system_prompt.clone();
+        for fragment in self
+            .fragments
+            .iter()
+            .chain(config.system_prompt_append.as_ref())
+        {
             if !prompt.is_empty() {
                 prompt.push_str("\n\n");
             }
@@ -183,7 +192,7 @@ impl Toolbox {
     pub async fn call(
         &self,
         runtime: &Runtime,
-        agent: &Agent,
+        agent: &AgentId,
         run: &Run,
         call: &ToolCall,
         idempotency_key: String,

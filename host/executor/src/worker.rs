@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use everruns_core::{Lease, Run, RunId, SessionId, StartedRun};
+use everruns_core::{Lease, Overrides, Run, RunId, SessionId, StartedRun};
 use everruns_runtime::Runtime;
 use everruns_store::{Claim, Store, StoreError};
 use tokio::sync::mpsc::{self, error::SendError};
@@ -116,33 +116,53 @@ type Handoff = (Run, Lease, OwnedSemaphorePermit);
 #[derive(Debug, Clone)]
 pub struct Starter {
     store: Arc<dyn Store>,
+    runtime: Runtime,
+    default_max_steps: u32,
     local: Option<Arc<Shared>>,
 }
 
 impl Starter {
     /// A starter for a process without a worker: runs are queued for workers elsewhere, which
     /// PostgreSQL's NOTIFY (or their polling) wakes.
-    pub fn queue_only(store: Arc<dyn Store>) -> Self {
-        Self { store, local: None }
+    /// Its runs' configurations list the tools of `runtime`'s capabilities and default to
+    /// `default_max_steps`.
+    pub fn queue_only(store: Arc<dyn Store>, runtime: Runtime, default_max_steps: u32) -> Self {
+        Self {
+            store,
+            runtime,
+            default_max_steps,
+            local: None,
+        }
     }
 
-    /// Starts a run for `content` in `session` (see `Store::start_run`).
+    /// Starts a run for `content` in `session` (see `Store::start_run`), with the
+    /// configuration resolved now from the agent, the session's overrides and `overrides`
+    /// (the message's), stored with the run.
     pub async fn start_run(
         &self,
         session: &SessionId,
         content: String,
         idempotency_key: Option<String>,
+        overrides: Option<&Overrides>,
     ) -> Result<StartedRun, StoreError> {
+        let config = crate::resolve::run_config(
+            self.store.as_ref(),
+            &self.runtime,
+            session,
+            overrides,
+            self.default_max_steps,
+        )
+        .await?;
         let Some(shared) = &self.local else {
             return self
                 .store
-                .start_run(session, content, idempotency_key, None)
+                .start_run_with(session, content, idempotency_key, Some(&config), None)
                 .await;
         };
         let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
             let started = self
                 .store
-                .start_run(session, content, idempotency_key, None)
+                .start_run_with(session, content, idempotency_key, Some(&config), None)
                 .await?;
             if started.created {
                 self.wake();
@@ -159,7 +179,13 @@ impl Starter {
             };
             let started = shared
                 .store
-                .start_run(&session, content, idempotency_key, Some(&claim))
+                .start_run_with(
+                    &session,
+                    content,
+                    idempotency_key,
+                    Some(&config),
+                    Some(&claim),
+                )
                 .await?;
             let claimed =
                 started.created && started.run.lease_owner.as_deref() == Some(claim.owner.as_str());
@@ -237,6 +263,8 @@ impl Executor {
     pub fn starter(&self) -> Starter {
         Starter {
             store: self.shared.store.clone(),
+            runtime: self.shared.runtime.clone(),
+            default_max_steps: self.shared.config.default_max_steps,
             local: Some(self.shared.clone()),
         }
     }

@@ -280,6 +280,7 @@ mod tests {
             .create_session(NewSession {
                 agent_id: agent.id,
                 title: None,
+                overrides: None,
             })
             .await
             .unwrap();

@@ -77,7 +77,11 @@ impl Server {
         plugins::load_and_watch(&self.runtime, &self.config, &shutdown).await;
         let runs = match &self.executor {
             Some(executor) => executor.starter(),
-            None => Starter::queue_only(self.store.clone()),
+            None => Starter::queue_only(
+                self.store.clone(),
+                self.runtime.clone(),
+                ExecutorConfig::default().default_max_steps,
+            ),
         };
         let worker = self
             .executor

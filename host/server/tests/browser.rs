@@ -142,15 +142,46 @@ async fn web_ui_end_to_end_in_chromium() {
         output.status
     );
 
-    // The runs went through the provider the UI added, with its key and model.
+    // The runs went through the provider the UI added, with its key and the agent's model,
+    // except the one run after the session's settings overrode the model and turned the
+    // plugin off: that one asked for the session's model and temperature, without its tools.
     let requests = llm.requests();
     assert!(requests.len() >= 5, "{} LLM requests", requests.len());
     assert!(requests.iter().all(|r| r.auth_ok));
+    let chats: Vec<&RecordedRequest> = requests
+        .iter()
+        .filter(|r| !r.messages().is_empty())
+        .collect();
     assert!(
-        requests
+        chats
             .iter()
-            .filter(|r| !r.messages().is_empty())
-            .all(|r| r.model() == "fake-model")
+            .all(|r| r.model() == "fake-model" || r.model() == "fake-model-2"),
+        "models asked for: {:?}",
+        chats.iter().map(|r| r.model()).collect::<Vec<_>>()
+    );
+    let overridden: Vec<&&RecordedRequest> = chats
+        .iter()
+        .filter(|r| r.model() == "fake-model-2")
+        .collect();
+    assert!(
+        !overridden.is_empty(),
+        "no request used the session's model"
+    );
+    for r in &overridden {
+        assert_eq!(r.body()["temperature"], json!(0.3));
+        assert!(
+            r.tool_names()
+                .iter()
+                .all(|t| !t.starts_with("well-behaved__")),
+            "{:?}",
+            r.tool_names()
+        );
+    }
+    assert!(
+        chats
+            .iter()
+            .filter(|r| r.model() == "fake-model")
+            .all(|r| r.tool_names().iter().any(|t| t == "well-behaved__greet"))
     );
     // Cancelling dropped the stalled model call.
     assert!(llm.client_disconnects() >= 1);

@@ -760,7 +760,9 @@ async fn stale_worker_after_sigstop_writes_nothing() {
 /// A SIGKILL while a tool call that wrote plugin state is still running, after a hook's
 /// decision for it was journaled: the restarted process executes the call again, but the
 /// state changes once (the counter is 1) and the hook is not asked again (it counted one
-/// call). On PostgreSQL and on SQLite (kill and restart on the same data directory).
+/// call). The agent is edited before the kill: the run still asks the model with the
+/// configuration it was created with. On PostgreSQL and on SQLite (kill and restart on the
+/// same data directory).
 async fn kill_9_during_a_stateful_call(db: &TestDb) {
     let own_dir = db.sqlite_dir().is_none().then(data_dir);
     let dir = match (&own_dir, db.sqlite_dir()) {
@@ -786,7 +788,9 @@ async fn kill_9_during_a_stateful_call(db: &TestDb) {
     let agent = post_json(
         &http,
         &format!("{base}/v1/agents"),
-        json!({"name": "bumper", "capabilities": [{"id": "hooks",
+        json!({"name": "bumper", "system_prompt": "Snapshot prompt.",
+            "model": {"model": "snapshot-model"},
+            "capabilities": [{"id": "hooks",
             "config": {"before_tool": "rewrite:{\"ms\":3000}"}}]}),
     )
     .await;
@@ -815,6 +819,17 @@ async fn kill_9_during_a_stateful_call(db: &TestDb) {
         assert!(Instant::now() < deadline, "the tool call never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let response = http
+        .patch(format!(
+            "{base}/v1/agents/{}",
+            agent["id"].as_str().unwrap()
+        ))
+        .bearer_auth(KEY)
+        .json(&json!({"system_prompt": "Edited.", "model": {"model": "edited-model"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
     process.kill_9();
     drop(process);
@@ -882,6 +897,18 @@ async fn kill_9_during_a_stateful_call(db: &TestDb) {
         "the before-tool hook was asked again after the takeover"
     );
     assert_eq!(read("calls/after-tool").await.as_deref(), Some("1"));
+    // Both model calls, before and after the takeover, used the run's own configuration.
+    let requests = llm.requests();
+    assert_eq!(requests.len(), 2);
+    for request in &requests {
+        assert_eq!(request.model(), "snapshot-model");
+        assert_eq!(
+            request.messages()[0]["content"]
+                .as_str()
+                .map(|p| p.starts_with("Snapshot prompt.")),
+            Some(true)
+        );
+    }
     drop(process);
 }
 

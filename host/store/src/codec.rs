@@ -64,6 +64,22 @@ pub(crate) fn from_json_text<T: DeserializeOwned>(what: &'static str, text: &str
     })
 }
 
+/// The JSON text of an optional document (a nullable JSON column).
+pub(crate) fn optional_json_text<T: Serialize>(
+    what: &'static str,
+    value: Option<&T>,
+) -> Result<Option<String>> {
+    value.map(|v| to_json_text(what, v)).transpose()
+}
+
+/// An optional domain value from a nullable JSON column.
+pub(crate) fn from_optional_json_text<T: DeserializeOwned>(
+    what: &'static str,
+    text: Option<String>,
+) -> Result<Option<T>> {
+    text.map(|t| from_json_text(what, &t)).transpose()
+}
+
 /// Parses a stored id of the expected kind.
 pub(crate) fn parse_id<T>(
     what: &'static str,

@@ -49,8 +49,8 @@ use std::time::Duration;
 use everruns_core::{
     Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Event, KvScope, Lease, Message, NewAgent,
     NewApiKey, NewEvent, NewMessage, NewProvider, NewSession, NewStep, Page, PageRequest, Provider,
-    ProviderId, ProviderPatch, RecordedStep, Run, RunId, RunStatus, Sealed, SealedOwner, SealedRef,
-    Secret, Session, SessionId, SessionPatch, StartedRun, Step, Usage,
+    ProviderId, ProviderPatch, RecordedStep, Run, RunConfig, RunId, RunStatus, Sealed, SealedOwner,
+    SealedRef, Secret, Session, SessionId, SessionPatch, StartedRun, Step, Usage,
 };
 
 pub use bus::{Appended, EventBus, SessionFeed};
@@ -217,6 +217,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         session: &SessionId,
         content: String,
         idempotency_key: Option<String>,
+        claim: Option<&Claim>,
+    ) -> Result<StartedRun> {
+        self.start_run_with(session, content, idempotency_key, None, claim)
+            .await
+    }
+
+    /// [`Store::start_run`], storing `config` with the run: the configuration it executes
+    /// with, resolved by the caller when the run is created (`None` leaves it unrecorded).
+    async fn start_run_with(
+        &self,
+        session: &SessionId,
+        content: String,
+        idempotency_key: Option<String>,
+        config: Option<&RunConfig>,
         claim: Option<&Claim>,
     ) -> Result<StartedRun>;
 

@@ -23,8 +23,9 @@ use async_trait::async_trait;
 use everruns_core::{
     Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Event, KvScope, Lease, Message, MessageId,
     NewAgent, NewApiKey, NewEvent, NewMessage, NewProvider, NewSession, NewStep, Page, PageRequest,
-    Provider, ProviderId, ProviderPatch, RecordedStep, Run, RunId, RunStatus, Sealed, SealedOwner,
-    SealedRef, Secret, Session, SessionId, SessionPatch, SessionStatus, StartedRun, Step, Usage,
+    Provider, ProviderId, ProviderPatch, RecordedStep, Run, RunConfig, RunId, RunStatus, Sealed,
+    SealedOwner, SealedRef, Secret, Session, SessionId, SessionPatch, SessionStatus, StartedRun,
+    Step, Usage,
 };
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgRow};
@@ -51,7 +52,7 @@ macro_rules! agent_columns {
 }
 macro_rules! session_columns {
     () => {
-        "id, agent_id, title, status, created_at, updated_at"
+        "id, agent_id, title, overrides::text AS overrides, status, created_at, updated_at"
     };
 }
 macro_rules! api_key_columns {
@@ -115,6 +116,7 @@ fn session_from_row(row: &PgRow) -> Result<Session> {
         id: parse_id("session id", row.try_get("id")?, SessionId::parse)?,
         agent_id: parse_id("agent id", row.try_get("agent_id")?, AgentId::parse)?,
         title: row.try_get("title")?,
+        overrides: codec::from_optional_json_text("session overrides", row.try_get("overrides")?)?,
         status: codec::parse_status(row.try_get("status")?)?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -363,11 +365,13 @@ impl Store for PgStore {
         if let Some(title) = &new.title {
             reject_nul("a session title", title)?;
         }
+        let overrides = codec::optional_json_text("session overrides", new.overrides.as_ref())?;
         let now = codec::now();
         let session = Session {
             id: SessionId::new(),
             agent_id: new.agent_id,
             title: new.title,
+            overrides: new.overrides,
             status: SessionStatus::Idle,
             created_at: now,
             updated_at: now,
@@ -375,14 +379,16 @@ impl Store for PgStore {
         // Inserting only when the agent exists reports an unknown agent without relying on
         // the driver's foreign key error; the error still covers a concurrent delete.
         let done = sqlx::query(
-            "INSERT INTO sessions (id, agent_id, title, status, created_at, updated_at) \
-             SELECT $1, $2, $3, $4, $5, $5 WHERE EXISTS (SELECT 1 FROM agents WHERE id = $2)",
+            "INSERT INTO sessions (id, agent_id, title, overrides, status, created_at, updated_at) \
+             SELECT $1, $2, $3, $6::json, $4, $5, $5 \
+             WHERE EXISTS (SELECT 1 FROM agents WHERE id = $2)",
         )
         .bind(session.id.as_str())
         .bind(session.agent_id.as_str())
         .bind(session.title.as_deref())
         .bind(session.status.as_str())
         .bind(now)
+        .bind(overrides)
         .execute(&self.pool)
         .await;
         match done {
@@ -444,9 +450,14 @@ impl Store for PgStore {
         if let Some(Some(title)) = &patch.title {
             reject_nul("a session title", title)?;
         }
+        let overrides = match &patch.overrides {
+            Some(o) => codec::optional_json_text("session overrides", o.as_ref())?,
+            None => None,
+        };
         let row = sqlx::query(concat!(
             "UPDATE sessions SET \
                title = CASE WHEN $2 THEN $3 ELSE title END, \
+               overrides = CASE WHEN $5 THEN $6::json ELSE overrides END, \
                updated_at = $4 \
              WHERE id = $1 RETURNING ",
             session_columns!()
@@ -455,6 +466,8 @@ impl Store for PgStore {
         .bind(patch.title.is_some())
         .bind(patch.title.flatten())
         .bind(codec::now())
+        .bind(patch.overrides.is_some())
+        .bind(overrides)
         .fetch_optional(&self.pool)
         .await?;
         match row {
@@ -773,15 +786,16 @@ impl Store for PgStore {
 
     // ---- runs ----
 
-    async fn start_run(
+    async fn start_run_with(
         &self,
         session: &SessionId,
         content: String,
         idempotency_key: Option<String>,
+        config: Option<&RunConfig>,
         claim: Option<&Claim>,
     ) -> Result<StartedRun> {
         let (started, events) =
-            runs::start_run(&self.pool, session, content, idempotency_key, claim).await?;
+            runs::start_run(&self.pool, session, content, idempotency_key, config, claim).await?;
         self.bus.committed(&events);
         if started.run.lease_owner.is_none() {
             self.run_signal.bump();

@@ -23,9 +23,9 @@ use async_trait::async_trait;
 use everruns_core::{
     Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Event, KvScope, Lease, Message, MessageId,
     NewAgent, NewApiKey, NewEvent, NewMessage, NewProvider, NewSession, NewStep, Page, PageRequest,
-    Provider, ProviderId, ProviderPatch, RecordedStep, Run, RunId, RunStatus, Sealed, SealedOwner,
-    SealedRef, Secret, Session, SessionId, SessionPatch, SessionStatus, StartedRun, Step,
-    Timestamp, Usage,
+    Provider, ProviderId, ProviderPatch, RecordedStep, Run, RunConfig, RunId, RunStatus, Sealed,
+    SealedOwner, SealedRef, Secret, Session, SessionId, SessionPatch, SessionStatus, StartedRun,
+    Step, Timestamp, Usage,
 };
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
@@ -49,7 +49,7 @@ macro_rules! agent_columns {
 }
 macro_rules! session_columns {
     () => {
-        "id, agent_id, title, status, created_at, updated_at"
+        "id, agent_id, title, overrides, status, created_at, updated_at"
     };
 }
 macro_rules! api_key_columns {
@@ -116,6 +116,7 @@ fn session_from_row(row: &SqliteRow) -> Result<Session> {
         id: parse_id("session id", row.try_get("id")?, SessionId::parse)?,
         agent_id: parse_id("agent id", row.try_get("agent_id")?, AgentId::parse)?,
         title: row.try_get("title")?,
+        overrides: codec::from_optional_json_text("session overrides", row.try_get("overrides")?)?,
         status: codec::parse_status(row.try_get("status")?)?,
         created_at: timestamp(row, "created_at")?,
         updated_at: timestamp(row, "updated_at")?,
@@ -348,11 +349,13 @@ impl Store for SqliteStore {
         if let Some(title) = &new.title {
             reject_nul("a session title", title)?;
         }
+        let overrides = codec::optional_json_text("session overrides", new.overrides.as_ref())?;
         let now = codec::now();
         let session = Session {
             id: SessionId::new(),
             agent_id: new.agent_id,
             title: new.title,
+            overrides: new.overrides,
             status: SessionStatus::Idle,
             created_at: now,
             updated_at: now,
@@ -360,14 +363,16 @@ impl Store for SqliteStore {
         // One statement (no read-then-write transaction); the foreign key error can only
         // come from a concurrent delete, and means the same.
         let done = sqlx::query(
-            "INSERT INTO sessions (id, agent_id, title, status, created_at, updated_at) \
-             SELECT $1, $2, $3, $4, $5, $5 WHERE EXISTS (SELECT 1 FROM agents WHERE id = $2)",
+            "INSERT INTO sessions (id, agent_id, title, overrides, status, created_at, updated_at) \
+             SELECT $1, $2, $3, $6, $4, $5, $5 \
+             WHERE EXISTS (SELECT 1 FROM agents WHERE id = $2)",
         )
         .bind(session.id.as_str())
         .bind(session.agent_id.as_str())
         .bind(session.title.as_deref())
         .bind(session.status.as_str())
         .bind(timestamp_to_text(&now))
+        .bind(overrides)
         .execute(&self.pool)
         .await;
         match done {
@@ -428,9 +433,14 @@ impl Store for SqliteStore {
         if let Some(Some(title)) = &patch.title {
             reject_nul("a session title", title)?;
         }
+        let overrides = match &patch.overrides {
+            Some(o) => codec::optional_json_text("session overrides", o.as_ref())?,
+            None => None,
+        };
         let row = sqlx::query(concat!(
             "UPDATE sessions SET \
                title = CASE WHEN $2 THEN $3 ELSE title END, \
+               overrides = CASE WHEN $5 THEN $6 ELSE overrides END, \
                updated_at = $4 \
              WHERE id = $1 RETURNING ",
             session_columns!()
@@ -439,6 +449,8 @@ impl Store for SqliteStore {
         .bind(patch.title.is_some())
         .bind(patch.title.flatten())
         .bind(timestamp_to_text(&codec::now()))
+        .bind(patch.overrides.is_some())
+        .bind(overrides)
         .fetch_optional(&self.pool)
         .await?;
         match row {
@@ -724,15 +736,16 @@ impl Store for SqliteStore {
 
     // ---- runs ----
 
-    async fn start_run(
+    async fn start_run_with(
         &self,
         session: &SessionId,
         content: String,
         idempotency_key: Option<String>,
+        config: Option<&RunConfig>,
         claim: Option<&Claim>,
     ) -> Result<StartedRun> {
         let (started, events) =
-            runs::start_run(&self.pool, session, content, idempotency_key, claim).await?;
+            runs::start_run(&self.pool, session, content, idempotency_key, config, claim).await?;
         self.bus.committed(&events);
         if started.run.lease_owner.is_none() {
             self.run_signal.bump();

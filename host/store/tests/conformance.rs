@@ -73,6 +73,7 @@ async fn session_of(store: &Arc<dyn Store>, agent: &AgentId) -> everruns_core::S
         .create_session(NewSession {
             agent_id: agent.clone(),
             title: None,
+            overrides: None,
         })
         .await
         .unwrap()
@@ -356,6 +357,7 @@ async fn unknown_ids_are_not_found(db: &TestDb) {
             .create_session(NewSession {
                 agent_id: agent.clone(),
                 title: None,
+                overrides: None,
             })
             .await,
         "agent",
@@ -407,6 +409,7 @@ async fn sessions_are_created_listed_updated_and_deleted(db: &TestDb) {
                 .create_session(NewSession {
                     agent_id: a.id.clone(),
                     title,
+                    overrides: None,
                 })
                 .await
                 .unwrap(),
@@ -441,7 +444,13 @@ async fn sessions_are_created_listed_updated_and_deleted(db: &TestDb) {
     assert_eq!((all.items.len(), all.total), (5, 5));
 
     let untouched = store
-        .update_session(&first.id, SessionPatch { title: None })
+        .update_session(
+            &first.id,
+            SessionPatch {
+                title: None,
+                ..SessionPatch::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(untouched.title.as_deref(), Some("chat 0"));
@@ -451,6 +460,7 @@ async fn sessions_are_created_listed_updated_and_deleted(db: &TestDb) {
             &first.id,
             SessionPatch {
                 title: Some(Some("renamed".to_owned())),
+                ..SessionPatch::default()
             },
         )
         .await
@@ -458,11 +468,75 @@ async fn sessions_are_created_listed_updated_and_deleted(db: &TestDb) {
     assert_eq!(retitled.title.as_deref(), Some("renamed"));
     assert_eq!(retitled.created_at, first.created_at);
     let cleared = store
-        .update_session(&first.id, SessionPatch { title: Some(None) })
+        .update_session(
+            &first.id,
+            SessionPatch {
+                title: Some(None),
+                ..SessionPatch::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(cleared.title, None);
-    assert_eq!(store.get_session(&first.id).await.unwrap(), cleared);
+
+    // Overrides are stored as given, kept by patches that leave them out, and cleared.
+    let overrides: everruns_core::Overrides = serde_json::from_value(serde_json::json!({
+        "model": {"model": "big", "temperature": 0.5},
+        "system_prompt_append": "Be brief.",
+        "capabilities": [{"id": "memory", "enabled": false}, {"id": "todo", "config": {"a": 1}}],
+    }))
+    .unwrap();
+    let with = store
+        .update_session(
+            &first.id,
+            SessionPatch {
+                overrides: Some(Some(overrides.clone())),
+                ..SessionPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(with.overrides.as_ref(), Some(&overrides));
+    let kept = store
+        .update_session(
+            &first.id,
+            SessionPatch {
+                title: Some(Some("again".to_owned())),
+                ..SessionPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept.overrides.as_ref(), Some(&overrides));
+    assert_eq!(
+        store.get_session(&first.id).await.unwrap().overrides,
+        Some(overrides.clone())
+    );
+    let without = store
+        .update_session(
+            &first.id,
+            SessionPatch {
+                overrides: Some(None),
+                ..SessionPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(without.overrides, None);
+    let created = store
+        .create_session(NewSession {
+            agent_id: first.agent_id.clone(),
+            title: None,
+            overrides: Some(overrides.clone()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_session(&created.id).await.unwrap().overrides,
+        Some(overrides)
+    );
+    store.delete_session(&created.id).await.unwrap();
+    assert_eq!(store.get_session(&first.id).await.unwrap(), without);
 
     store.append_message(text(&first.id, "hi")).await.unwrap();
     let (doomed_state, kept_state) = (
@@ -1251,6 +1325,7 @@ async fn data_survives_reopening(db: &TestDb) {
         .create_session(NewSession {
             agent_id: agent.id.clone(),
             title: Some("kept".to_owned()),
+            overrides: None,
         })
         .await
         .unwrap();

@@ -64,6 +64,7 @@ conformance!(
     session_history_reads_every_run_and_message_in_order,
     plugin_state_is_committed_with_its_step_exactly_once,
     plugin_state_of_steps_recorded_at_once_is_applied_in_order,
+    a_run_keeps_the_configuration_it_was_started_with,
 );
 
 // ---- helpers ----
@@ -94,6 +95,7 @@ async fn session(store: &Arc<dyn Store>, name: &str) -> SessionId {
         .create_session(NewSession {
             agent_id: agent.id,
             title: None,
+            overrides: None,
         })
         .await
         .unwrap()
@@ -1638,6 +1640,7 @@ async fn plugin_state_of_steps_recorded_at_once_is_applied_in_order(db: &TestDb)
                 .create_session(NewSession {
                     agent_id: agent.clone(),
                     title: None,
+                    overrides: None,
                 })
                 .await
                 .unwrap()
@@ -1693,4 +1696,50 @@ async fn plugin_state_of_steps_recorded_at_once_is_applied_in_order(db: &TestDb)
         written.contains(&last),
         "{last} was written by a recorded step"
     );
+}
+
+/// The configuration given when a run starts is stored with it and read back by every read
+/// of the run (get, claim, list, a retried start).
+async fn a_run_keeps_the_configuration_it_was_started_with(db: &TestDb) {
+    let store = open(db).await;
+    let session = session(&store, "configured").await;
+    let agent = store
+        .get_agent(&store.get_session(&session).await.unwrap().agent_id)
+        .await
+        .unwrap();
+    let message: everruns_core::Overrides =
+        serde_json::from_value(json!({"model": {"model": "m"}})).unwrap();
+    let mut config = everruns_core::RunConfig::resolve(&agent, None, Some(&message), 40);
+    config.tools = vec!["cap__tool".to_owned()];
+    let started = store
+        .start_run_with(
+            &session,
+            "go".to_owned(),
+            Some("k".to_owned()),
+            Some(&config),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(started.run.config.as_ref(), Some(&config));
+    assert_eq!(
+        store.get_run(&started.run.id).await.unwrap().config,
+        Some(config.clone())
+    );
+    let again = store
+        .start_run_with(&session, "go".to_owned(), Some("k".to_owned()), None, None)
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.run.config.as_ref(), Some(&config));
+    let (claimed, _) = claim(&store, "w").await;
+    assert_eq!(claimed.config, Some(config.clone()));
+    let listed = store
+        .list_runs(&session, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.items[0].config, Some(config));
+    // Without one, nothing is recorded.
+    let plain = start(&store, &session, "later").await;
+    assert_eq!(store.get_run(&plain.id).await.unwrap().config, None);
 }

@@ -52,6 +52,18 @@ pub struct ModelSettingsBody {
     pub max_steps: Option<u32>,
 }
 
+impl From<ModelSettings> for ModelSettingsBody {
+    fn from(m: ModelSettings) -> Self {
+        Self {
+            provider: m.provider,
+            model: m.model,
+            temperature: m.temperature,
+            max_tokens: m.max_tokens,
+            max_steps: m.max_steps,
+        }
+    }
+}
+
 /// A capability enabled on an agent, with the agent's configuration for it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -122,13 +134,7 @@ impl From<Agent> for AgentResponse {
             id: agent.id.to_string(),
             name: agent.name,
             system_prompt: agent.system_prompt,
-            model: ModelSettingsBody {
-                provider: agent.model.provider,
-                model: agent.model.model,
-                temperature: agent.model.temperature,
-                max_tokens: agent.model.max_tokens,
-                max_steps: agent.model.max_steps,
-            },
+            model: ModelSettingsBody::from(agent.model),
             capabilities: agent
                 .capabilities
                 .into_iter()
@@ -171,7 +177,7 @@ fn validate_name(name: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
-fn validate_prompt(prompt: &str, errors: &mut Vec<FieldError>) {
+pub(crate) fn validate_prompt(prompt: &str, errors: &mut Vec<FieldError>) {
     if prompt.len() > SYSTEM_PROMPT_MAX {
         errors.push(FieldError::new(
             "system_prompt",
@@ -180,7 +186,10 @@ fn validate_prompt(prompt: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
-fn validate_model(model: &ModelSettingsBody, errors: &mut Vec<FieldError>) -> ModelSettings {
+pub(crate) fn validate_model(
+    model: &ModelSettingsBody,
+    errors: &mut Vec<FieldError>,
+) -> ModelSettings {
     for (name, value) in [
         ("model.provider", &model.provider),
         ("model.model", &model.model),
@@ -222,14 +231,19 @@ fn validate_model(model: &ModelSettingsBody, errors: &mut Vec<FieldError>) -> Mo
 
 /// A provider the agent names must exist (by name or id) when the agent is saved; it may
 /// still be deleted later, which fails the agent's runs with a clear error.
-async fn check_provider(state: &AppState, model: &ModelSettings) -> ApiResult<()> {
+/// `field` names the provider in errors (e.g. `model.provider`).
+pub(crate) async fn check_provider(
+    state: &AppState,
+    model: &ModelSettings,
+    field: &str,
+) -> ApiResult<()> {
     let Some(name) = &model.provider else {
         return Ok(());
     };
     match state.store.find_provider(name).await {
         Ok(_) => Ok(()),
         Err(StoreError::NotFound { .. }) => Err(ApiError::invalid_field(
-            "model.provider",
+            field,
             format!("no provider is named `{name}` or has that id (see /v1/providers)"),
         )),
         Err(e) => Err(e.into()),
@@ -238,7 +252,7 @@ async fn check_provider(state: &AppState, model: &ModelSettings) -> ApiResult<()
 
 /// Checks the shape of the list, then (only if that is sound) that each capability is a loaded
 /// plugin and its config satisfies the plugin's schema.
-fn validate_capabilities(
+pub(crate) fn validate_capabilities(
     runtime: &everruns_runtime::Runtime,
     caps: &[CapabilityBody],
     errors: &mut Vec<FieldError>,
@@ -323,7 +337,7 @@ async fn create_agent(
     let model = validate_model(&body.model, &mut errors);
     let capabilities = validate_capabilities(&state.runtime, &body.capabilities, &mut errors);
     check_fields(errors)?;
-    check_provider(&state, &model).await?;
+    check_provider(&state, &model, "model.provider").await?;
     let agent = state
         .store
         .create_agent(NewAgent {
@@ -383,7 +397,7 @@ async fn update_agent(
         .map(|c| validate_capabilities(&state.runtime, c, &mut errors));
     check_fields(errors)?;
     if let Some(model) = &model {
-        check_provider(&state, model).await?;
+        check_provider(&state, model, "model.provider").await?;
     }
     let patch = AgentPatch {
         name: body.name,

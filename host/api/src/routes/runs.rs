@@ -14,6 +14,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, BodyErrors, FieldError, QueryErrors, check_fields};
 use crate::json::{ApiJson, ApiQuery};
 use crate::pagination::{ListResponse, PageParams};
+use crate::routes::overrides::{self, OverridesBody, RunConfigResponse};
 use crate::routes::sessions::session_id;
 
 /// Longest user message, in bytes.
@@ -36,6 +37,9 @@ pub struct PostMessage {
     /// What the user says (1 byte to 256 KiB).
     #[schema(min_length = 1, example = "What time is it in Tokyo?")]
     pub content: String,
+    /// Changes to the configuration for the run this message starts only (on top of the
+    /// session's).
+    pub overrides: Option<OverridesBody>,
 }
 
 /// Token usage of a run.
@@ -68,6 +72,9 @@ pub struct RunResponse {
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The configuration the run executes with, resolved when it was created (`null` for
+    /// runs created before configurations were recorded).
+    pub config: Option<RunConfigResponse>,
     /// The journal; present on `GET /v1/runs/{id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepResponse>>,
@@ -91,6 +98,7 @@ impl RunResponse {
             created_at: run.created_at,
             started_at: run.started_at,
             finished_at: run.finished_at,
+            config: run.config.map(RunConfigResponse::from),
             steps: steps.map(|s| s.into_iter().map(StepResponse::from).collect()),
         }
     }
@@ -170,6 +178,10 @@ async fn post_message(
         ));
     }
     check_fields(errors)?;
+    let message_overrides = match &body.overrides {
+        Some(o) => Some(overrides::validate(&state, o).await?),
+        None => None,
+    };
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(value) => {
@@ -185,7 +197,37 @@ async fn post_message(
             Some(key.to_owned())
         }
     };
-    let started = state.runs.start_run(&session, body.content, key).await?;
+    let started = state
+        .runs
+        .start_run(
+            &session,
+            body.content.clone(),
+            key,
+            message_overrides.as_ref(),
+        )
+        .await?;
+    if !started.created {
+        // The same key for a different request is a client bug, not a retry.
+        let recorded = started
+            .run
+            .config
+            .as_ref()
+            .and_then(|c| c.message_overrides.as_ref());
+        let field = if started.message.content != body.content {
+            Some("content")
+        } else if recorded != message_overrides.as_ref() {
+            Some("overrides")
+        } else {
+            None
+        };
+        if let Some(field) = field {
+            return Err(ApiError::invalid_field(
+                field,
+                "differs from the request that used this Idempotency-Key first; use a new key \
+                 for a new message",
+            ));
+        }
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(RunResponse::new(started.run, started.queued_behind, None)),

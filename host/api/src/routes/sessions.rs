@@ -14,6 +14,7 @@ use crate::error::{ApiError, ApiResult, BodyErrors, FieldError, QueryErrors, che
 use crate::json::{ApiJson, ApiQuery};
 use crate::pagination::{ListResponse, PageParams};
 use crate::routes::agents::agent_id;
+use crate::routes::overrides::{self, OverridesBody};
 
 /// Longest session title, in characters.
 const TITLE_MAX: usize = 500;
@@ -34,6 +35,8 @@ pub struct CreateSession {
     /// Optional title, up to 500 characters.
     #[schema(max_length = 500)]
     pub title: Option<String>,
+    /// Changes to the agent's configuration for this session's runs.
+    pub overrides: Option<OverridesBody>,
 }
 
 /// Body of `PATCH /v1/sessions/{id}`.
@@ -44,11 +47,17 @@ pub struct UpdateSession {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, max_length = 500)]
     pub title: Option<Option<String>>,
+    /// Replaces the session's overrides as a whole; `null` clears them, absent leaves them.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<OverridesBody>)]
+    pub overrides: Option<Option<OverridesBody>>,
 }
 
 /// Distinguishes an explicit `null` (Some(None)) from an absent field (None, via `default`).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Query parameters of `GET /v1/sessions`.
@@ -72,6 +81,8 @@ pub struct SessionResponse {
     pub id: String,
     pub agent_id: String,
     pub title: Option<String>,
+    /// Changes to the agent's configuration for this session's runs, if any.
+    pub overrides: Option<OverridesBody>,
     /// `idle` or `running`.
     #[schema(example = "idle")]
     pub status: String,
@@ -85,6 +96,7 @@ impl From<Session> for SessionResponse {
             id: s.id.to_string(),
             agent_id: s.agent_id.to_string(),
             title: s.title,
+            overrides: s.overrides.map(OverridesBody::from),
             status: s.status.as_str().to_owned(),
             created_at: s.created_at,
             updated_at: s.updated_at,
@@ -156,6 +168,10 @@ async fn create_session(
     validate_title(body.title.as_deref(), &mut errors);
     check_fields(errors)?;
     let agent_id = agent_id(&body.agent_id)?;
+    let overrides = match &body.overrides {
+        Some(o) => Some(overrides::validate(&state, o).await?),
+        None => None,
+    };
     let agent = state.store.get_agent(&agent_id).await?;
     if agent.archived {
         return Err(ApiError::conflict(format!(
@@ -167,6 +183,7 @@ async fn create_session(
         .create_session(NewSession {
             agent_id,
             title: body.title,
+            overrides,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(session.into())))
@@ -189,7 +206,7 @@ async fn get_session(
     Ok(Json(session.into()))
 }
 
-/// Update a session's title.
+/// Update a session's title or configuration overrides.
 #[utoipa::path(
     patch, path = "/v1/sessions/{id}", tag = "sessions",
     params(("id" = String, Path, description = "Session id (`ses_...`)")),
@@ -208,9 +225,20 @@ async fn update_session(
     let mut errors = Vec::new();
     validate_title(body.title.as_ref().and_then(|t| t.as_deref()), &mut errors);
     check_fields(errors)?;
+    let overrides = match &body.overrides {
+        Some(Some(o)) => Some(Some(overrides::validate(&state, o).await?)),
+        Some(None) => Some(None),
+        None => None,
+    };
     let session = state
         .store
-        .update_session(&id, SessionPatch { title: body.title })
+        .update_session(
+            &id,
+            SessionPatch {
+                title: body.title,
+                overrides,
+            },
+        )
         .await?;
     Ok(Json(session.into()))
 }

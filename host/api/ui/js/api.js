@@ -1,5 +1,6 @@
 // The API client: every call carries the API key as `Authorization: Bearer`, never in a URL;
-// errors become ApiError with the server's RFC 9457 problem details, shown readably.
+// errors become ApiError with the server's RFC 9457 problem details, shown readably (a box,
+// and each field's message next to that field).
 
 import { h } from './dom.js';
 
@@ -121,4 +122,43 @@ export function problemBox(err) {
       ? h('ul', {}, e.errors.map((f) => h('li', {}, h('code', { text: f.field }), ` ${f.message}`)))
       : null,
   );
+}
+
+// A problem's field errors are also shown next to the fields they name: the message under the
+// field, its control marked `aria-invalid` and described by the message.
+
+let fieldErrorCount = 0;
+
+/**
+ * For each {field, message}, `locate(field)` gives the element holding that field (a `.field`
+ * or a fieldset) or null; the message goes at its end. Returns how many were placed.
+ */
+export function showFieldErrors(errors, locate) {
+  let placed = 0;
+  for (const { field, message } of errors) {
+    const target = field ? locate(field) : null;
+    if (!target) continue;
+    fieldErrorCount += 1;
+    const id = `field-error-${fieldErrorCount}`;
+    target.append(h('p', { class: 'field-error', id, dataset: { field }, text: message }));
+    const control = target.querySelector('input:not([type=checkbox]), select, textarea') || target.querySelector('input');
+    if (control) {
+      control.setAttribute('aria-invalid', 'true');
+      const described = control.getAttribute('aria-describedby');
+      control.setAttribute('aria-describedby', described ? `${described} ${id}` : id);
+    }
+    placed += 1;
+  }
+  return placed;
+}
+
+/** Removes every message showFieldErrors placed under `root`. */
+export function clearFieldErrors(root) {
+  for (const el of root.querySelectorAll('.field-error')) el.remove();
+  for (const el of root.querySelectorAll('[aria-invalid]')) {
+    el.removeAttribute('aria-invalid');
+    const rest = (el.getAttribute('aria-describedby') || '').split(' ').filter((x) => x && !x.startsWith('field-error-'));
+    if (rest.length) el.setAttribute('aria-describedby', rest.join(' '));
+    else el.removeAttribute('aria-describedby');
+  }
 }

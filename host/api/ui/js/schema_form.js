@@ -1,8 +1,10 @@
 // A form generated from a plugin's config JSON Schema: string, number, integer, boolean, enum
 // and arrays of those get real inputs (pre-filled from the current config, else the plugin's
-// defaults, else the schema's `default`); anything else falls back to a JSON text area.
+// defaults, else the schema's `default`); anything else falls back to a JSON text area. Also
+// one capability's choice in a form (its checkbox over its config form), as the agent form
+// and a session's settings show it.
 
-import { h } from './dom.js';
+import { h, replace } from './dom.js';
 
 const PRIMITIVES = new Set(['string', 'number', 'integer', 'boolean']);
 
@@ -178,6 +180,72 @@ function jsonField(name, initial, id, title, required, helpNode = null) {
       } catch (err) {
         return { errors: [{ field: name, message: `is not valid JSON: ${err.message}` }] };
       }
+    },
+  };
+}
+
+/**
+ * The field named by an error path (`greeting`, `names[2]`, `.greeting`) in the form built
+ * with id prefix `cfgPrefix` under `root`: its `.field` (or the array's fieldset), else null.
+ */
+export function fieldOf(root, cfgPrefix, rest) {
+  const name = rest.replace(/^\./, '').split(/[.[]/)[0];
+  if (!name) return null;
+  const el = root.querySelector(`#${CSS.escape(`${cfgPrefix}-${name}`)}`)
+    || root.querySelector(`#${CSS.escape(`${cfgPrefix}-json`)}`);
+  return el ? el.closest('.field') : null;
+}
+
+// One capability in a form (an agent's, or a session's settings): a checkbox naming it, and
+// under it, while checked, its config form generated from the plugin's JSON Schema.
+
+/**
+ * `capability` is the installed plugin (from GET /v1/capabilities), or undefined when it is
+ * not installed (its config is then edited as JSON). Ids: the checkbox `${idPrefix}-${id}`,
+ * the config fields `${idPrefix}-${id}-cfg-...`. `note` is shown after the description;
+ * `configActions` (nodes) below the config form.
+ * Returns {id, checkbox, element, configBox, read(), touched(), reset(config)}: read() gives
+ * the config form's {value, errors}; touched() whether the user changed the config since it
+ * was built; reset() rebuilds the config form from `config`.
+ */
+export function capabilityChoice({ id, capability, checked, config, idPrefix = 'cap', note = null, configActions = [] }) {
+  const cid = `${idPrefix}-${id}`;
+  const checkbox = h('input', { type: 'checkbox', id: cid, name: 'capability', value: id, checked });
+  const configBox = h('div', { class: 'cap-config', hidden: !checked });
+  let form;
+  let touched = false;
+  const build = (current) => {
+    form = schemaForm(capability ? capability.config_schema : null, (capability && capability.config_defaults) || {}, current, `${cid}-cfg`);
+    replace(configBox, form.element, configActions);
+    touched = false;
+  };
+  build(config);
+  const touch = (event) => {
+    // Typing, picking, and the array rows' Add/Remove buttons; not the extra actions.
+    if (event.type === 'click' && !(event.target instanceof HTMLButtonElement && form.element.contains(event.target))) return;
+    touched = true;
+  };
+  for (const type of ['input', 'change', 'click']) configBox.addEventListener(type, touch);
+  checkbox.addEventListener('change', () => { configBox.hidden = !checkbox.checked; });
+  let status = null;
+  if (!capability) status = h('span', { class: 'badge failed', text: 'not installed' });
+  else if (capability.status !== 'loaded') status = h('span', { class: 'badge failed', text: 'not loaded' });
+  const element = h('div', { class: 'cap-choice', dataset: { capability: id } },
+    h('div', { class: 'field check' }, checkbox,
+      h('label', { for: cid }, h('strong', { text: id }),
+        capability && capability.description ? h('span', { class: 'muted', text: ` — ${capability.description}` }) : null),
+      note ? h('span', { class: 'muted small cap-note', text: note }) : null,
+      status),
+    configBox);
+  return {
+    id,
+    checkbox,
+    element,
+    configBox,
+    read: () => form.read(),
+    touched: () => touched,
+    reset(current) {
+      build(current);
     },
   };
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use everruns_core::{
     Event, EventType, Lease, Message, MessageId, MessageRole, NewEvent, Page, PageRequest, Run,
-    RunId, RunStatus, SessionId, StartedRun, Step, Timestamp, Usage,
+    RunConfig, RunId, RunStatus, SessionId, StartedRun, Step, Timestamp, Usage,
 };
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{PgConnection, Row};
@@ -23,7 +23,7 @@ macro_rules! run_columns {
     () => {
         "id, session_id, status, trigger_message_id, idempotency_key, lease_owner, lease_token, \
          lease_expires_at, recovery_attempts, steps_completed, error, input_tokens, \
-         output_tokens, created_at, started_at, finished_at, updated_at"
+         output_tokens, created_at, started_at, finished_at, updated_at, config::text AS config"
     };
 }
 macro_rules! step_columns {
@@ -74,6 +74,7 @@ fn run_from_row(row: &PgRow) -> Result<Run> {
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
         updated_at: row.try_get("updated_at")?,
+        config: codec::from_optional_json_text("run config", row.try_get("config")?)?,
     })
 }
 
@@ -271,8 +272,10 @@ pub(super) async fn start_run(
     session: &SessionId,
     content: String,
     idempotency_key: Option<String>,
+    config: Option<&RunConfig>,
     claim: Option<&Claim>,
 ) -> Result<(StartedRun, Vec<Event>)> {
+    let config_text = codec::optional_json_text("run config", config)?;
     reject_nul("message content", &content)?;
     run_codec::check_idempotency_key(idempotency_key.as_deref())?;
     if let Some(claim) = claim {
@@ -333,11 +336,11 @@ pub(super) async fn start_run(
            VALUES ($1, $2, $3, $4, 'null'::json, $5)), \
          run AS (INSERT INTO runs (id, session_id, queue_seq, status, trigger_message_id, \
            idempotency_key, lease_owner, lease_token, lease_expires_at, started_at, created_at, \
-           updated_at) \
+           updated_at, config) \
            SELECT $6, $2, $7, CASE WHEN c.yes THEN 'running' ELSE 'queued' END, $1, $8, \
              CASE WHEN c.yes THEN $9 END, CASE WHEN c.yes THEN 1 ELSE 0 END, \
              CASE WHEN c.yes THEN now() + make_interval(secs => $10) END, \
-             CASE WHEN c.yes THEN $5 END, $5, $5 \
+             CASE WHEN c.yes THEN $5 END, $5, $5, $16::json \
            FROM claimed c RETURNING lease_expires_at), \
          ev_rows AS (SELECT 1 AS ord, $11::text AS event_type, $12::text AS payload \
            UNION ALL SELECT 2, $13, json_build_object('run_id', $6::text, \
@@ -366,6 +369,7 @@ pub(super) async fn start_run(
     .bind(EventType::RunQueued.as_str())
     .bind(EventType::RunStarted.as_str())
     .bind(last_seq)
+    .bind(config_text)
     .fetch_one(&mut *tx)
     .await?;
     let (behind, claimed, expires) = row;
@@ -390,6 +394,7 @@ pub(super) async fn start_run(
         started_at: None,
         finished_at: None,
         updated_at: now,
+        config: config.cloned(),
     };
     let mut events: Vec<NewEvent> =
         run_codec::start_events(&run.id, &message, queued_behind.as_ref()).into();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use everruns_core::{
     Event, Lease, Message, MessageId, MessageRole, NewEvent, NewStep, Page, PageRequest,
-    RecordedStep, Run, RunId, RunStatus, SessionId, StartedRun, Step, Timestamp, Usage,
+    RecordedStep, Run, RunConfig, RunId, RunStatus, SessionId, StartedRun, Step, Timestamp, Usage,
 };
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{Row, SqliteConnection};
@@ -23,7 +23,7 @@ macro_rules! run_columns {
     () => {
         "id, session_id, status, trigger_message_id, idempotency_key, lease_owner, lease_token, \
          lease_expires_at, recovery_attempts, steps_completed, error, input_tokens, \
-         output_tokens, created_at, started_at, finished_at, updated_at"
+         output_tokens, created_at, started_at, finished_at, updated_at, config"
     };
 }
 macro_rules! step_columns {
@@ -79,6 +79,7 @@ fn run_from_row(row: &SqliteRow) -> Result<Run> {
         started_at: optional_timestamp(row, "started_at")?,
         finished_at: optional_timestamp(row, "finished_at")?,
         updated_at: timestamp(row, "updated_at")?,
+        config: codec::from_optional_json_text("run config", row.try_get("config")?)?,
     })
 }
 
@@ -266,8 +267,10 @@ pub(super) async fn start_run(
     session: &SessionId,
     content: String,
     idempotency_key: Option<String>,
+    config: Option<&RunConfig>,
     claim: Option<&Claim>,
 ) -> Result<(StartedRun, Vec<Event>)> {
+    let config_text = codec::optional_json_text("run config", config)?;
     reject_nul("message content", &content)?;
     run_codec::check_idempotency_key(idempotency_key.as_deref())?;
     if let Some(claim) = claim {
@@ -331,6 +334,7 @@ pub(super) async fn start_run(
         started_at: None,
         finished_at: None,
         updated_at: now,
+        config: config.cloned(),
     };
     sqlx::query(
         "INSERT INTO messages (id, session_id, role, content, metadata, created_at) \
@@ -361,7 +365,7 @@ pub(super) async fn start_run(
     sqlx::query(
         "INSERT INTO runs (id, session_id, queue_seq, status, trigger_message_id, \
          idempotency_key, lease_owner, lease_token, lease_expires_at, started_at, created_at, \
-         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+         updated_at, config) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
     )
     .bind(run.id.as_str())
     .bind(session.as_str())
@@ -374,6 +378,7 @@ pub(super) async fn start_run(
     .bind(run.lease_expires_at.as_ref().map(timestamp_to_text))
     .bind(run.started_at.as_ref().map(timestamp_to_text))
     .bind(timestamp_to_text(&now))
+    .bind(config_text)
     .execute(&mut *tx)
     .await?;
     let written = insert_events(&mut tx, session, last_seq, Some(&run.id), events, now).await?;

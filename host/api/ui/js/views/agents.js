@@ -1,9 +1,9 @@
 // Agents: list, create, edit (system prompt, provider and model, capabilities with a config
 // form generated from each plugin's JSON Schema) and archive.
 
-import { ApiError, api, listAll, problemBox } from '../api.js';
+import { ApiError, api, clearFieldErrors, listAll, problemBox, showFieldErrors } from '../api.js';
 import { h, replace, when } from '../dom.js';
-import { schemaForm } from '../schema_form.js';
+import { capabilityChoice, fieldOf } from '../schema_form.js';
 
 export async function render(main, { params, signal, navigate }) {
   if (params[0]) return editor(main, params[0] === 'new' ? null : params[0], { signal, navigate });
@@ -78,48 +78,14 @@ async function editor(main, id, { signal, navigate }) {
     if (!signal.aborted) replace(main, problemBox(err));
     return;
   }
-  const model = agent ? agent.model : {};
   const name = h('input', { id: 'agent-name', name: 'name', required: true, maxlength: 200, value: agent ? agent.name : '' });
   const prompt = h('textarea', { id: 'agent-prompt', name: 'system_prompt', rows: 6, value: agent ? agent.system_prompt : '' });
-  const modelInput = h('input', { id: 'agent-model', name: 'model', list: 'agent-model-options', value: model.model || '', placeholder: 'provider default' });
-  const modelOptions = h('datalist', { id: 'agent-model-options' });
-  let providerInput;
-  if (providers) {
-    const known = providers.some((p) => p.name === model.provider || p.id === model.provider);
-    providerInput = h('select', { id: 'agent-provider', name: 'provider' },
-      h('option', { value: '', text: 'Server default' }),
-      providers.map((p) => h('option', { value: p.name, text: `${p.name} (${p.kind})`, selected: p.name === model.provider || p.id === model.provider })),
-      model.provider && !known ? h('option', { value: model.provider, text: `${model.provider} (not configured)`, selected: true }) : null);
-    const fillModels = () => {
-      const p = providers.find((x) => x.name === providerInput.value);
-      const names = p ? [...new Set([p.default_model, ...(p.models || [])].filter(Boolean))] : [];
-      replace(modelOptions, names.map((m) => h('option', { value: m })));
-      modelInput.placeholder = p && p.default_model ? `default: ${p.default_model}` : 'provider default';
-    };
-    providerInput.addEventListener('change', fillModels);
-    fillModels();
-  } else {
-    providerInput = h('input', { id: 'agent-provider', name: 'provider', value: model.provider || '', placeholder: 'server default' });
-  }
-  const number = (idName, value, attrs) => h('input', { id: idName, name: idName, type: 'number', value: value ?? '', ...attrs });
-  const temperature = number('agent-temperature', model.temperature, { min: 0, max: 2, step: 'any' });
-  const maxTokens = number('agent-max-tokens', model.max_tokens, { min: 1, step: 1 });
-  const maxSteps = number('agent-max-steps', model.max_steps, { min: 1, max: 1000, step: 1 });
+  const model = modelFields({ idPrefix: 'agent', providers, value: agent ? agent.model : {} });
 
   // Capabilities: every loaded plugin, checked if the agent has it, with its config form.
   const enabled = new Map((agent ? agent.capabilities : []).map((c) => [c.id, c.config]));
-  const capEntries = capabilities.filter((c) => c.status === 'loaded' || enabled.has(c.id)).map((c) => {
-    const checkbox = h('input', { type: 'checkbox', id: `cap-${c.id}`, name: 'capability', value: c.id, checked: enabled.has(c.id) });
-    const form = schemaForm(c.config_schema, c.config_defaults || {}, enabled.get(c.id), `cap-${c.id}-cfg`);
-    const config = h('div', { class: 'cap-config', hidden: !checkbox.checked }, form.element);
-    checkbox.addEventListener('change', () => { config.hidden = !checkbox.checked; });
-    const element = h('div', { class: 'cap-choice', dataset: { capability: c.id } },
-      h('div', { class: 'field check' }, checkbox,
-        h('label', { for: `cap-${c.id}` }, h('strong', { text: c.id }), c.description ? h('span', { class: 'muted', text: ` — ${c.description}` }) : null),
-        c.status !== 'loaded' ? h('span', { class: 'badge failed', text: 'not loaded' }) : null),
-      config);
-    return { id: c.id, checkbox, form, element };
-  });
+  const capEntries = capabilities.filter((c) => c.status === 'loaded' || enabled.has(c.id))
+    .map((c) => capabilityChoice({ id: c.id, capability: c, checked: enabled.has(c.id), config: enabled.get(c.id) }));
 
   const status = h('div', { class: 'form-status', id: 'agent-form-status' });
   const save = h('button', { type: 'submit', id: 'save-agent', text: agent ? 'Save changes' : 'Create agent' });
@@ -128,12 +94,7 @@ async function editor(main, id, { signal, navigate }) {
   const form = h('form', { id: 'agent-form', class: 'card form', novalidate: true },
     h('div', { class: 'field' }, h('label', { for: 'agent-name', text: 'Name' }), name),
     h('div', { class: 'field' }, h('label', { for: 'agent-prompt', text: 'System prompt' }), prompt),
-    h('fieldset', { class: 'grid2' }, h('legend', { text: 'Model' }),
-      h('div', { class: 'field' }, h('label', { for: 'agent-provider', text: 'Provider' }), providerInput),
-      h('div', { class: 'field' }, h('label', { for: 'agent-model', text: 'Model' }), modelInput, modelOptions),
-      h('div', { class: 'field' }, h('label', { for: 'agent-temperature', text: 'Temperature (0–2)' }), temperature),
-      h('div', { class: 'field' }, h('label', { for: 'agent-max-tokens', text: 'Max tokens per answer' }), maxTokens),
-      h('div', { class: 'field' }, h('label', { for: 'agent-max-steps', text: 'Max steps per run' }), maxSteps)),
+    h('fieldset', { class: 'grid2' }, h('legend', { text: 'Model' }), model.element),
     h('fieldset', { id: 'agent-capabilities' }, h('legend', { text: 'Capabilities' }),
       capEntries.length ? capEntries.map((c) => c.element)
         : h('p', { class: 'muted' }, 'No capabilities are installed. ', h('a', { href: '#/capabilities', text: 'See capabilities' }))),
@@ -143,29 +104,32 @@ async function editor(main, id, { signal, navigate }) {
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const errors = [];
-    const num = (input, field) => {
-      if (input.value.trim() === '') return undefined;
-      const n = Number(input.value);
-      if (!Number.isFinite(n)) errors.push({ field, message: 'must be a number' });
-      return n;
-    };
-    const modelBody = {};
-    if (providerInput.value.trim()) modelBody.provider = providerInput.value.trim();
-    if (modelInput.value.trim()) modelBody.model = modelInput.value.trim();
-    const t = num(temperature, 'model.temperature');
-    if (t !== undefined) modelBody.temperature = t;
-    const mt = num(maxTokens, 'model.max_tokens');
-    if (mt !== undefined) modelBody.max_tokens = mt;
-    const ms = num(maxSteps, 'model.max_steps');
-    if (ms !== undefined) modelBody.max_steps = ms;
-    const caps = [];
-    capEntries.filter((c) => c.checkbox.checked).forEach((c) => {
-      const r = c.form.read();
-      r.errors.forEach((e) => errors.push({ field: `capabilities[${c.id}].config.${e.field}`, message: e.message }));
-      caps.push({ id: c.id, config: r.value });
+    const modelBody = model.read(errors, 'model');
+    // Named like the server names them: by position in the list sent.
+    const sent = capEntries.filter((c) => c.checkbox.checked);
+    const caps = sent.map((c, n) => {
+      const r = c.read();
+      r.errors.forEach((e) => errors.push({ field: `capabilities[${n}].config.${e.field}`, message: e.message }));
+      return { id: c.id, config: r.value };
     });
+    clearFieldErrors(form);
+    const locate = (field) => {
+      if (field === 'name') return name.closest('.field');
+      if (field === 'system_prompt') return prompt.closest('.field');
+      const m = /^model\.(\w+)/.exec(field);
+      if (m) return model.locate(m[1]);
+      const c = /^capabilities\[(\d+)\](.*)$/.exec(field);
+      const entry = c && sent[Number(c[1])];
+      if (!entry) return null;
+      const cfg = /^\.config(.*)$/.exec(c[2]);
+      return (cfg && fieldOf(entry.configBox, `cap-${entry.id}-cfg`, cfg[1])) || entry.element.querySelector('.field.check');
+    };
+    const fail = (err) => {
+      replace(status, problemBox(err));
+      showFieldErrors(err.errors || [], locate);
+    };
     if (errors.length) {
-      replace(status, problemBox(new ApiError(422, { title: 'Some fields need fixing', errors })));
+      fail(new ApiError(422, { title: 'Some fields need fixing', errors }));
       return;
     }
     const body = { name: name.value, system_prompt: prompt.value, model: modelBody, capabilities: caps };
@@ -176,7 +140,7 @@ async function editor(main, id, { signal, navigate }) {
       if (!agent) sessionStorage.setItem('everruns.chat.agent', saved.id);
       navigate('#/agents');
     } catch (err) {
-      replace(status, problemBox(err));
+      fail(err);
     } finally {
       save.disabled = false;
     }
@@ -187,4 +151,100 @@ async function editor(main, id, { signal, navigate }) {
       agent ? h('span', { class: 'muted small mono', text: agent.id }) : null),
     form));
   name.focus();
+}
+
+// The model settings fields (provider, model, temperature, max tokens, max steps), also used by
+// a session's settings (chat.js). An empty field is left out of what read() gives: on an agent
+// it means the provider's or server's default, on a session the agent's value (shown as the
+// placeholder).
+
+/**
+ * Builds the fields with ids `${idPrefix}-provider`, `-model`, `-temperature`, `-max-tokens`,
+ * `-max-steps`. `providers` is the configured providers (null: the provider is typed by
+ * name); `value` the settings to show; `inherited` the settings an empty field falls back to
+ * (the agent's, for a session), shown as placeholders.
+ * Returns {element, read(errors, fieldPrefix), locate(name)}: read() gives the set fields and
+ * pushes {field, message} for each unreadable one onto `errors`, named
+ * `${fieldPrefix}.temperature`...; locate() the `.field` of `temperature`, ... (or null).
+ */
+export function modelFields({ idPrefix, providers, value = {}, inherited = null }) {
+  const ids = {
+    provider: `${idPrefix}-provider`,
+    model: `${idPrefix}-model`,
+    options: `${idPrefix}-model-options`,
+    temperature: `${idPrefix}-temperature`,
+    maxTokens: `${idPrefix}-max-tokens`,
+    maxSteps: `${idPrefix}-max-steps`,
+  };
+  const from = inherited || {};
+  const modelInput = h('input', { id: ids.model, name: 'model', list: ids.options, value: value.model || '' });
+  const modelOptions = h('datalist', { id: ids.options });
+  const defaultProvider = inherited
+    ? `Agent's: ${from.provider || 'server default'}`
+    : 'Server default';
+  let providerInput;
+  let fillModels;
+  if (providers) {
+    const known = providers.some((p) => p.name === value.provider || p.id === value.provider);
+    providerInput = h('select', { id: ids.provider, name: 'provider' },
+      h('option', { value: '', text: defaultProvider }),
+      providers.map((p) => h('option', { value: p.name, text: `${p.name} (${p.kind})`, selected: p.name === value.provider || p.id === value.provider })),
+      value.provider && !known ? h('option', { value: value.provider, text: `${value.provider} (not configured)`, selected: true }) : null);
+    // The model names offered are those of the provider in effect (the inherited one when
+    // none is chosen).
+    fillModels = () => {
+      const name = providerInput.value || from.provider || '';
+      const p = providers.find((x) => x.name === name || x.id === name);
+      const names = p ? [...new Set([p.default_model, ...(p.models || [])].filter(Boolean))] : [];
+      replace(modelOptions, names.map((m) => h('option', { value: m })));
+      if (inherited && from.model && !providerInput.value) modelInput.placeholder = `agent's: ${from.model}`;
+      else modelInput.placeholder = p && p.default_model ? `default: ${p.default_model}` : 'provider default';
+    };
+    providerInput.addEventListener('change', fillModels);
+  } else {
+    providerInput = h('input', { id: ids.provider, name: 'provider', value: value.provider || '', placeholder: inherited ? defaultProvider.toLowerCase() : 'server default' });
+    fillModels = () => {
+      modelInput.placeholder = inherited && from.model ? `agent's: ${from.model}` : 'provider default';
+    };
+  }
+  fillModels();
+
+  const inheritedText = (v, fallback) => (inherited ? (v === undefined || v === null ? fallback : `agent's: ${v}`) : null);
+  const number = (id, name, current, attrs, placeholder) => h('input', {
+    id, name, type: 'number', value: current ?? '', placeholder, ...attrs,
+  });
+  const temperature = number(ids.temperature, 'temperature', value.temperature, { min: 0, max: 2, step: 'any' },
+    inheritedText(from.temperature, 'provider default'));
+  const maxTokens = number(ids.maxTokens, 'max_tokens', value.max_tokens, { min: 1, step: 1 },
+    inheritedText(from.max_tokens, 'provider default'));
+  const maxSteps = number(ids.maxSteps, 'max_steps', value.max_steps, { min: 1, max: 1000, step: 1 },
+    inheritedText(from.max_steps, 'server default'));
+
+  const element = [
+    h('div', { class: 'field', dataset: { modelField: 'provider' } }, h('label', { for: ids.provider, text: 'Provider' }), providerInput),
+    h('div', { class: 'field', dataset: { modelField: 'model' } }, h('label', { for: ids.model, text: 'Model' }), modelInput, modelOptions),
+    h('div', { class: 'field', dataset: { modelField: 'temperature' } }, h('label', { for: ids.temperature, text: 'Temperature (0–2)' }), temperature),
+    h('div', { class: 'field', dataset: { modelField: 'max_tokens' } }, h('label', { for: ids.maxTokens, text: 'Max tokens per answer' }), maxTokens),
+    h('div', { class: 'field', dataset: { modelField: 'max_steps' } }, h('label', { for: ids.maxSteps, text: 'Max steps per run' }), maxSteps),
+  ];
+
+  return {
+    element,
+    locate: (name) => element.find((el) => el.dataset.modelField === name) || null,
+    read(errors, fieldPrefix = 'model') {
+      const out = {};
+      const num = (input, name) => {
+        if (input.value.trim() === '') return;
+        const n = Number(input.value);
+        if (!Number.isFinite(n)) errors.push({ field: `${fieldPrefix}.${name}`, message: 'must be a number' });
+        else out[name] = n;
+      };
+      if (providerInput.value.trim()) out.provider = providerInput.value.trim();
+      if (modelInput.value.trim()) out.model = modelInput.value.trim();
+      num(temperature, 'temperature');
+      num(maxTokens, 'max_tokens');
+      num(maxSteps, 'max_steps');
+      return out;
+    },
+  };
 }

@@ -2,12 +2,16 @@
 // The transcript is rebuilt from the session's durable event log: history as JSON pages, then
 // the live SSE stream resumed after the last event applied. That id is kept per session in
 // sessionStorage, so a reload mid-run replays the history up to it and resumes the stream with
-// `Last-Event-ID` right there: nothing is lost and nothing is shown twice.
+// `Last-Event-ID` right there: nothing is lost and nothing is shown twice. A session's
+// settings (its overrides of the agent's configuration) open over the transcript, and each
+// run's status line opens the configuration that run executed with.
 
-import { api, listAll, problemBox } from '../api.js';
+import { ApiError, api, clearFieldErrors, listAll, problemBox, showFieldErrors } from '../api.js';
 import { h, pretty, replace, when } from '../dom.js';
 import { renderMarkdown } from '../markdown.js';
+import { capabilityChoice, fieldOf } from '../schema_form.js';
 import { follow } from '../sse.js';
+import { modelFields } from './agents.js';
 
 const AGENT_STORAGE = 'everruns.chat.agent';
 const lastEventKey = (sid) => `everruns.lastEvent.${sid}`;
@@ -99,7 +103,7 @@ class Transcript {
     if (!runId) return;
     let run = this.runs.get(runId);
     if (!run) {
-      run = { chip: h('div', { class: 'run', dataset: { runId } }), status };
+      run = { chip: h('div', { class: 'run', dataset: { runId } }), status, details: runDetails(runId) };
       this.runs.set(runId, run);
     }
     // Never go back from a final state (events arrive in order, but be strict).
@@ -107,7 +111,8 @@ class Transcript {
     run.status = status;
     run.chip.dataset.status = status;
     replace(run.chip, h('span', { class: `badge ${status}`, text: STATUS_TEXT[status] || status }),
-      error ? h('span', { class: 'run-error', text: ` ${error}` }) : null);
+      error ? h('span', { class: 'run-error', text: ` ${error}` }) : null,
+      run.details);
     this.latestRun = runId;
     this.onRunsChanged(this);
   }
@@ -191,6 +196,283 @@ class Transcript {
   }
 }
 
+// ---- a run's effective configuration ----
+// Behind a disclosure on its status line: fetched from GET /v1/runs/{id} the first time it is
+// opened (it is fixed when the run is created, so once is enough): the model settings, the
+// capabilities with their configs, the tools offered and the system prompt's hash.
+
+/** The disclosure for run `runId`: a <details> to place next to its status chip. */
+function runDetails(runId) {
+  const body = h('div', { class: 'run-config', 'aria-live': 'polite' });
+  const details = h('details', { class: 'run-details' },
+    h('summary', { text: 'Configuration' }), body);
+  let state = 'idle'; // idle | loading | loaded
+  details.addEventListener('toggle', async () => {
+    if (!details.open || state !== 'idle') return;
+    state = 'loading';
+    replace(body, h('p', { class: 'muted', text: 'Loading…' }));
+    try {
+      const run = await api('GET', `/v1/runs/${encodeURIComponent(runId)}`);
+      replace(body, configView(run.config));
+      details.dataset.loaded = 'true';
+      state = 'loaded';
+    } catch (err) {
+      replace(body, problemBox(err));
+      state = 'idle'; // closing and opening again retries
+    }
+  });
+  return details;
+}
+
+const orDefault = (value, fallback) => (value === null || value === undefined ? h('span', { class: 'muted', text: fallback }) : String(value));
+
+/** The facts of a run's `config` (null for runs created before configs were recorded). */
+function configView(config) {
+  if (!config) {
+    return h('p', { class: 'muted', text: 'This run was created before runs recorded their configuration: it used the agent’s settings of the time.' });
+  }
+  const model = config.model || {};
+  const caps = Array.isArray(config.capabilities) ? config.capabilities : [];
+  const tools = Array.isArray(config.tools) ? config.tools : [];
+  const fact = (key, label, value) => [h('dt', { text: label }), h('dd', { dataset: { config: key } }, value)];
+  const hasConfig = (c) => c.config && typeof c.config === 'object' && Object.keys(c.config).length > 0;
+  return h('dl', { class: 'facts run-facts' },
+    fact('provider', 'Provider', orDefault(model.provider, 'server default')),
+    fact('model', 'Model', orDefault(model.model, 'provider default')),
+    fact('temperature', 'Temperature', orDefault(model.temperature, 'provider default')),
+    fact('max_tokens', 'Max tokens', orDefault(model.max_tokens, 'provider default')),
+    fact('max_steps', 'Max steps', orDefault(model.max_steps, 'server default')),
+    fact('capabilities', 'Capabilities', caps.length
+      ? h('ul', { class: 'plain-list' }, caps.map((c) => h('li', { dataset: { capability: c.id } },
+        h('code', { text: c.id }),
+        hasConfig(c) ? h('pre', { text: pretty(c.config) }) : h('span', { class: 'muted', text: ' (no config)' }))))
+      : h('span', { class: 'muted', text: 'none' })),
+    fact('tools', 'Tools', tools.length
+      ? h('ul', { class: 'tool-names' }, tools.map((t) => h('li', {}, h('code', { text: t }))))
+      : h('span', { class: 'muted', text: 'none' })),
+    fact('system_prompt_sha256', 'Prompt SHA-256', config.system_prompt_sha256
+      ? h('span', { class: 'mono wrap', title: 'SHA-256 of the system prompt the model was sent', text: config.system_prompt_sha256 })
+      : h('span', { class: 'muted', text: 'unknown' })));
+}
+
+// ---- a session's settings ----
+// The panel over the transcript that writes the session's `overrides` (model fields, extra
+// instructions, capability toggles with their config forms) on top of its agent's
+// configuration, with the agent form's own fields. Only what the user set is written: an empty
+// field keeps the agent's value (shown as its placeholder); an agent's capability turned off
+// is written as `{id, enabled: false}`, another one turned on as `{id, config}`, and an agent's
+// capability left on carries a config only when the session's differs (edited here, or set
+// before).
+
+const ID_PREFIX = 'session-cap';
+
+/** Whether `overrides` changes anything. */
+function hasOverrides(overrides) {
+  if (!overrides || typeof overrides !== 'object') return false;
+  const model = overrides.model && Object.values(overrides.model).some((v) => v !== null && v !== undefined);
+  return Boolean(model || (overrides.system_prompt_append || '').trim()
+    || (Array.isArray(overrides.capabilities) && overrides.capabilities.length));
+}
+
+/**
+ * The settings disclosure of `session` (whose agent is `agent`). Loads the installed
+ * capabilities and providers the first time it is opened.
+ */
+function sessionSettings({ session, agent, signal }) {
+  let current = session;
+  const badge = h('span', { class: 'badge', id: 'session-overrides-badge' });
+  const body = h('div', { class: 'session-settings-body' });
+  const details = h('details', { class: 'session-settings', id: 'session-settings' },
+    h('summary', {}, h('span', { class: 'summary-text', text: 'Session settings' }), ' ', badge),
+    body);
+  const showBadge = () => {
+    const on = hasOverrides(current.overrides);
+    badge.textContent = on ? 'custom' : '';
+    badge.dataset.overrides = on ? 'true' : 'false';
+    badge.title = on ? 'This conversation overrides some of the agent’s settings' : '';
+  };
+  showBadge();
+
+  let capabilities = null;
+  let providers = null;
+  let loading = false;
+  details.addEventListener('toggle', async () => {
+    if (!details.open || capabilities || loading) return;
+    loading = true;
+    replace(body, h('p', { class: 'muted', text: 'Loading…' }));
+    try {
+      [capabilities, providers] = await Promise.all([
+        api('GET', '/v1/capabilities', undefined, { signal }).then((r) => r.data),
+        listAll('/v1/providers', { signal }).catch((err) => {
+          // Without a providers API (or permission), the provider is typed by name.
+          if (err instanceof ApiError && err.status === 404) return null;
+          throw err;
+        }),
+      ]);
+      build();
+    } catch (err) {
+      capabilities = null;
+      if (!signal.aborted) replace(body, problemBox(err));
+    } finally {
+      loading = false;
+    }
+  });
+
+  function build(message = null) {
+    const overrides = current.overrides || {};
+    const model = modelFields({ idPrefix: 'session', providers, value: overrides.model || {}, inherited: agent.model || {} });
+    const append = h('textarea', {
+      id: 'session-prompt-append', name: 'system_prompt_append', rows: 3,
+      value: overrides.system_prompt_append || '',
+      placeholder: 'Added after the agent’s system prompt for this conversation only',
+    });
+
+    // The agent's capabilities (on unless this session turned them off), then the other
+    // loaded ones (off unless this session added them), then any this session names that are
+    // no longer installed, so saving does not drop them unseen.
+    const installed = new Map(capabilities.map((c) => [c.id, c]));
+    const own = new Map((agent.capabilities || []).map((c) => [c.id, c.config]));
+    const entries = new Map((overrides.capabilities || []).map((e) => [e.id, e]));
+    const ids = [
+      ...own.keys(),
+      ...capabilities.filter((c) => c.status === 'loaded' && !own.has(c.id)).map((c) => c.id),
+      ...[...entries.keys()].filter((id) => !own.has(id) && !(installed.get(id) && installed.get(id).status === 'loaded')),
+    ];
+    const choices = [...new Set(ids)].map((id) => {
+      const entry = entries.get(id);
+      const agentHas = own.has(id);
+      const enabled = entry ? entry.enabled !== false : agentHas;
+      const custom = Boolean(agentHas && entry && entry.enabled !== false && entry.config !== undefined && entry.config !== null);
+      const configActions = [];
+      let choice;
+      if (agentHas) {
+        const note = h('p', { class: 'muted small cap-config-note' });
+        let isCustom = custom;
+        const reset = h('button', {
+          type: 'button', class: 'small secondary reset-config', text: 'Use the agent’s configuration',
+          onclick: () => {
+            isCustom = false;
+            choice.reset(own.get(id));
+            showNote();
+          },
+        });
+        const showNote = () => {
+          note.textContent = isCustom ? 'This conversation uses its own configuration.' : 'The agent’s configuration; edit it to use another one here.';
+          reset.hidden = !isCustom;
+        };
+        showNote();
+        configActions.push(note, reset);
+        choice = capabilityChoice({
+          id, capability: installed.get(id), checked: enabled, config: custom ? entry.config : own.get(id),
+          idPrefix: ID_PREFIX, note: 'on the agent', configActions,
+        });
+        for (const type of ['input', 'change', 'click']) {
+          choice.configBox.addEventListener(type, () => {
+            if (!isCustom && choice.touched()) {
+              isCustom = true;
+              showNote();
+            }
+          });
+        }
+        return { id, agentHas, choice, custom: () => isCustom || choice.touched() };
+      }
+      choice = capabilityChoice({
+        id, capability: installed.get(id), checked: enabled, config: entry && entry.config !== null ? entry.config : undefined,
+        idPrefix: ID_PREFIX, note: 'not on the agent',
+      });
+      return { id, agentHas, choice, custom: () => true };
+    });
+
+    const status = h('div', { class: 'form-status', id: 'session-settings-status', role: 'status' }, message);
+    const save = h('button', { type: 'submit', id: 'save-session-settings', text: 'Save settings' });
+    const clear = h('button', {
+      type: 'button', id: 'clear-session-settings', class: 'secondary', text: 'Clear overrides',
+      disabled: !hasOverrides(current.overrides),
+    });
+    const form = h('form', { id: 'session-settings-form', class: 'form', novalidate: true },
+      h('p', { class: 'muted small', text: 'For this conversation’s next runs. Empty fields keep the agent’s settings, shown greyed.' }),
+      h('fieldset', { class: 'grid2' }, h('legend', { text: 'Model' }), model.element),
+      h('div', { class: 'field', dataset: { overrideField: 'system_prompt_append' } },
+        h('label', { for: 'session-prompt-append', text: 'Extra instructions' }), append),
+      h('fieldset', { id: 'session-capabilities' }, h('legend', { text: 'Capabilities' }),
+        choices.length ? choices.map((c) => c.choice.element) : h('p', { class: 'muted', text: 'No capabilities are installed.' })),
+      status,
+      h('div', { class: 'actions' }, save, clear));
+
+    // The entries sent, in order: a server error names one by its position.
+    let sent = [];
+    const locate = (field) => {
+      const m = /^overrides\.model\.(\w+)/.exec(field);
+      if (m) return model.locate(m[1]);
+      if (field.startsWith('overrides.system_prompt_append')) return append.closest('.field');
+      const c = /^overrides\.capabilities\[(\d+)\](.*)$/.exec(field);
+      const entry = c && sent[Number(c[1])];
+      if (!entry) return null;
+      const cfg = /^\.config(.*)$/.exec(c[2]);
+      return (cfg && fieldOf(entry.choice.configBox, `${ID_PREFIX}-${entry.id}-cfg`, cfg[1]))
+        || entry.choice.element.querySelector('.field.check');
+    };
+    const fail = (err) => {
+      replace(status, problemBox(err));
+      showFieldErrors(err.errors || [], locate);
+    };
+    const write = async (overrides, done) => {
+      save.disabled = true;
+      clear.disabled = true;
+      try {
+        current = await api('PATCH', `/v1/sessions/${encodeURIComponent(current.id)}`, { overrides }, { signal });
+        showBadge();
+        build(h('p', { class: 'ok', dataset: { saved: 'true' }, text: done }));
+      } catch (err) {
+        if (signal.aborted) return;
+        fail(err);
+        save.disabled = false;
+        clear.disabled = !hasOverrides(current.overrides);
+      }
+    };
+
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      clearFieldErrors(form);
+      replace(status);
+      const errors = [];
+      const out = {};
+      const modelOut = model.read(errors, 'overrides.model');
+      if (Object.keys(modelOut).length) out.model = modelOut;
+      if (append.value.trim()) out.system_prompt_append = append.value;
+      sent = [];
+      const caps = [];
+      for (const c of choices) {
+        const on = c.choice.checkbox.checked;
+        let item = null;
+        if (c.agentHas && !on) item = { id: c.id, enabled: false };
+        else if (on && c.custom()) {
+          const r = c.choice.read();
+          r.errors.forEach((e) => errors.push({ field: `overrides.capabilities[${caps.length}].config.${e.field}`, message: e.message }));
+          item = { id: c.id, config: r.value };
+        }
+        if (item) {
+          caps.push(item);
+          sent.push(c);
+        }
+      }
+      if (caps.length) out.capabilities = caps;
+      if (errors.length) {
+        fail(new ApiError(422, { title: 'Some fields need fixing', errors }));
+        return;
+      }
+      write(Object.keys(out).length ? out : null, 'Saved. The next run uses these settings.');
+    });
+    clear.addEventListener('click', () => {
+      clearFieldErrors(form);
+      write(null, 'Cleared. The next run uses the agent’s settings.');
+    });
+    replace(body, form);
+  }
+
+  return details;
+}
+
 export async function render(main, { params, signal, navigate }) {
   const sid = params[0] || null;
   const agentSelect = h('select', { id: 'agent-select', name: 'agent' });
@@ -198,6 +480,7 @@ export async function render(main, { params, signal, navigate }) {
   const title = h('h1', { id: 'chat-title', text: 'New conversation' });
   const runStatus = h('span', { id: 'run-status', class: 'badge', dataset: { runStatus: '' } });
   const streamStatus = h('span', { id: 'stream-status', class: 'muted small', dataset: { state: '' } });
+  const chatHead = h('header', { class: 'chat-head' }, title, runStatus, streamStatus);
   const transcriptEl = h('div', { id: 'transcript', class: 'transcript', 'aria-live': 'polite' });
   const input = h('textarea', { id: 'message-input', name: 'message', rows: 3, placeholder: 'Message the agent (Enter sends, Shift+Enter for a new line)' });
   const sendButton = h('button', { id: 'send', type: 'submit', text: 'Send' });
@@ -211,7 +494,7 @@ export async function render(main, { params, signal, navigate }) {
     h('details', { class: 'sessions', open: !sid || window.matchMedia('(min-width: 900px)').matches },
       h('summary', {}, h('h2', { text: 'Conversations' })), sessionList));
   replace(main, h('div', { class: 'chat' }, side,
-    h('section', { class: 'chat-main' }, h('header', { class: 'chat-head' }, title, runStatus, streamStatus), transcriptEl, composer)));
+    h('section', { class: 'chat-main' }, chatHead, transcriptEl, composer)));
 
   const onRunsChanged = (t) => {
     const active = t.activeRuns();
@@ -255,6 +538,8 @@ export async function render(main, { params, signal, navigate }) {
   });
   sessionStorage.setItem(AGENT_STORAGE, agentId);
   if (session) title.textContent = session.title || 'Untitled conversation';
+  const sessionAgent = session && agents.find((a) => a.id === session.agent_id);
+  if (sessionAgent) chatHead.append(sessionSettings({ session, agent: sessionAgent, signal }));
 
   async function loadSessions() {
     try {

@@ -1,0 +1,46 @@
+//! The configuration a run is created with: the agent's, with the session's overrides and then
+//! the message's on top, the server's default step limit, and the tool names its capabilities
+//! offer. Resolved once, when the run is created, and stored with it.
+
+use everruns_core::{Overrides, RunConfig, SessionId};
+use everruns_runtime::{CallContext, Runtime};
+use everruns_store::{Store, StoreError};
+
+/// Separates the capability id from the tool name in the names the model sees.
+pub(crate) const SEPARATOR: &str = "__";
+
+/// The configuration of a new run of `session` for a message with `message` overrides.
+pub(crate) async fn run_config(
+    store: &dyn Store,
+    runtime: &Runtime,
+    session: &SessionId,
+    message: Option<&Overrides>,
+    default_max_steps: u32,
+) -> Result<RunConfig, StoreError> {
+    let session = store.get_session(session).await?;
+    let agent = store.get_agent(&session.agent_id).await?;
+    let mut config = RunConfig::resolve(
+        &agent,
+        session.overrides.as_ref(),
+        message,
+        default_max_steps,
+    );
+    for cap in &config.capabilities {
+        // A capability that is not loaded offers nothing now; the run fails with the reason
+        // when it starts.
+        let ctx = CallContext {
+            agent_id: agent.id.to_string(),
+            session_id: session.id.to_string(),
+            config: Some(cap.config.clone()),
+            ..CallContext::default()
+        };
+        if let Ok(tools) = runtime.tools(&cap.id, &ctx).await {
+            config.tools.extend(
+                tools
+                    .into_iter()
+                    .map(|t| format!("{}{SEPARATOR}{}", cap.id, t.name)),
+            );
+        }
+    }
+    Ok(config)
+}
