@@ -315,6 +315,11 @@ fn plugin_commands_check_install_list_and_remove() {
         text.contains("greet") && text.contains("well-behaved"),
         "{text}"
     );
+    // The test guest targets the frozen 0.1.0 interface; `check` says which one.
+    assert!(
+        text.contains("interface:   everruns:capability@0.1.0"),
+        "{text}"
+    );
 
     let out = everruns(dir.path())
         .args(["plugin", "install"])

@@ -123,6 +123,11 @@ async fn a_scaffolded_rust_plugin_builds_installs_and_answers() {
 
     let text = run_ok(everruns(&data).args(["plugin", "check"]).arg(&project));
     assert!(text.contains("greet: Greets someone by name"), "{text}");
+    // A scaffolded plugin targets the current interface.
+    assert!(
+        text.contains("interface:   everruns:capability@0.2.0"),
+        "{text}"
+    );
     run_ok(everruns(&data).args(["plugin", "install"]).arg(&project));
     let text = run_ok(everruns(&data).args(["plugin", "list"]));
     assert!(text.contains("hello-tool\t0.1.0\tloaded"), "{text}");
