@@ -102,6 +102,19 @@ impl Planned {
     }
 }
 
+/// What the hooks see of `call`, the call recorded as step `step` (arguments that are not
+/// JSON reach them as a string).
+pub(crate) fn tool_request(call: &everruns_llm::ToolCall, step: u32) -> ToolRequest {
+    ToolRequest {
+        name: call.name.clone(),
+        arguments: call
+            .arguments_json()
+            .unwrap_or_else(|_| Value::String(call.arguments.clone())),
+        tool_call_id: call.id.clone(),
+        step,
+    }
+}
+
 fn applied(run_id: &str, capability: &str, hook: Hook, decision: Value) -> NewEvent {
     NewEvent::new(
         EventType::HookApplied,

@@ -18,7 +18,7 @@ use everruns_core::{
     RunStatus, Step, StepKind, StepMessage, StepStatus, Usage,
 };
 use everruns_llm::{ChatMessage, ChatRequest, StreamEvent, ToolCall};
-use everruns_runtime::{KvWrites, ModelRequest, ToolRequest};
+use everruns_runtime::{KvWrites, ModelRequest};
 use everruns_store::StoreError;
 use futures::future::join_all;
 use serde_json::{Value, json};
@@ -408,14 +408,7 @@ async fn llm_step(
         let plan = if toolbox.hooks.is_empty() {
             Planned::default()
         } else {
-            let request = ToolRequest {
-                name: call.name.clone(),
-                arguments: call
-                    .arguments_json()
-                    .unwrap_or_else(|_| Value::String(call.arguments.clone())),
-                tool_call_id: call.id.clone(),
-                step: step_no + 1 + i as u32,
-            };
+            let request = hooks::tool_request(call, step_no + 1 + i as u32);
             hooks::before_tool(toolbox, run_id, request, &mut writes, &mut hook_events).await
         };
         plans.push(plan);
@@ -676,14 +669,7 @@ async fn run_tools(
                     let result = if toolbox.hooks.is_empty() {
                         result
                     } else {
-                        let request = ToolRequest {
-                            name: call.name.clone(),
-                            arguments: call
-                                .arguments_json()
-                                .unwrap_or_else(|_| Value::String(call.arguments.clone())),
-                            tool_call_id: call.id.clone(),
-                            step: step_no,
-                        };
+                        let request = hooks::tool_request(&call, step_no);
                         hooks::after_tool(
                             toolbox,
                             run_id,

@@ -322,18 +322,26 @@ struct Invocation<'a> {
     timeout_ms: u64,
 }
 
-/// The capability calls of one WIT version (their generated types are distinct, their shape
-/// the same).
-macro_rules! capability_call {
-    ($version:ident, $indices:expr, $store:expr, $instance:expr, $request:expr) => {{
-        use $version::everruns::capability::types as t;
-        let ctx = |c: WitContext| t::CallContext {
+/// `c` (a [`WitContext`]) as the `call-context` of the version whose `types` module is `$t`.
+macro_rules! wit_context {
+    ($t:ident, $c:expr) => {{
+        let c: WitContext = $c;
+        $t::CallContext {
             agent_id: c.agent_id,
             session_id: c.session_id,
             run_id: c.run_id,
             idempotency_key: c.idempotency_key,
             config: c.config,
-        };
+        }
+    }};
+}
+
+/// The capability calls of one WIT version (their generated types are distinct, their shape
+/// the same).
+macro_rules! capability_call {
+    ($version:ident, $indices:expr, $store:expr, $instance:expr, $request:expr) => {{
+        use $version::everruns::capability::types as t;
+        let ctx = |c: WitContext| wit_context!(t, c);
         let guest = $indices.load(&mut *$store, $instance)?;
         Ok::<_, wasmtime::Error>(match $request {
             Request::Info => {
@@ -390,13 +398,7 @@ async fn hook_call(
 ) -> wasmtime::Result<Response> {
     use v0_2::everruns::capability::types as t;
     use v0_2::exports::everruns::capability::hooks as h;
-    let ctx = |c: WitContext| t::CallContext {
-        agent_id: c.agent_id,
-        session_id: c.session_id,
-        run_id: c.run_id,
-        idempotency_key: c.idempotency_key,
-        config: c.config,
-    };
+    let ctx = |c: WitContext| wit_context!(t, c);
     let tool_request = |c: WitCall| h::ToolRequest {
         name: c.name,
         arguments: c.arguments,
@@ -1169,13 +1171,7 @@ impl Plugin {
             ($version:ident, $indices:expr) => {{
                 use $version::everruns::capability::types as t;
                 let guest = $indices.load(&mut store, &instance).map_err(fail)?;
-                let ctx = t::CallContext {
-                    agent_id: ctx.agent_id,
-                    session_id: ctx.session_id,
-                    run_id: ctx.run_id,
-                    idempotency_key: ctx.idempotency_key,
-                    config: ctx.config,
-                };
+                let ctx = wit_context!(t, ctx);
                 let call = t::ToolCall {
                     name: call.name.clone(),
                     arguments: call.arguments.to_string(),

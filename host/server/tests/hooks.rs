@@ -11,6 +11,11 @@ use everruns_testkit::guests::{HOOKS, WELL_BEHAVED, plugin_dir};
 use everruns_testkit::{FakeLlm, Reply, SseEvent, SseReader, TestApp, TestDb, json_of};
 use serde_json::{Value, json};
 
+everruns_testkit::on_both_stores!(
+    after_tool_replacement_hides_the_original,
+    parallel_calls_of_one_run_lose_no_update
+);
+
 /// A server wired to `llm` with the `hooks` guest (its manifest changed by `manifest`) and
 /// the well-behaved guest; with the built-ins when `builtins`.
 async fn start(
@@ -289,20 +294,6 @@ async fn after_tool_replacement_hides_the_original(db: &TestDb) {
 }
 
 #[tokio::test]
-async fn after_tool_replacement_hides_the_original_sqlite() {
-    let db = TestDb::sqlite();
-    after_tool_replacement_hides_the_original(&db).await;
-    db.cleanup().await;
-}
-
-#[tokio::test]
-async fn after_tool_replacement_hides_the_original_postgres() {
-    let db = TestDb::postgres().await;
-    after_tool_replacement_hides_the_original(&db).await;
-    db.cleanup().await;
-}
-
-#[tokio::test]
 async fn hooks_run_in_the_order_of_the_agents_capabilities() {
     let dir = tempfile::tempdir().unwrap();
     let llm = FakeLlm::start().await;
@@ -451,20 +442,6 @@ async fn parallel_calls_of_one_run_lose_no_update(db: &TestDb) {
     outputs.sort();
     assert_eq!(outputs, ["1", "2", "3"], "{events:?}");
     app.stop().await;
-}
-
-#[tokio::test]
-async fn parallel_calls_of_one_run_lose_no_update_sqlite() {
-    let db = TestDb::sqlite();
-    parallel_calls_of_one_run_lose_no_update(&db).await;
-    db.cleanup().await;
-}
-
-#[tokio::test]
-async fn parallel_calls_of_one_run_lose_no_update_postgres() {
-    let db = TestDb::postgres().await;
-    parallel_calls_of_one_run_lose_no_update(&db).await;
-    db.cleanup().await;
 }
 
 /// The `guardrails` built-in: every option through real runs, and bad configs refused.

@@ -10,6 +10,12 @@ use everruns_testkit::guests::{HOOKS, WELL_BEHAVED, plugin_dir};
 use everruns_testkit::{FakeLlm, RecordedRequest, Reply, SseReader, TestApp, TestDb, json_of};
 use serde_json::{Value, json};
 
+everruns_testkit::on_both_stores!(
+    overrides_reach_the_model_request,
+    a_run_keeps_its_configuration_when_the_agent_changes,
+    bad_overrides_name_the_field
+);
+
 async fn start(dir: &Path, db: &TestDb, llm: &FakeLlm) -> TestApp {
     let (dir, url) = match db.sqlite_dir() {
         Some(sqlite) => (sqlite, None),
@@ -211,20 +217,6 @@ async fn overrides_reach_the_model_request(db: &TestDb) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn overrides_reach_the_model_request_sqlite() {
-    let db = TestDb::sqlite();
-    overrides_reach_the_model_request(&db).await;
-    db.cleanup().await;
-}
-
-#[tokio::test]
-async fn overrides_reach_the_model_request_postgres() {
-    let db = TestDb::postgres().await;
-    overrides_reach_the_model_request(&db).await;
-    db.cleanup().await;
-}
-
 /// A run keeps the configuration it was created with when the agent is edited while it runs.
 async fn a_run_keeps_its_configuration_when_the_agent_changes(db: &TestDb) {
     let dir = tempfile::tempdir().unwrap();
@@ -283,20 +275,6 @@ async fn a_run_keeps_its_configuration_when_the_agent_changes(db: &TestDb) {
     assert_eq!(request.model(), "new-model");
     assert!(request.tool_names().is_empty());
     app.stop().await;
-}
-
-#[tokio::test]
-async fn a_run_keeps_its_configuration_when_the_agent_changes_sqlite() {
-    let db = TestDb::sqlite();
-    a_run_keeps_its_configuration_when_the_agent_changes(&db).await;
-    db.cleanup().await;
-}
-
-#[tokio::test]
-async fn a_run_keeps_its_configuration_when_the_agent_changes_postgres() {
-    let db = TestDb::postgres().await;
-    a_run_keeps_its_configuration_when_the_agent_changes(&db).await;
-    db.cleanup().await;
 }
 
 /// Every bad override is a 422 naming its field; nothing is stored.
@@ -433,18 +411,4 @@ async fn bad_overrides_name_the_field(db: &TestDb) {
         assert_eq!(problem["errors"][0]["field"], field, "{body}: {problem}");
     }
     app.stop().await;
-}
-
-#[tokio::test]
-async fn bad_overrides_name_the_field_sqlite() {
-    let db = TestDb::sqlite();
-    bad_overrides_name_the_field(&db).await;
-    db.cleanup().await;
-}
-
-#[tokio::test]
-async fn bad_overrides_name_the_field_postgres() {
-    let db = TestDb::postgres().await;
-    bad_overrides_name_the_field(&db).await;
-    db.cleanup().await;
 }
