@@ -115,12 +115,17 @@ impl RunConfig {
                             capabilities[i].config = config.clone();
                         }
                     }
+                    // Added, or enabled again after an earlier override removed it: without a
+                    // config of its own, the agent's (if the agent has it) or `{}`.
                     (true, None) => capabilities.push(CapabilityRef {
                         id: entry.id.clone(),
-                        config: entry
-                            .config
-                            .clone()
-                            .unwrap_or_else(|| serde_json::json!({})),
+                        config: entry.config.clone().unwrap_or_else(|| {
+                            agent
+                                .capabilities
+                                .iter()
+                                .find(|c| c.id == entry.id)
+                                .map_or_else(|| serde_json::json!({}), |c| c.config.clone())
+                        }),
                     }),
                 }
             }
@@ -229,6 +234,19 @@ mod tests {
             ]
         );
         assert_eq!(config.message_overrides, Some(message));
+    }
+
+    #[test]
+    fn a_capability_enabled_again_gets_the_agents_config_back() {
+        let session = parse(json!({"capabilities": [{"id": "memory", "enabled": false}]}));
+        let message = parse(json!({"capabilities": [{"id": "memory"}]}));
+        let config = RunConfig::resolve(&agent(), Some(&session), Some(&message), 50);
+        let memory = config
+            .capabilities
+            .iter()
+            .find(|c| c.id == "memory")
+            .unwrap();
+        assert_eq!(memory.config, json!({"limit": 5}));
     }
 
     #[test]

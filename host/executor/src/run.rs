@@ -171,6 +171,18 @@ async fn step_loop(shared: &Shared, run: &Run, lease: &Lease) -> Outcome {
             status: RunStatus::Failed,
             error: Some(error),
         },
+        Err(Stop::Store(StoreError::Invalid(problem))) => {
+            // Something the store will never accept (a takeover would only repeat it).
+            let error = format!("a step of the run could not be recorded: {problem}");
+            Outcome::Finish {
+                events: vec![event(
+                    EventType::RunFailed,
+                    json!({"run_id": run.id.as_str(), "error": error}),
+                )],
+                status: RunStatus::Failed,
+                error: Some(error),
+            }
+        }
         Err(Stop::Store(StoreError::LeaseLost { .. })) => {
             tracing::warn!("lease lost; another worker continues the run");
             Outcome::Abandon

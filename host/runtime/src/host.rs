@@ -74,7 +74,14 @@ pub trait KvBackend: Send + Sync + std::fmt::Debug + 'static {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KvWrites {
     map: BTreeMap<(KvScope, String), Option<Vec<u8>>>,
+    /// Keys and values buffered, in bytes.
+    bytes: usize,
 }
+
+/// Most keys the calls of one step may write.
+pub const MAX_KV_BUFFERED_KEYS: usize = 1_000;
+/// Most bytes (keys and values) the calls of one step may write.
+pub const MAX_KV_BUFFERED_BYTES: usize = 8 * 1024 * 1024;
 
 impl KvWrites {
     /// Whether nothing was written.
@@ -104,6 +111,11 @@ impl KvWrites {
     /// Adds `later`'s writes on top of these (a key written by both keeps `later`'s value).
     pub fn extend(&mut self, later: KvWrites) {
         self.map.extend(later.map);
+        self.bytes = self
+            .map
+            .iter()
+            .map(|((_, k), v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum();
     }
 
     /// Whether any write belongs to `plugin`.
@@ -131,8 +143,23 @@ impl KvWrites {
             .map(|v| v.as_deref())
     }
 
-    fn put(&mut self, scope: &KvScope, key: String, value: Option<Vec<u8>>) {
-        self.map.insert((scope.clone(), key), value);
+    /// Buffers a write; past [`MAX_KV_BUFFERED_KEYS`] keys or [`MAX_KV_BUFFERED_BYTES`] bytes
+    /// (host memory, outside the plugin's limit) it is refused.
+    fn put(&mut self, scope: &KvScope, key: String, value: Option<Vec<u8>>) -> Result<(), KvFail> {
+        let entry = (scope.clone(), key);
+        let size = |k: &str, v: &Option<Vec<u8>>| k.len() + v.as_ref().map_or(0, Vec::len);
+        let old = self.map.get(&entry).map_or(0, |v| size(&entry.1, v));
+        let bytes = self.bytes - old + size(&entry.1, &value);
+        let keys = self.map.len() + usize::from(!self.map.contains_key(&entry));
+        if keys > MAX_KV_BUFFERED_KEYS || bytes > MAX_KV_BUFFERED_BYTES {
+            return Err(KvFail::TooLarge(format!(
+                "one step may write at most {MAX_KV_BUFFERED_KEYS} keys and \
+                 {MAX_KV_BUFFERED_BYTES} bytes"
+            )));
+        }
+        self.bytes = bytes;
+        self.map.insert(entry, value);
+        Ok(())
     }
 
     /// The buffered keys of `scope` starting with `prefix`: (key, still set).
@@ -324,6 +351,8 @@ pub(crate) enum SecretFail {
     NotFound,
 }
 
+/// The store's rules for keys (1 to [`MAX_KV_KEY_BYTES`] bytes, no NUL), checked when the
+/// plugin writes, not when the step commits: a key the store would refuse never reaches it.
 fn check_key(key: &str) -> Result<(), KvFail> {
     if key.len() > MAX_KV_KEY_BYTES {
         return Err(KvFail::TooLarge(format!(
@@ -331,7 +360,18 @@ fn check_key(key: &str) -> Result<(), KvFail> {
             key.len()
         )));
     }
+    if key.contains('\0') {
+        return Err(KvFail::Backend("a key must not contain NUL".into()));
+    }
     Ok(())
+}
+
+/// A key to write or delete: also not empty (a prefix may be).
+fn check_write_key(key: &str) -> Result<(), KvFail> {
+    if key.is_empty() {
+        return Err(KvFail::Backend("a key must not be empty".into()));
+    }
+    check_key(key)
 }
 
 fn backend(e: BackendError) -> KvFail {
@@ -380,7 +420,7 @@ impl HostState {
     }
 
     pub(crate) async fn kv_set(&mut self, key: String, value: Vec<u8>) -> Result<(), KvFail> {
-        check_key(&key)?;
+        check_write_key(&key)?;
         if value.len() > MAX_KV_VALUE_BYTES {
             return Err(KvFail::TooLarge(format!(
                 "value of {} bytes exceeds {MAX_KV_VALUE_BYTES}",
@@ -389,19 +429,18 @@ impl HostState {
         }
         let scope = self.kv_scope()?.clone();
         self.kv_writable()?;
-        self.kv_writes.put(&scope, key, Some(value));
-        Ok(())
+        self.kv_writes.put(&scope, key, Some(value))
     }
 
     pub(crate) async fn kv_delete(&mut self, key: String) -> Result<bool, KvFail> {
-        check_key(&key)?;
+        check_write_key(&key)?;
         let scope = self.kv_scope()?.clone();
         self.kv_writable()?;
         let existed = match self.kv_writes.get(&scope, &key) {
             Some(buffered) => buffered.is_some(),
             None => self.kv.get(&scope, &key).await.map_err(backend)?.is_some(),
         };
-        self.kv_writes.put(&scope, key, None);
+        self.kv_writes.put(&scope, key, None)?;
         Ok(existed)
     }
 
@@ -507,3 +546,57 @@ macro_rules! host_interfaces {
 
 host_interfaces!(v0_1);
 host_interfaces!(v0_2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> KvScope {
+        KvScope {
+            plugin: CapabilityId::parse("p").unwrap(),
+            owner: KvOwner::Session("ses_1".into()),
+        }
+    }
+
+    #[test]
+    fn keys_follow_the_stores_rules() {
+        assert!(check_write_key("ok").is_ok());
+        assert!(matches!(check_write_key(""), Err(KvFail::Backend(_))));
+        assert!(matches!(check_write_key("a\0b"), Err(KvFail::Backend(_))));
+        let long = "k".repeat(MAX_KV_KEY_BYTES + 1);
+        assert!(matches!(check_write_key(&long), Err(KvFail::TooLarge(_))));
+        // A prefix may be empty.
+        assert!(check_key("").is_ok());
+    }
+
+    #[test]
+    fn a_step_buffers_a_bounded_number_of_keys_and_bytes() {
+        let mut writes = KvWrites::default();
+        for i in 0..MAX_KV_BUFFERED_KEYS {
+            assert!(writes.put(&scope(), format!("k{i}"), None).is_ok());
+        }
+        // Rewriting a buffered key is fine; one more key is not.
+        assert!(writes.put(&scope(), "k0".into(), Some(vec![1])).is_ok());
+        assert!(matches!(
+            writes.put(&scope(), "one-more".into(), None),
+            Err(KvFail::TooLarge(_))
+        ));
+        let mut writes = KvWrites::default();
+        let value = vec![0u8; MAX_KV_VALUE_BYTES];
+        let fits = MAX_KV_BUFFERED_BYTES / (MAX_KV_VALUE_BYTES + 8);
+        for i in 0..fits {
+            assert!(
+                writes
+                    .put(&scope(), format!("{i:08}"), Some(value.clone()))
+                    .is_ok()
+            );
+        }
+        assert!(matches!(
+            writes.put(&scope(), "overflow".into(), Some(value.clone())),
+            Err(KvFail::TooLarge(_))
+        ));
+        // Shrinking a value frees its bytes.
+        assert!(writes.put(&scope(), "00000000".into(), None).is_ok());
+        assert!(writes.put(&scope(), "overflow".into(), Some(value)).is_ok());
+    }
+}

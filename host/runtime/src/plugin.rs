@@ -703,23 +703,29 @@ impl Plugin {
 
     /// The plugin's system-prompt fragment for this context. The plugin may read its
     /// key-value state (e.g. to list what it remembers).
+    /// What it writes is applied at once, not with a step (as in 0.1.0).
     pub async fn system_prompt(&self, ctx: &CallContext) -> Result<Option<String>> {
-        match self
-            .invoke(self.read_only(
-                self.kv_scope(ctx),
-                Request::SystemPrompt(self.wit_context(ctx)),
-            ))
-            .await
-            .0?
-        {
+        let mut writes = KvWrites::default();
+        let invocation = Invocation {
+            kv_scope: self.kv_scope(ctx),
+            request: Request::SystemPrompt(self.wit_context(ctx)),
+            writes: Some(&mut writes),
+            timeout_ms: self.timeout_ms,
+        };
+        let prompt = match self.invoke(invocation).await.0? {
             Response::SystemPrompt(p) => {
                 if let Some(p) = &p {
                     self.check_size(p.len())?;
+                    check_text(p)?;
                 }
-                Ok(p)
+                p
             }
             _ => unreachable!("invoke answers SystemPrompt with SystemPrompt"),
+        };
+        if let Err(e) = writes.apply(self.shared.kv.as_ref()).await {
+            tracing::warn!(capability = %self.manifest.id, error = %e, "writing plugin state failed");
         }
+        Ok(prompt)
     }
 
     /// The tools for this context (the config may change them).
@@ -808,6 +814,7 @@ impl Plugin {
             tool = %call.name,
             run_id = %ctx.run_id,
         );
+        let before = writes.clone();
         let invocation = Invocation {
             kv_scope,
             request,
@@ -825,15 +832,23 @@ impl Plugin {
                     | ToolError::Failed(m)
                     | ToolError::Denied(m) => m.len(),
                 };
-                match self.check_size(size) {
+                let text = match &e {
+                    ToolError::InvalidArguments(m)
+                    | ToolError::NotFound(m)
+                    | ToolError::Failed(m)
+                    | ToolError::Denied(m) => m,
+                };
+                match self.check_size(size).and_then(|()| check_text(text)) {
                     Ok(()) => Err(ToolFailure::Plugin(e)),
-                    Err(too_large) => Err(ToolFailure::Runtime(too_large)),
+                    Err(bad) => Err(ToolFailure::Runtime(bad)),
                 }
             }
             Ok(_) => unreachable!("invoke answers Call with Call"),
         };
         if let Err(ToolFailure::Runtime(e)) = &result {
             tracing::warn!(capability = %self.manifest.id, tool = %call.name, error = %e, "tool call failed");
+            // A call the host failed (limit, invalid output) commits nothing it wrote.
+            *writes = before;
         }
         CallOutcome {
             result,
@@ -880,57 +895,85 @@ impl Plugin {
         response
     }
 
-    /// Calls the `before-model` hook.
+    /// Calls the `before-model` hook. When it fails, `writes` is left as it was.
     pub async fn before_model(
         &self,
         ctx: &CallContext,
         request: &ModelRequest,
         writes: &mut KvWrites,
     ) -> Result<ModelDecision> {
+        let before = writes.clone();
         let request = Request::BeforeModel(self.hook_context(ctx), request.clone());
-        match self.hook(Hook::BeforeModel, ctx, request, writes).await? {
-            Response::BeforeModel(decision) => {
-                if let ModelDecision::AddContext(text) | ModelDecision::Block(text) = &decision {
-                    self.check_size(text.len())?;
-                }
-                Ok(decision)
-            }
-            _ => unreachable!("invoke answers BeforeModel with BeforeModel"),
+        let decided = match self.hook(Hook::BeforeModel, ctx, request, writes).await {
+            Ok(Response::BeforeModel(decision)) => match &decision {
+                ModelDecision::AddContext(text) | ModelDecision::Block(text) => self
+                    .check_size(text.len())
+                    .and_then(|()| check_text(text))
+                    .map(|()| decision),
+                ModelDecision::Continue => Ok(decision),
+            },
+            Ok(_) => unreachable!("invoke answers BeforeModel with BeforeModel"),
+            Err(e) => Err(e),
+        };
+        if decided.is_err() {
+            *writes = before;
         }
+        decided
     }
 
-    /// Calls the `before-tool` hook.
+    /// Calls the `before-tool` hook. When it fails, `writes` is left as it was.
     pub async fn before_tool(
         &self,
         ctx: &CallContext,
         request: &ToolRequest,
         writes: &mut KvWrites,
     ) -> Result<ToolDecision> {
+        let before = writes.clone();
         let request = Request::BeforeTool(self.hook_context(ctx), wit_call(request));
-        match self.hook(Hook::BeforeTool, ctx, request, writes).await? {
-            Response::BeforeTool(decision) => Ok(match decision {
-                RawToolDecision::Continue => ToolDecision::Continue,
-                RawToolDecision::Rewrite(arguments) => {
-                    self.check_size(arguments.len())?;
-                    let arguments = serde_json::from_str(&arguments).map_err(|e| {
-                        Error::InvalidOutput(format!("rewritten arguments are not JSON: {e}"))
-                    })?;
-                    ToolDecision::Rewrite(arguments)
-                }
-                RawToolDecision::Block(reason) => {
-                    self.check_size(reason.len())?;
-                    ToolDecision::Block(reason)
-                }
-                RawToolDecision::RequireApproval(reason) => {
-                    self.check_size(reason.len())?;
-                    ToolDecision::RequireApproval(reason)
-                }
-            }),
-            _ => unreachable!("invoke answers BeforeTool with BeforeTool"),
+        let decided = match self.hook(Hook::BeforeTool, ctx, request, writes).await {
+            Ok(Response::BeforeTool(decision)) => self.tool_decision(decision),
+            Ok(_) => unreachable!("invoke answers BeforeTool with BeforeTool"),
+            Err(e) => Err(e),
+        };
+        if decided.is_err() {
+            *writes = before;
         }
+        decided
     }
 
-    /// Calls the `after-tool` hook: `Some` replaces the result.
+    /// A `before-tool` answer, checked: sizes, text without NUL, rewritten arguments a JSON
+    /// object.
+    fn tool_decision(&self, decision: RawToolDecision) -> Result<ToolDecision> {
+        Ok(match decision {
+            RawToolDecision::Continue => ToolDecision::Continue,
+            RawToolDecision::Rewrite(arguments) => {
+                self.check_size(arguments.len())?;
+                let arguments: serde_json::Value =
+                    serde_json::from_str(&arguments).map_err(|e| {
+                        Error::InvalidOutput(format!("rewritten arguments are not JSON: {e}"))
+                    })?;
+                if !arguments.is_object() {
+                    return Err(Error::InvalidOutput(
+                        "rewritten arguments must be a JSON object".into(),
+                    ));
+                }
+                ToolDecision::Rewrite(arguments)
+            }
+            RawToolDecision::Block(reason) => {
+                self.check_size(reason.len())?;
+                check_text(&reason)?;
+                ToolDecision::Block(reason)
+            }
+            RawToolDecision::RequireApproval(reason) => {
+                self.check_size(reason.len())?;
+                check_text(&reason)?;
+                ToolDecision::RequireApproval(reason)
+            }
+        })
+    }
+
+    /// Calls the `after-tool` hook: `Some` replaces the result. When it fails, `writes` is
+    /// left as it was.
     pub async fn after_tool(
         &self,
         ctx: &CallContext,
@@ -943,22 +986,28 @@ impl Plugin {
             Ok(ToolOutput::Json(json)) => Ok(RawOutput::Json(json.to_string())),
             Err(message) => Err(message.clone()),
         };
+        let before = writes.clone();
         let request = Request::AfterTool(self.hook_context(ctx), wit_call(request), result);
-        match self.hook(Hook::AfterTool, ctx, request, writes).await? {
-            Response::AfterTool(None) => Ok(None),
-            Response::AfterTool(Some(Ok(output))) => self
+        let decided = match self.hook(Hook::AfterTool, ctx, request, writes).await {
+            Ok(Response::AfterTool(None)) => Ok(None),
+            Ok(Response::AfterTool(Some(Ok(output)))) => self
                 .convert_output(output)
                 .map(|output| Some(Ok(output)))
                 .map_err(|failure| match failure {
                     ToolFailure::Runtime(e) => e,
                     ToolFailure::Plugin(e) => Error::InvalidOutput(e.to_string()),
                 }),
-            Response::AfterTool(Some(Err(message))) => {
-                self.check_size(message.len())?;
-                Ok(Some(Err(message)))
-            }
-            _ => unreachable!("invoke answers AfterTool with AfterTool"),
+            Ok(Response::AfterTool(Some(Err(message)))) => self
+                .check_size(message.len())
+                .and_then(|()| check_text(&message))
+                .map(|()| Some(Err(message))),
+            Ok(_) => unreachable!("invoke answers AfterTool with AfterTool"),
+            Err(e) => Err(e),
+        };
+        if decided.is_err() {
+            *writes = before;
         }
+        decided
     }
 
     /// A hook's context: no idempotency key.
@@ -973,6 +1022,7 @@ impl Plugin {
         match output {
             RawOutput::Text(t) => {
                 self.check_size(t.len()).map_err(fail)?;
+                check_text(&t).map_err(fail)?;
                 Ok(ToolOutput::Text(t))
             }
             RawOutput::Json(j) => {
@@ -1133,6 +1183,16 @@ impl Plugin {
             logs: LogBuffer::default(),
         }
     }
+}
+
+/// Text a plugin returns must not contain NUL (nothing downstream can store it).
+fn check_text(text: &str) -> Result<()> {
+    if text.contains('\0') {
+        return Err(Error::InvalidOutput(
+            "the text contains a NUL character".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A tool request as the WIT passes it.

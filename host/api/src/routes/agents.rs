@@ -250,6 +250,15 @@ pub(crate) async fn check_provider(
     }
 }
 
+/// Whether `id` is spelled like a capability id: 1 to 64 letters, digits, `_`, `-` or `.`.
+pub(crate) fn valid_capability_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
 /// Checks the shape of the list, then (only if that is sound) that each capability is a loaded
 /// plugin and its config satisfies the plugin's schema.
 pub(crate) fn validate_capabilities(
@@ -266,13 +275,7 @@ pub(crate) fn validate_capabilities(
     }
     let mut seen = std::collections::HashSet::new();
     for (i, cap) in caps.iter().enumerate() {
-        let valid_id = !cap.id.is_empty()
-            && cap.id.len() <= 64
-            && cap
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-        if !valid_id {
+        if !valid_capability_id(&cap.id) {
             errors.push(FieldError::new(
                 format!("capabilities[{i}].id"),
                 "must be 1 to 64 characters of letters, digits, `_`, `-` or `.`",

@@ -2,7 +2,7 @@
 //! (the agent's rules, with errors naming `overrides.…`), and the configuration a run records
 //! (`config` of `GET /v1/runs/{id}`).
 
-use everruns_core::{CapabilityOverride, Overrides, RunConfig};
+use everruns_core::{CapabilityOverride, ModelSettings, Overrides, RunConfig};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::routes::agents::{
-    CapabilityBody, ModelSettingsBody, check_provider, validate_capabilities, validate_model,
-    validate_prompt,
+    CapabilityBody, ModelSettingsBody, check_provider, valid_capability_id, validate_capabilities,
+    validate_model, validate_prompt,
 };
 
 /// Changes to the agent's configuration, for a session's runs or one message's run. Every
@@ -75,8 +75,12 @@ const MAX_CAPABILITY_OVERRIDES: usize = 64;
 
 /// Validates `body` as the agent's fields are validated (model ranges, known provider,
 /// installed capabilities, configs against their schemas); every error names its field under
-/// `overrides.`. Returns the overrides to store.
-pub(crate) async fn validate(state: &AppState, body: &OverridesBody) -> ApiResult<Overrides> {
+/// `overrides.`. Returns the overrides to store: `None` when they change nothing (`{}`), so
+/// an empty object and no object are the same request.
+pub(crate) async fn validate(
+    state: &AppState,
+    body: &OverridesBody,
+) -> ApiResult<Option<Overrides>> {
     let mut errors = Vec::new();
     let model = body.model.as_ref().map(|m| validate_model(m, &mut errors));
     if let Some(text) = &body.system_prompt_append {
@@ -92,8 +96,9 @@ pub(crate) async fn validate(state: &AppState, body: &OverridesBody) -> ApiResul
         error.field = error.field.replace("system_prompt", "system_prompt_append");
     }
     if body.capabilities.len() > MAX_CAPABILITY_OVERRIDES {
-        errors.push(FieldError::new(
-            "capabilities",
+        // Not worth checking each of them (a schema compile apiece).
+        return Err(ApiError::invalid_field(
+            "overrides.capabilities",
             format!("at most {MAX_CAPABILITY_OVERRIDES} entries"),
         ));
     }
@@ -110,9 +115,15 @@ pub(crate) async fn validate(state: &AppState, body: &OverridesBody) -> ApiResul
                 .unwrap_or_else(|| serde_json::json!({})),
         };
         validate_capabilities(&state.runtime, std::slice::from_ref(&checked), &mut own);
+        let disabled = entry.enabled == Some(false);
         for mut error in own {
             if entry.config.is_none() && error.field.starts_with("capabilities[0].config") {
-                // No config given: the agent's (or `{}`) is used, checked when the run starts.
+                // No config given: the agent's (validated with the agent) or `{}` is used.
+                continue;
+            }
+            if disabled && valid_capability_id(&entry.id) {
+                // Removing a capability that is not installed (any more) is allowed: it is
+                // what keeps an agent whose plugin is gone usable in this session.
                 continue;
             }
             error.field = error
@@ -126,7 +137,7 @@ pub(crate) async fn validate(state: &AppState, body: &OverridesBody) -> ApiResul
                 format!("capability `{}` is listed twice", entry.id),
             ));
         }
-        if entry.enabled == Some(false) && entry.config.is_some() {
+        if disabled && entry.config.is_some() {
             errors.push(FieldError::new(
                 format!("capabilities[{i}].config"),
                 "a disabled capability takes no config",
@@ -142,8 +153,8 @@ pub(crate) async fn validate(state: &AppState, body: &OverridesBody) -> ApiResul
     if let Some(model) = &model {
         check_provider(state, model, "overrides.model.provider").await?;
     }
-    Ok(Overrides {
-        model,
+    let overrides = Overrides {
+        model: model.filter(|m| *m != ModelSettings::default()),
         system_prompt_append: body.system_prompt_append.clone(),
         capabilities: body
             .capabilities
@@ -154,7 +165,8 @@ pub(crate) async fn validate(state: &AppState, body: &OverridesBody) -> ApiResul
                 enabled: c.enabled.unwrap_or(true),
             })
             .collect(),
-    })
+    };
+    Ok((overrides != Overrides::default()).then_some(overrides))
 }
 
 /// The configuration a run executes with, resolved when it was created.

@@ -179,7 +179,7 @@ async fn post_message(
     }
     check_fields(errors)?;
     let message_overrides = match &body.overrides {
-        Some(o) => Some(overrides::validate(&state, o).await?),
+        Some(o) => overrides::validate(&state, o).await?,
         None => None,
     };
     let key = match headers.get("idempotency-key") {

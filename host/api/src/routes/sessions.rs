@@ -169,7 +169,7 @@ async fn create_session(
     check_fields(errors)?;
     let agent_id = agent_id(&body.agent_id)?;
     let overrides = match &body.overrides {
-        Some(o) => Some(overrides::validate(&state, o).await?),
+        Some(o) => overrides::validate(&state, o).await?,
         None => None,
     };
     let agent = state.store.get_agent(&agent_id).await?;
@@ -226,7 +226,7 @@ async fn update_session(
     validate_title(body.title.as_ref().and_then(|t| t.as_deref()), &mut errors);
     check_fields(errors)?;
     let overrides = match &body.overrides {
-        Some(Some(o)) => Some(Some(overrides::validate(&state, o).await?)),
+        Some(Some(o)) => Some(overrides::validate(&state, o).await?),
         Some(None) => Some(None),
         None => None,
     };
