@@ -8,10 +8,10 @@
 //!
 //! A step that ends its run (`Store::record_final_step`) also sets the run's final status and
 //! releases its lease in that statement; a batch with such steps is a transaction whose second
-//! statement settles their sessions and wakes the workers of every process. A batch with
-//! steps that carry plugin key-value writes is a transaction too: the writes of the steps
-//! whose fence held are applied in it (in request order, the last write of a key winning), so
-//! state is committed exactly when its step is.
+//! statement settles their sessions and wakes the workers of every process. The plugin
+//! key-value writes of the steps whose fence held are applied by the batch statement itself
+//! (in request order, the last write of a key winning), so state is committed exactly when
+//! its step is, at no extra round trip.
 //!
 //! A batch is one statement (or one transaction), so it is atomic: fenced per run (a request
 //! whose lease is lost writes nothing and gets [`StoreError::LeaseLost`], the others are
@@ -19,11 +19,8 @@
 //! aborts it whole, after which each of its requests is written again alone, so every request
 //! gets its own exact outcome.
 
-use std::collections::BTreeMap;
-
 use everruns_core::{
-    KvWrite, Lease, Message, NewEvent, NewStep, RecordedStep, RunStatus, SessionId, Step,
-    Timestamp, Usage,
+    Lease, Message, NewEvent, NewStep, RecordedStep, RunStatus, SessionId, Step, Timestamp, Usage,
 };
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
@@ -179,7 +176,11 @@ fn error_of(err: sqlx::Error, request: &Request) -> StoreError {
 /// steps, messages and events of the fenced requests are inserted, and each session's
 /// sequence numbers are taken in request order.
 /// Every written request's session is locked (even with no events: [`SETTLE_SESSIONS`] needs
-/// that, as a message insert does). Locks are taken run before session, as everywhere else.
+/// that, as a message insert does). The plugin key-value writes of the fenced requests are
+/// applied too, the last write of a key in request order winning (as if written one by one;
+/// never two changes of one row in the statement), each only while its agent (held
+/// `FOR KEY SHARE`, as `Store::kv_set` does) or session (the statement updates, so locks, its
+/// row: `seq`) exists. Locks are taken run before session, as everywhere else.
 const RECORD_STEPS: &str = "WITH req AS (SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], \
        $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], \
        $11::bigint[], $12::text[], $13::text[], $14::timestamptz[], $15::text[], $16::text[], \
@@ -220,7 +221,20 @@ const RECORD_STEPS: &str = "WITH req AS (SELECT * FROM UNNEST($1::text[], $2::bi
        SELECT base.session_id, base.base + e.k, e.event_type, e.payload::json, base.run_id, $20 \
        FROM UNNEST($21::bigint[], $22::bigint[], $23::text[], $24::text[]) \
          AS e (i, k, event_type, payload) \
-       JOIN base ON base.i = e.i) \
+       JOIN base ON base.i = e.i), \
+     kvw AS (SELECT DISTINCT ON (w.plugin, w.owner, w.key) w.* \
+       FROM UNNEST($26::bigint[], $27::text[], $28::text[], $29::text[], $30::bytea[], \
+         $31::text[], $32::text[]) WITH ORDINALITY \
+         AS w (i, plugin, owner, key, value, agent, session, n) \
+       JOIN ok ON ok.i = w.i ORDER BY w.plugin, w.owner, w.key, w.n DESC), \
+     kvput AS (INSERT INTO plugin_kv (plugin, owner, key, value, updated_at) \
+       SELECT plugin, owner, key, value, $20 FROM kvw WHERE value IS NOT NULL \
+         AND (agent IS NULL OR EXISTS (SELECT 1 FROM agents WHERE id = kvw.agent FOR KEY SHARE)) \
+         AND (session IS NULL OR EXISTS (SELECT 1 FROM seq WHERE seq.id = kvw.session)) \
+       ON CONFLICT (plugin, owner, key) \
+       DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at), \
+     kvdel AS (DELETE FROM plugin_kv p USING kvw WHERE kvw.value IS NULL \
+       AND p.plugin = kvw.plugin AND p.owner = kvw.owner AND p.key = kvw.key) \
      SELECT req.i, fence.session_id, base.base FROM req \
        LEFT JOIN fence ON fence.id = req.run_id AND fence.lease_token = req.token \
          AND fence.lease_owner = req.owner \
@@ -258,11 +272,9 @@ async fn write(
         Some(connection) => connection,
         None => conn.insert(pool.acquire().await?),
     };
-    let transaction = requests
-        .iter()
-        .any(|r| r.finish.is_some() || !r.step.kv_writes.is_empty());
-    let result = if transaction {
-        write_transaction(connection, &cols, requests, now).await
+    let finishing = requests.iter().any(|r| r.finish.is_some());
+    let result = if finishing {
+        write_finishing(connection, &cols, requests, now).await
     } else {
         record_steps(connection, &cols, now).await
     };
@@ -284,10 +296,9 @@ async fn write(
     }
 }
 
-/// A batch with final steps or key-value writes: the batch statement, then (with final
-/// steps) [`SETTLE_SESSIONS`] and the key-value writes of the fenced requests, as one
+/// A batch with final steps: the batch statement and then [`SETTLE_SESSIONS`], as one
 /// transaction (rolled back when dropped unfinished).
-async fn write_transaction(
+async fn write_finishing(
     connection: &mut PoolConnection<Postgres>,
     cols: &Columns<'_>,
     requests: &[Request],
@@ -295,112 +306,19 @@ async fn write_transaction(
 ) -> std::result::Result<Vec<Row>, sqlx::Error> {
     let mut tx = connection.begin().await?;
     let rows = record_steps(&mut tx, cols, now).await?;
-    if requests.iter().any(|r| r.finish.is_some()) {
-        let sessions: Vec<&str> = rows
-            .iter()
-            .zip(requests)
-            .filter(|(_, request)| request.finish.is_some())
-            .filter_map(|((session, _), _)| session.as_deref())
-            .collect();
-        sqlx::query(SETTLE_SESSIONS)
-            .bind(&sessions)
-            .bind(RUNS_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
-    }
-    write_kv(&mut tx, requests, &rows, now).await?;
+    let sessions: Vec<&str> = rows
+        .iter()
+        .zip(requests)
+        .filter(|(_, request)| request.finish.is_some())
+        .filter_map(|((session, _), _)| session.as_deref())
+        .collect();
+    sqlx::query(SETTLE_SESSIONS)
+        .bind(&sessions)
+        .bind(RUNS_CHANNEL)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(rows)
-}
-
-/// Upserts key-value entries, each only while its agent or session exists (held
-/// `FOR KEY SHARE`, as `Store::kv_set` does).
-const PUT_KV: &str = "INSERT INTO plugin_kv (plugin, owner, key, value, updated_at) \
-     SELECT w.plugin, w.owner, w.key, w.value, $7 \
-     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[]) \
-       AS w (plugin, owner, key, value, agent, session) \
-     WHERE (w.agent IS NULL OR EXISTS (SELECT 1 FROM agents WHERE id = w.agent FOR KEY SHARE)) \
-       AND (w.session IS NULL \
-            OR EXISTS (SELECT 1 FROM sessions WHERE id = w.session FOR KEY SHARE)) \
-     ON CONFLICT (plugin, owner, key) \
-     DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at";
-
-/// Deletes key-value entries.
-const DELETE_KV: &str = "DELETE FROM plugin_kv p \
-     USING UNNEST($1::text[], $2::text[], $3::text[]) AS w (plugin, owner, key) \
-     WHERE p.plugin = w.plugin AND p.owner = w.owner AND p.key = w.key";
-
-/// Applies the key-value writes of the requests whose fence held (a row with a session), in
-/// request order: the last write of a key is what the batch leaves, as if written one by one.
-async fn write_kv(
-    tx: &mut sqlx::PgConnection,
-    requests: &[Request],
-    rows: &[Row],
-    now: Timestamp,
-) -> std::result::Result<(), sqlx::Error> {
-    let mut last: BTreeMap<(&str, &str, &str), &KvWrite> = BTreeMap::new();
-    for (request, (session, _)) in requests.iter().zip(rows) {
-        if session.is_none() {
-            continue;
-        }
-        for write in &request.step.kv_writes {
-            let key = (
-                write.scope.plugin.as_str(),
-                write.scope.owner.as_str(),
-                write.key.as_str(),
-            );
-            last.insert(key, write);
-        }
-    }
-    let (mut put, mut delete) = (KvColumns::default(), KvColumns::default());
-    for write in last.into_values() {
-        let cols = if write.value.is_some() {
-            &mut put
-        } else {
-            &mut delete
-        };
-        cols.plugin.push(&write.scope.plugin);
-        cols.owner.push(&write.scope.owner);
-        cols.key.push(&write.key);
-        if let Some(value) = &write.value {
-            let owner = write.scope.owner_row();
-            cols.value.push(value);
-            cols.agent.push(owner.agent());
-            cols.session.push(owner.session());
-        }
-    }
-    if !put.key.is_empty() {
-        sqlx::query(PUT_KV)
-            .bind(&put.plugin)
-            .bind(&put.owner)
-            .bind(&put.key)
-            .bind(&put.value)
-            .bind(&put.agent)
-            .bind(&put.session)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-    }
-    if !delete.key.is_empty() {
-        sqlx::query(DELETE_KV)
-            .bind(&delete.plugin)
-            .bind(&delete.owner)
-            .bind(&delete.key)
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Key-value writes as one array per column.
-#[derive(Default)]
-struct KvColumns<'a> {
-    plugin: Vec<&'a str>,
-    owner: Vec<&'a str>,
-    key: Vec<&'a str>,
-    value: Vec<&'a [u8]>,
-    agent: Vec<Option<&'a str>>,
-    session: Vec<Option<&'a str>>,
 }
 
 /// Runs the batch statement; one row per request, in request order.
@@ -435,6 +353,13 @@ async fn record_steps(
         .bind(&cols.event_type)
         .bind(&cols.event_payload)
         .bind(&cols.finish)
+        .bind(&cols.kv_request)
+        .bind(&cols.kv_plugin)
+        .bind(&cols.kv_owner)
+        .bind(&cols.kv_key)
+        .bind(&cols.kv_value)
+        .bind(&cols.kv_agent)
+        .bind(&cols.kv_session)
         .fetch_all(connection)
         .await?;
     Ok(rows
@@ -519,6 +444,13 @@ struct Columns<'a> {
     event_no: Vec<i64>,
     event_type: Vec<&'static str>,
     event_payload: Vec<&'a str>,
+    kv_request: Vec<i64>,
+    kv_plugin: Vec<&'a str>,
+    kv_owner: Vec<&'a str>,
+    kv_key: Vec<&'a str>,
+    kv_value: Vec<Option<&'a [u8]>>,
+    kv_agent: Vec<Option<&'a str>>,
+    kv_session: Vec<Option<&'a str>>,
 }
 
 impl<'a> Columns<'a> {
@@ -556,5 +488,15 @@ impl<'a> Columns<'a> {
         self.events
             .push(i64::try_from(request.events.len()).unwrap_or(i64::MAX));
         self.finish.push(request.finish.map(RunStatus::as_str));
+        for write in &step.kv_writes {
+            let owner = write.scope.owner_row();
+            self.kv_request.push(ordinal);
+            self.kv_plugin.push(&write.scope.plugin);
+            self.kv_owner.push(&write.scope.owner);
+            self.kv_key.push(&write.key);
+            self.kv_value.push(write.value.as_deref());
+            self.kv_agent.push(owner.agent());
+            self.kv_session.push(owner.session());
+        }
     }
 }
