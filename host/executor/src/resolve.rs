@@ -28,19 +28,31 @@ pub(crate) async fn run_config(
     for cap in &config.capabilities {
         // A capability that is not loaded offers nothing now; the run fails with the reason
         // when it starts.
-        let ctx = CallContext {
-            agent_id: agent.id.to_string(),
-            session_id: session.id.to_string(),
-            config: Some(cap.config.clone()),
-            ..CallContext::default()
+        let Some(plugin) = runtime.get(&cap.id) else {
+            continue;
         };
-        if let Ok(tools) = runtime.tools(&cap.id, &ctx).await {
-            config.tools.extend(
-                tools
-                    .into_iter()
-                    .map(|t| format!("{}{SEPARATOR}{}", cap.id, t.name)),
-            );
-        }
+        // With the default configuration the tools are the ones listed at load: no call.
+        let manifest = plugin.manifest();
+        let names: Vec<String> =
+            if manifest.effective_config(Some(&cap.config)) == manifest.effective_config(None) {
+                plugin.tools().iter().map(|t| t.name.clone()).collect()
+            } else {
+                let ctx = CallContext {
+                    agent_id: agent.id.to_string(),
+                    session_id: session.id.to_string(),
+                    config: Some(cap.config.clone()),
+                    ..CallContext::default()
+                };
+                match plugin.tools_for(&ctx).await {
+                    Ok(tools) => tools.into_iter().map(|t| t.name).collect(),
+                    Err(_) => continue,
+                }
+            };
+        config.tools.extend(
+            names
+                .into_iter()
+                .map(|name| format!("{}{SEPARATOR}{name}", cap.id)),
+        );
     }
     Ok(config)
 }
