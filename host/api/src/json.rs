@@ -63,14 +63,129 @@ where
 /// Parses a JSON document into `T`, mapping syntax errors to 400 and data errors to 422 with
 /// the failing field's path.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+    // Syntax first (trailing characters included), then the data, strictly: serde would also
+    // take a struct's fields from an array, in order (`[null, null]`), which no client means.
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| json_error(".", e))?;
+    serde_path_to_error::deserialize(strict::Strict(value)).map_err(|err| {
         let path = err.path().to_string();
         json_error(&path, err.into_inner())
-    })?;
-    // Trailing characters after the document are a syntax error of the body as a whole.
-    de.end().map_err(|e| json_error(".", e))?;
-    Ok(value)
+    })
+}
+
+/// A JSON document as a deserializer that gives structs only from objects (every request
+/// body and every object in one is an object in the OpenAPI document).
+mod strict {
+    use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Error, Map, Value};
+
+    pub(super) struct Strict(pub(super) Value);
+
+    impl<'de> de::Deserializer<'de> for Strict {
+        type Error = Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            match self.0 {
+                Value::Object(map) => visitor.visit_map(Fields(map.into_iter(), None)),
+                Value::Array(items) => visitor.visit_seq(Items(items.into_iter())),
+                other => de::Deserializer::deserialize_any(other, visitor),
+            }
+        }
+
+        fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            match self.0 {
+                Value::Null => visitor.visit_none(),
+                other => visitor.visit_some(Strict(other)),
+            }
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            match self.0 {
+                Value::Object(map) => visitor.visit_map(Fields(map.into_iter(), None)),
+                other => Err(de::Error::invalid_type(unexpected(&other), &"an object")),
+            }
+        }
+
+        fn deserialize_newtype_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            visitor.visit_newtype_struct(self)
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            variants: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            de::Deserializer::deserialize_enum(self.0, name, variants, visitor)
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf unit unit_struct seq tuple tuple_struct map identifier ignored_any
+        }
+    }
+
+    fn unexpected(value: &Value) -> de::Unexpected<'_> {
+        match value {
+            Value::Null => de::Unexpected::Unit,
+            Value::Bool(b) => de::Unexpected::Bool(*b),
+            Value::Number(_) => de::Unexpected::Other("a number"),
+            Value::String(s) => de::Unexpected::Str(s),
+            Value::Array(_) => de::Unexpected::Seq,
+            Value::Object(_) => de::Unexpected::Map,
+        }
+    }
+
+    struct Fields(
+        <Map<String, Value> as IntoIterator>::IntoIter,
+        Option<Value>,
+    );
+
+    impl<'de> MapAccess<'de> for Fields {
+        type Error = Error;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, Error> {
+            match self.0.next() {
+                Some((key, value)) => {
+                    self.1 = Some(value);
+                    seed.deserialize(key.into_deserializer()).map(Some)
+                }
+                None => Ok(None),
+            }
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+            let value = self.1.take().unwrap_or(Value::Null);
+            seed.deserialize(Strict(value))
+        }
+    }
+
+    struct Items(std::vec::IntoIter<Value>);
+
+    impl<'de> SeqAccess<'de> for Items {
+        type Error = Error;
+
+        fn next_element_seed<T: DeserializeSeed<'de>>(
+            &mut self,
+            seed: T,
+        ) -> Result<Option<T::Value>, Error> {
+            self.0
+                .next()
+                .map(|v| seed.deserialize(Strict(v)))
+                .transpose()
+        }
+    }
 }
 
 fn json_error(path: &str, inner: serde_json::Error) -> ApiError {
@@ -145,5 +260,37 @@ where
                     err.inner()
                 ))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code, reason = "only deserialized")]
+    struct Body {
+        a: Option<u32>,
+        b: Option<u32>,
+    }
+
+    #[test]
+    fn a_body_must_be_an_object() {
+        assert!(parse_json::<Body>(b"{\"a\": 1}").is_ok());
+        // serde alone would take the fields from an array, in order.
+        let err = parse_json::<Body>(b" [1, 2]").unwrap_err();
+        assert!(format!("{err:?}").contains("expected an object"), "{err:?}");
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code, reason = "only deserialized")]
+        struct Outer {
+            inner: Option<Body>,
+        }
+        assert!(parse_json::<Outer>(b"{\"inner\": {\"b\": 2}}").is_ok());
+        assert!(parse_json::<Outer>(b"{\"inner\": null}").is_ok());
+        let err = parse_json::<Outer>(b"{\"inner\": [1, 2]}").unwrap_err();
+        assert!(format!("{err:?}").contains("expected an object"), "{err:?}");
+        // A field's type error still names the field.
+        let err = parse_json::<Outer>(b"{\"inner\": {\"a\": \"x\"}}").unwrap_err();
+        assert!(format!("{err:?}").contains("inner.a"), "{err:?}");
     }
 }

@@ -19,6 +19,9 @@ use crate::json::{ApiJson, ApiQuery};
 use crate::pagination::{ListResponse, PageParams};
 use crate::routes::capabilities::validate_agent_capabilities;
 
+/// Largest `max_tokens` accepted (no model answers more in one response).
+const MAX_TOKENS_LIMIT: u32 = 1_000_000;
+
 /// Most capabilities one agent may enable.
 const MAX_CAPABILITIES: usize = 64;
 
@@ -42,9 +45,9 @@ pub struct ModelSettingsBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f64>,
-    /// Maximum tokens per model response.
+    /// Maximum tokens per model response, 1 to 1,000,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub max_tokens: Option<u32>,
     /// Maximum steps (LLM calls and tool calls) per run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,8 +212,13 @@ pub(crate) fn validate_model(
             "must be between 0 and 2",
         ));
     }
-    if model.max_tokens == Some(0) {
-        errors.push(FieldError::new("model.max_tokens", "must be at least 1"));
+    if let Some(t) = model.max_tokens
+        && !(1..=MAX_TOKENS_LIMIT).contains(&t)
+    {
+        errors.push(FieldError::new(
+            "model.max_tokens",
+            format!("must be between 1 and {MAX_TOKENS_LIMIT}"),
+        ));
     }
     if let Some(s) = model.max_steps
         && !(1..=1000).contains(&s)
