@@ -144,6 +144,20 @@ pub(crate) async fn before_model(
 ) -> BeforeModel {
     let mut out = BeforeModel::default();
     for hook in with_hook(toolbox, Hook::BeforeModel) {
+        // The model is not asked: the run fails naming the capability and the reason.
+        let blocked = |mut out: BeforeModel, decision: &str, reason: String| {
+            out.events.push(applied(
+                run_id,
+                &hook.capability,
+                Hook::BeforeModel,
+                json!({"type": decision, "step_no": request.step, "reason": reason}),
+            ));
+            out.blocked = Some(format!(
+                "the model call was blocked by capability `{}`: {reason}",
+                hook.capability
+            ));
+            out
+        };
         let ctx = toolbox.hook_context(hook);
         match hook.plugin.before_model(&ctx, request, writes).await {
             Ok(ModelDecision::Continue) => {}
@@ -156,36 +170,13 @@ pub(crate) async fn before_model(
                 ));
                 out.context.push(text);
             }
-            Ok(ModelDecision::Block(reason)) => {
-                out.events.push(applied(
-                    run_id,
-                    &hook.capability,
-                    Hook::BeforeModel,
-                    json!({"type": "block", "step_no": request.step, "reason": reason}),
-                ));
-                out.blocked = Some(format!(
-                    "the model call was blocked by capability `{}`: {reason}",
-                    hook.capability
-                ));
-                return out;
-            }
+            Ok(ModelDecision::Block(reason)) => return blocked(out, "block", reason),
             Err(e) if hook.plugin.manifest().on_error == OnError::Allow => {
                 tracing::warn!(capability = %hook.capability, error = %e,
                     "before-model hook failed; skipped (on_error = allow)");
             }
             Err(e) => {
-                let reason = format!("its before-model hook failed: {e}");
-                out.events.push(applied(
-                    run_id,
-                    &hook.capability,
-                    Hook::BeforeModel,
-                    json!({"type": "error", "step_no": request.step, "reason": reason}),
-                ));
-                out.blocked = Some(format!(
-                    "the model call was blocked by capability `{}`: {reason}",
-                    hook.capability
-                ));
-                return out;
+                return blocked(out, "error", format!("its before-model hook failed: {e}"));
             }
         }
     }
