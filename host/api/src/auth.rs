@@ -51,10 +51,16 @@ pub fn hash_key(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// Middleware: rejects requests without a valid, unrevoked key with 401.
+/// The API key a request was made with (a request extension `require_api_key` adds), for
+/// handlers that record who did something.
+#[derive(Debug, Clone)]
+pub struct Caller(pub everruns_core::ApiKeyId);
+
+/// Middleware: rejects requests without a valid, unrevoked key with 401; lets the others
+/// through with their key as a [`Caller`] extension.
 pub async fn require_api_key(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let header = request.headers().get(AUTHORIZATION).ok_or_else(|| {
@@ -72,7 +78,10 @@ pub async fn require_api_key(
             ApiError::unauthorized("the Authorization header must be `Bearer <api key>`")
         })?;
     match state.store.authenticate_api_key(&hash_key(token)).await? {
-        Some(_) => Ok(next.run(request).await),
+        Some(key) => {
+            request.extensions_mut().insert(Caller(key.id));
+            Ok(next.run(request).await)
+        }
         None => Err(ApiError::unauthorized("the API key is invalid or revoked")),
     }
 }

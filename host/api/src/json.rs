@@ -263,6 +263,13 @@ where
     }
 }
 
+/// Distinguishes an explicit `null` (Some(None)) from an absent field (None, via `default`).
+pub(crate) fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

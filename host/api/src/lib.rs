@@ -76,6 +76,9 @@ pub struct AppState {
         (name = "agents", description = "Agents: system prompt, model and capabilities"),
         (name = "sessions", description = "Conversations with an agent"),
         (name = "runs", description = "Runs: the agent answering a message, step by step"),
+        (name = "approvals", description = "Tool approval: a person approves or rejects a \
+                                              tool call while its run waits (status \
+                                              `waiting_approval`, no worker held)"),
         (name = "capabilities", description = "Installed WASM plugins: tools, granted \
                                                  permissions, load status"),
         (name = "providers", description = "LLM providers; API keys are write-only"),
@@ -107,6 +110,7 @@ fn documented_routes(auth: Option<&AppState>) -> OpenApiRouter<AppState> {
         .merge(routes::messages::router())
         .merge(routes::api_keys::router())
         .merge(routes::runs::router())
+        .merge(routes::approvals::router())
         .merge(routes::events::router())
         .merge(routes::capabilities::router())
         .merge(routes::providers::router())

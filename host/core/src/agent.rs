@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AgentId, Timestamp};
+use crate::{AgentId, Timestamp, ToolApproval};
 
 /// Longest accepted agent name, in characters.
 pub const AGENT_NAME_MAX: usize = 200;
@@ -54,6 +54,8 @@ pub struct Agent {
     /// Ordered: prompt fragments are assembled in this order.
     pub capabilities: Vec<CapabilityRef>,
     pub archived: bool,
+    /// Which tool calls need a person's approval; `None`: none do (unless a hook asks).
+    pub tool_approval: Option<ToolApproval>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -65,6 +67,7 @@ pub struct NewAgent {
     pub system_prompt: String,
     pub model: ModelSettings,
     pub capabilities: Vec<CapabilityRef>,
+    pub tool_approval: Option<ToolApproval>,
 }
 
 /// A partial update of an agent; `None` leaves the field unchanged.
@@ -75,4 +78,6 @@ pub struct AgentPatch {
     pub model: Option<ModelSettings>,
     pub capabilities: Option<Vec<CapabilityRef>>,
     pub archived: Option<bool>,
+    /// `Some(None)` removes the policy.
+    pub tool_approval: Option<Option<ToolApproval>>,
 }

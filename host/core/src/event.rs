@@ -24,13 +24,17 @@ pub enum EventType {
     /// A capability's hook changed something (a rewrite, a block, added context, a replaced
     /// result); journaled with the step it belongs to.
     HookApplied,
+    /// A tool call needs a person's decision; the run waits (`waiting_approval`).
+    ToolApprovalRequested,
+    /// Someone approved or rejected a call, or its approval expired or was cancelled.
+    ToolApprovalResolved,
     StepCompleted,
     Usage,
 }
 
 impl EventType {
     /// Every type.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 17] = [
         Self::RunQueued,
         Self::RunStarted,
         Self::RunCompleted,
@@ -44,6 +48,8 @@ impl EventType {
         Self::ToolFailed,
         Self::ToolBlocked,
         Self::HookApplied,
+        Self::ToolApprovalRequested,
+        Self::ToolApprovalResolved,
         Self::StepCompleted,
         Self::Usage,
     ];
@@ -64,6 +70,8 @@ impl EventType {
             Self::ToolFailed => "tool.failed",
             Self::ToolBlocked => "tool.blocked",
             Self::HookApplied => "hook.applied",
+            Self::ToolApprovalRequested => "tool.approval_requested",
+            Self::ToolApprovalResolved => "tool.approval_resolved",
             Self::StepCompleted => "step.completed",
             Self::Usage => "usage",
         }
@@ -127,6 +135,8 @@ mod tests {
                 "tool.failed",
                 "tool.blocked",
                 "hook.applied",
+                "tool.approval_requested",
+                "tool.approval_resolved",
                 "step.completed",
                 "usage",
             ]

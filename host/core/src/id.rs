@@ -127,6 +127,11 @@ prefixed_id!(
     ApiKeyId, "key_", "API key"
 );
 prefixed_id!(
+    /// Identifies a tool call's approval (derived from its run and step: see
+    /// `ApprovalId::for_call`).
+    ApprovalId, "apr_", "approval"
+);
+prefixed_id!(
     /// Identifies an LLM provider configuration.
     ProviderId, "prv_", "provider"
 );

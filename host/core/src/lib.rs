@@ -15,11 +15,13 @@
 //! - `sealed`: the stored form of an encrypted value and the row it belongs to.
 //! - `page`: cursor pagination shared by every list.
 //! - `kv`: scopes of the plugins' durable key-value state.
+//! - `approval`: tool approval policies and the approval records of runs waiting for them.
 //! - `overrides`: configuration overrides of sessions and messages, and the configuration
 //!   snapshot each run executes with.
 
 mod agent;
 mod api_key;
+mod approval;
 mod event;
 mod id;
 mod kv;
@@ -37,8 +39,12 @@ pub use agent::{
     AGENT_NAME_MAX, Agent, AgentPatch, CapabilityRef, ModelSettings, NewAgent, SYSTEM_PROMPT_MAX,
 };
 pub use api_key::{ApiKey, NewApiKey};
+pub use approval::{
+    APPROVAL_PATTERNS_MAX, APPROVAL_TIMEOUT_DEFAULT, APPROVAL_TIMEOUT_MAX, Approval,
+    ApprovalMatcher, ApprovalStatus, Decision, NewApproval, ToolApproval, fingerprint,
+};
 pub use event::{Event, EventType, NewEvent};
-pub use id::{AgentId, ApiKeyId, IdError, MessageId, ProviderId, RunId, SessionId};
+pub use id::{AgentId, ApiKeyId, ApprovalId, IdError, MessageId, ProviderId, RunId, SessionId};
 pub use kv::{KV_KEY_MAX, KvOwnerRow, KvScope, KvWrite};
 pub use message::{Message, MessageRole, NewMessage};
 pub use overrides::{CapabilityOverride, Overrides, RunConfig};

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Agent, AgentId, CapabilityRef, ModelSettings};
+use crate::{Agent, AgentId, CapabilityRef, ModelSettings, ToolApproval};
 
 /// Changes to an agent's configuration for one session or one message. Every field is
 /// optional. Serialized as JSON in the store (persisted shape).
@@ -20,6 +20,9 @@ pub struct Overrides {
     /// Merged by id with the agent's capabilities, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<CapabilityOverride>,
+    /// Replaces the agent's tool approval policy wholesale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_approval: Option<ToolApproval>,
 }
 
 /// One entry of [`Overrides::capabilities`]: adds the capability (at the end), replaces its
@@ -63,6 +66,9 @@ pub struct RunConfig {
     /// The namespaced tool names offered to the model, as listed when the run was created.
     #[serde(default)]
     pub tools: Vec<String>,
+    /// Which tool calls need a person's approval (the agent's, or an override's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_approval: Option<ToolApproval>,
     /// The message's own overrides, kept to tell a retried request (same idempotency key)
     /// from a different one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,7 +100,11 @@ impl RunConfig {
         let mut model = agent.model.clone();
         let mut capabilities = agent.capabilities.clone();
         let mut appended: Vec<&str> = Vec::new();
+        let mut tool_approval = agent.tool_approval.clone();
         for over in [session, message].into_iter().flatten() {
+            if let Some(policy) = &over.tool_approval {
+                tool_approval = Some(policy.clone());
+            }
             if let Some(m) = &over.model {
                 model = model.overridden_by(m);
             }
@@ -138,6 +148,7 @@ impl RunConfig {
             system_prompt_append: (!appended.is_empty()).then(|| appended.join("\n\n")),
             capabilities,
             tools: Vec::new(),
+            tool_approval,
             message_overrides: message.cloned(),
         }
     }
@@ -172,6 +183,7 @@ mod tests {
                 },
             ],
             archived: false,
+            tool_approval: None,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
         }
@@ -260,5 +272,28 @@ mod tests {
             serde_json::to_value(Overrides::default()).unwrap(),
             json!({})
         );
+    }
+
+    #[test]
+    fn tool_approval_policies_are_replaced_wholesale() {
+        let mut with_policy = agent();
+        with_policy.tool_approval = Some(ToolApproval {
+            require: vec!["memory__*".into()],
+            timeout_seconds: 60,
+        });
+        let config = RunConfig::resolve(&with_policy, None, None, 50);
+        assert_eq!(config.tool_approval, with_policy.tool_approval);
+        let session = parse(json!({"tool_approval": {"require": ["*"]}}));
+        let config = RunConfig::resolve(&with_policy, Some(&session), None, 50);
+        assert_eq!(
+            config.tool_approval,
+            Some(ToolApproval {
+                require: vec!["*".into()],
+                timeout_seconds: crate::APPROVAL_TIMEOUT_DEFAULT,
+            })
+        );
+        let message = parse(json!({"tool_approval": {"require": [], "timeout_seconds": 5}}));
+        let config = RunConfig::resolve(&with_policy, Some(&session), Some(&message), 50);
+        assert_eq!(config.tool_approval.unwrap().require, Vec::<String>::new());
     }
 }

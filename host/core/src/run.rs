@@ -9,8 +9,9 @@ pub enum RunStatus {
     Queued,
     /// A worker holds its lease and is executing steps.
     Running,
-    /// Paused until something outside the run happens; holds its session's turn.
-    Waiting,
+    /// Parked until people decide on its tool calls that need approval (no worker, no lease);
+    /// holds its session's turn. Stored as `waiting`, the name the schema reserved for it.
+    WaitingApproval,
     /// The model answered; terminal.
     Completed,
     /// Gave up with an error; terminal.
@@ -26,7 +27,7 @@ impl RunStatus {
     pub const ALL: [Self; 7] = [
         Self::Queued,
         Self::Running,
-        Self::Waiting,
+        Self::WaitingApproval,
         Self::Completed,
         Self::Failed,
         Self::Cancelling,
@@ -38,7 +39,7 @@ impl RunStatus {
         match self {
             Self::Queued => "queued",
             Self::Running => "running",
-            Self::Waiting => "waiting",
+            Self::WaitingApproval => "waiting_approval",
             Self::Completed => "completed",
             Self::Failed => "failed",
             Self::Cancelling => "cancelling",

@@ -23,6 +23,8 @@ pub struct ExecutorConfig {
     pub default_max_steps: u32,
     /// Token deltas are coalesced into one `message.delta` event per this interval.
     pub delta_flush: Duration,
+    /// How often this process expires the approvals nobody decided in time.
+    pub approval_sweep: Duration,
 }
 
 impl Default for ExecutorConfig {
@@ -37,6 +39,7 @@ impl Default for ExecutorConfig {
             max_recoveries: 3,
             default_max_steps: 50,
             delta_flush: Duration::from_millis(30),
+            approval_sweep: Duration::from_secs(1),
         }
     }
 }

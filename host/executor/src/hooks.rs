@@ -19,10 +19,6 @@ use serde_json::{Value, json};
 
 use crate::toolbox::{HookCapability, Toolbox};
 
-/// Prefix of the reason of a call blocked because a hook asked for approval (until tool
-/// approval exists).
-const APPROVAL_PREFIX: &str = "approval required: ";
-
 /// What the `before-model` hooks decided for one model call.
 #[derive(Debug, Default)]
 pub(crate) struct BeforeModel {
@@ -34,24 +30,49 @@ pub(crate) struct BeforeModel {
     pub events: Vec<NewEvent>,
 }
 
-/// A tool call after the `before-tool` hooks: the arguments to run it with, or why it must
-/// not run.
+/// A tool call after the `before-tool` hooks and the approval policy: the arguments to run
+/// it with, why it must not run, or why it needs a person's approval first.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct Planned {
     /// The arguments to run it with (JSON text), when a hook rewrote them.
     pub arguments: Option<String>,
-    /// Set when a hook blocked the call.
+    /// Set when a hook blocked the call (or, at execution, when its approval was refused).
     pub blocked: Option<Blocked>,
+    /// Set when the call needs approval before it runs.
+    pub approval: Option<NeedsApproval>,
 }
 
 /// Why a call was blocked.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Blocked {
-    /// The capability whose hook blocked it.
+    /// The capability whose hook blocked it (`approval` for a refused approval).
     pub by: String,
-    /// `block`, `require-approval` or `error` (the hook failed under `on_error = block`).
+    /// `block` or `error` (the hook failed under `on_error = block`); for a refused approval
+    /// `rejected`, `expired`, `cancelled` or `changed` (the approved arguments were altered).
     pub decision: &'static str,
     /// The reason given to the model.
+    pub reason: String,
+}
+
+impl Blocked {
+    /// What the model is told instead of a result.
+    pub(crate) fn message(&self) -> String {
+        let reason = &self.reason;
+        match self.decision {
+            "rejected" => format!("the call was rejected by a person: {reason}"),
+            "expired" => format!("the call was not approved in time: {reason}"),
+            "cancelled" => format!("the call's approval was cancelled: {reason}"),
+            "changed" => format!("the call was not run: {reason}"),
+            _ => format!("the call was blocked by capability `{}`: {reason}", self.by),
+        }
+    }
+}
+
+/// Why a call needs a person's approval, and who asked.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NeedsApproval {
+    /// `tool_approval` (the run's policy) or the capability whose hook asked.
+    pub requested_by: String,
     pub reason: String,
 }
 
@@ -79,6 +100,12 @@ impl Planned {
                 json!({"by": blocked.by, "decision": blocked.decision, "reason": blocked.reason}),
             );
         }
+        if let Some(approval) = &self.approval {
+            out.insert(
+                "approval".into(),
+                json!({"requested_by": approval.requested_by, "reason": approval.reason}),
+            );
+        }
         Value::Object(out)
     }
 
@@ -92,11 +119,19 @@ impl Planned {
                 .map(|b| Blocked {
                     by: b["by"].as_str().unwrap_or_default().to_owned(),
                     decision: match b["decision"].as_str() {
+                        // Recorded before tool approval existed.
                         Some("require-approval") => "require-approval",
                         Some("error") => "error",
                         _ => "block",
                     },
                     reason: b["reason"].as_str().unwrap_or_default().to_owned(),
+                }),
+            approval: value
+                .get("approval")
+                .filter(|a| a.is_object())
+                .map(|a| NeedsApproval {
+                    requested_by: a["requested_by"].as_str().unwrap_or_default().to_owned(),
+                    reason: a["reason"].as_str().unwrap_or_default().to_owned(),
                 }),
         }
     }
@@ -218,7 +253,20 @@ pub(crate) async fn before_tool(
             }
             Ok(ToolDecision::Block(reason)) => ("block", reason),
             Ok(ToolDecision::RequireApproval(reason)) => {
-                ("require-approval", format!("{APPROVAL_PREFIX}{reason}"))
+                // Later hooks still see the call (one may block it outright).
+                events.push(applied(
+                    run_id,
+                    &hook.capability,
+                    Hook::BeforeTool,
+                    with(base, json!({"type": "require-approval", "reason": reason})),
+                ));
+                if plan.approval.is_none() {
+                    plan.approval = Some(NeedsApproval {
+                        requested_by: hook.capability.clone(),
+                        reason,
+                    });
+                }
+                continue;
             }
             Err(e) if hook.plugin.manifest().on_error == OnError::Allow => {
                 tracing::warn!(capability = %hook.capability, error = %e,
@@ -238,6 +286,8 @@ pub(crate) async fn before_tool(
             decision,
             reason,
         });
+        // A blocked call is never asked about.
+        plan.approval = None;
         break;
     }
     plan
@@ -294,33 +344,32 @@ mod tests {
     #[test]
     fn plans_round_trip_through_the_journal() {
         let plans = [
-            Planned {
-                arguments: None,
-                blocked: None,
-            },
+            Planned::default(),
             Planned {
                 arguments: Some("{\"a\":1}".into()),
-                blocked: None,
+                ..Planned::default()
             },
             Planned {
-                arguments: None,
                 blocked: Some(Blocked {
                     by: "guardrails".into(),
-                    decision: "require-approval",
-                    reason: "approval required: money".into(),
+                    decision: "block",
+                    reason: "money".into(),
                 }),
+                ..Planned::default()
+            },
+            Planned {
+                arguments: Some("{}".into()),
+                approval: Some(NeedsApproval {
+                    requested_by: "tool_approval".into(),
+                    reason: "matches `*`".into(),
+                }),
+                ..Planned::default()
             },
         ];
         for plan in plans {
             assert_eq!(Planned::from_json(&plan.to_json()), plan);
         }
         // What versions before hooks recorded: nothing, so the call runs as asked.
-        assert_eq!(
-            Planned::from_json(&Value::Null),
-            Planned {
-                arguments: None,
-                blocked: None
-            }
-        );
+        assert_eq!(Planned::from_json(&Value::Null), Planned::default());
     }
 }

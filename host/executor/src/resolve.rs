@@ -17,11 +17,10 @@ pub(crate) async fn run_config(
     message: Option<&Overrides>,
     default_max_steps: u32,
 ) -> Result<RunConfig, StoreError> {
-    let session = store.get_session(session).await?;
-    let agent = store.get_agent(&session.agent_id).await?;
+    let (agent, session_overrides) = store.session_agent(session).await?;
     let mut config = RunConfig::resolve(
         &agent,
-        session.overrides.as_ref(),
+        session_overrides.as_ref(),
         message,
         default_max_steps,
     );
@@ -39,7 +38,7 @@ pub(crate) async fn run_config(
             } else {
                 let ctx = CallContext {
                     agent_id: agent.id.to_string(),
-                    session_id: session.id.to_string(),
+                    session_id: session.to_string(),
                     config: Some(cap.config.clone()),
                     ..CallContext::default()
                 };

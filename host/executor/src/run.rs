@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use everruns_core::{
-    EventType, Lease, MessageId, MessageRole, NewEvent, NewStep, RecordedStep, Run, RunConfig,
-    RunStatus, Step, StepKind, StepMessage, StepStatus, Usage,
+    APPROVAL_TIMEOUT_DEFAULT, Approval, ApprovalStatus, EventType, Lease, MessageId, MessageRole,
+    NewApproval, NewEvent, NewStep, RecordedStep, Run, RunConfig, RunStatus, Step, StepKind,
+    StepMessage, StepStatus, Usage,
 };
 use everruns_llm::{ChatMessage, ChatRequest, StreamEvent, ToolCall};
 use everruns_runtime::{KvWrites, ModelRequest};
-use everruns_store::StoreError;
+use everruns_store::{Store, StoreError};
 use futures::future::join_all;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::conversation::{self, History};
-use crate::hooks::{self, Planned};
+use crate::hooks::{self, Blocked, NeedsApproval, Planned};
 use crate::toolbox::{self, Toolbox};
 use crate::worker::{RENEW_TIMEOUT, Shared};
 
@@ -41,6 +42,8 @@ enum Outcome {
     },
     /// Already written: the run's last step ended it in the same commit.
     Completed,
+    /// Already written: the run waits for approval decisions, with no lease.
+    Parked,
     /// Stop without writing (lease lost, shutdown, or a store failure left for a takeover).
     Abandon,
 }
@@ -83,7 +86,7 @@ pub(crate) async fn execute(
         stop.cancel();
         heartbeat.abort();
 
-        let completed = matches!(outcome, Outcome::Completed);
+        let completed = matches!(outcome, Outcome::Completed | Outcome::Parked);
         let cancel = cancelled.load(Ordering::SeqCst) && !lost.load(Ordering::SeqCst);
         let outcome = if cancel && !completed {
             Outcome::Finish {
@@ -105,6 +108,7 @@ pub(crate) async fn execute(
                 }
             }
             Outcome::Completed => tracing::info!(status = "completed", "run finished"),
+            Outcome::Parked => tracing::info!("run waits for tool approval; its lease is released"),
             Outcome::Abandon if shutdown.is_cancelled() && !lost.load(Ordering::SeqCst) => {
                 // Let the next start (or another process) take over at once.
                 let _ = shared.store.renew_lease(&lease, Duration::ZERO).await;
@@ -225,9 +229,20 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
         .client_for(store, &setup.model)
         .await?
         .map_err(Stop::Fatal)?;
-    let toolbox = Toolbox::build(&shared.runtime, &setup.agent_id, &setup.capabilities, run)
+    let mut toolbox = Toolbox::build(&shared.runtime, &setup.agent_id, &setup.capabilities, run)
         .await
         .map_err(Stop::Fatal)?;
+    if let Some(policy) = &setup.tool_approval {
+        toolbox.approval = Some(policy.matcher().map_err(|(i, e)| {
+            Stop::Fatal(format!(
+                "tool_approval.require[{i}] is not a valid pattern: {e}"
+            ))
+        })?);
+    }
+    let approval_timeout = setup
+        .tool_approval
+        .as_ref()
+        .map_or(APPROVAL_TIMEOUT_DEFAULT, |p| p.timeout_seconds);
     let max_steps = setup.model.max_steps.unwrap_or(config.default_max_steps);
     let attempt = run.recovery_attempts + 1;
 
@@ -258,7 +273,7 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
                     });
                 }
                 // The `before-tool` decisions were journaled with the model step.
-                let missing: Vec<(u32, ToolCall, Planned)> = calls
+                let missing: Vec<PlannedCall> = calls
                     .iter()
                     .enumerate()
                     .map(|(i, c)| {
@@ -269,8 +284,11 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
                     .collect();
                 if !missing.is_empty() {
                     let announce = !std::mem::take(&mut announced);
+                    // Calls that need approval run once it is given, with what was approved;
+                    // the others run now.
+                    let (runnable, waiting) = decide(store, run, missing).await?;
                     let recorded = run_tools(
-                        shared, &toolbox, setup, run, lease, attempt, missing, announce,
+                        shared, &toolbox, setup, run, lease, attempt, runnable, announce,
                     )
                     .await?;
                     for step in recorded {
@@ -278,6 +296,28 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
                         if let (Some(history), Some(message)) = (&mut history, step.message) {
                             history.push(message);
                         }
+                    }
+                    if !waiting.is_empty() {
+                        let expires_at =
+                            Utc::now() + chrono::TimeDelta::seconds(i64::from(approval_timeout));
+                        let approvals = waiting
+                            .into_iter()
+                            .map(|(no, call, need)| {
+                                NewApproval::new(
+                                    &run.id,
+                                    no,
+                                    call.id.clone(),
+                                    call.name.clone(),
+                                    toolbox.capability_of(&call.name).map(str::to_owned),
+                                    call.arguments,
+                                    need.reason,
+                                    need.requested_by,
+                                    expires_at,
+                                )
+                            })
+                            .collect();
+                        store.park_run(lease, approvals, Vec::new()).await?;
+                        return Ok(Outcome::Parked);
                     }
                     continue;
                 }
@@ -417,12 +457,25 @@ async fn llm_step(
     // with this step, so a replay runs exactly what was decided without asking again.
     let mut plans = Vec::with_capacity(tool_calls.len());
     for (i, call) in tool_calls.iter().enumerate() {
-        let plan = if toolbox.hooks.is_empty() {
+        let mut plan = if toolbox.hooks.is_empty() {
             Planned::default()
         } else {
             let request = hooks::tool_request(call, step_no + 1 + i as u32);
             hooks::before_tool(toolbox, run_id, request, &mut writes, &mut hook_events).await
         };
+        // The run's policy, unless a hook blocked the call or asked for approval already.
+        if plan.blocked.is_none()
+            && plan.approval.is_none()
+            && let Some(pattern) = toolbox
+                .approval
+                .as_ref()
+                .and_then(|m| m.first_match(&call.name))
+        {
+            plan.approval = Some(NeedsApproval {
+                requested_by: "tool_approval".to_owned(),
+                reason: format!("the tool matches the approval pattern `{pattern}`"),
+            });
+        }
         plans.push(plan);
     }
     let journaled_calls: Vec<Value> = calls_json
@@ -500,13 +553,13 @@ async fn llm_step(
         return Ok(None);
     }
     // The calls start as soon as this commits: announce them in the same commit (a blocked
-    // call does not start).
+    // call does not start, one that needs approval starts once approved).
     events.extend(
         tool_calls
             .iter()
             .zip(&plans)
             .enumerate()
-            .filter(|(_, (_, plan))| plan.blocked.is_none())
+            .filter(|(_, (_, plan))| plan.blocked.is_none() && plan.approval.is_none())
             .map(|(i, (call, plan))| {
                 tool_started(toolbox, run, step_no + 1 + i as u32, &plan.apply(call))
             }),
@@ -567,6 +620,84 @@ fn tool_started(toolbox: &Toolbox, run: &Run, step_no: u32, call: &ToolCall) -> 
     )
 }
 
+/// A journaled call: its step number, the call, and its plan.
+type PlannedCall = (u32, ToolCall, Planned);
+
+/// Splits the calls that have no step yet into those to run now and those that wait for a
+/// decision. A call whose approval was given runs exactly as approved (the approval's name
+/// and arguments, checked against their fingerprint), whatever the journal says now; one
+/// rejected, expired or cancelled gives the model a result that says so.
+async fn decide(
+    store: &dyn Store,
+    run: &Run,
+    calls: Vec<PlannedCall>,
+) -> Result<(Vec<PlannedCall>, Vec<(u32, ToolCall, NeedsApproval)>), Stop> {
+    let approvals: Vec<Approval> = if calls.iter().any(|(_, _, p)| p.approval.is_some()) {
+        store.run_approvals(&run.id).await?
+    } else {
+        Vec::new()
+    };
+    let mut runnable = Vec::with_capacity(calls.len());
+    let mut waiting = Vec::new();
+    for (no, call, mut plan) in calls {
+        let Some(need) = plan.approval.take() else {
+            runnable.push((no, call, plan));
+            continue;
+        };
+        let refused = |decision: &'static str, reason: String| Planned {
+            blocked: Some(Blocked {
+                by: "approval".to_owned(),
+                decision,
+                reason,
+            }),
+            ..Planned::default()
+        };
+        let decided = approvals.iter().find(|a| a.step_no == no);
+        let why = |a: &Approval, default: &str| {
+            a.decision_reason
+                .clone()
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or_else(|| default.to_owned())
+        };
+        match decided.map(|a| (a, a.status)) {
+            None | Some((_, ApprovalStatus::Pending)) => {
+                // What is shown for approval is what would run: the rewritten arguments.
+                waiting.push((no, plan.apply(&call), need));
+            }
+            Some((a, ApprovalStatus::Approved)) if a.arguments_intact() => {
+                let approved = ToolCall {
+                    id: a.tool_call_id.clone(),
+                    name: a.name.clone(),
+                    arguments: a.arguments.clone(),
+                };
+                runnable.push((no, approved, Planned::default()));
+            }
+            Some((_, ApprovalStatus::Approved)) => runnable.push((
+                no,
+                call,
+                refused(
+                    "changed",
+                    "the approved arguments were altered after approval".to_owned(),
+                ),
+            )),
+            Some((a, ApprovalStatus::Rejected)) => {
+                runnable.push((no, call, refused("rejected", why(a, "no reason given"))));
+            }
+            Some((a, ApprovalStatus::Expired)) => {
+                runnable.push((no, call, refused("expired", why(a, "it expired"))));
+            }
+            Some((a, ApprovalStatus::Cancelled)) => {
+                runnable.push((
+                    no,
+                    call,
+                    refused("cancelled", why(a, "the run was cancelled")),
+                ));
+            }
+        }
+    }
+    Ok((runnable, waiting))
+}
+
 /// Runs the tool calls in parallel; each is recorded as soon as it finishes, with the
 /// `after-tool` hooks' replacement of its result and its key-value writes. Calls whose state
 /// scopes overlap (the tool's capability, or an `after-tool` hook's, when it may write state)
@@ -585,7 +716,7 @@ async fn run_tools(
     run: &Run,
     lease: &Lease,
     attempt: u32,
-    calls: Vec<(u32, ToolCall, Planned)>,
+    calls: Vec<PlannedCall>,
     announce: bool,
 ) -> Result<Vec<RecordedStep>, Stop> {
     let store = shared.store.as_ref();
@@ -639,10 +770,7 @@ async fn run_tools(
                         .capability_of(&call.name)
                         .unwrap_or(&blocked.by)
                         .to_owned();
-                    let message = format!(
-                        "the call was blocked by capability `{}`: {}",
-                        blocked.by, blocked.reason
-                    );
+                    let message = blocked.message();
                     if let Some(fields) = payload.as_object_mut() {
                         fields.insert("capability".into(), json!(capability));
                         fields.insert("blocked_by".into(), json!(blocked.by));

@@ -6,7 +6,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use everruns_core::{AgentId, CapabilityRef, KvScope as StoreScope, KvWrite, Run, RunConfig};
+use everruns_core::{
+    AgentId, ApprovalMatcher, CapabilityRef, KvScope as StoreScope, KvWrite, Run, RunConfig,
+};
 use everruns_llm::{ToolCall, ToolSpec};
 use everruns_runtime::{
     CallContext, Hook, KvOwner, KvScope, KvWrites, Plugin, Runtime, ToolFailure, ToolOutput,
@@ -25,6 +27,8 @@ pub struct Toolbox {
     pub tools: Vec<ToolSpec>,
     /// The capabilities with hooks, in the agent's order.
     pub hooks: Vec<HookCapability>,
+    /// The run's tool approval patterns, compiled (set after `build`).
+    pub approval: Option<ApprovalMatcher>,
     routes: HashMap<String, Route>,
     /// Capabilities that may write key-value state.
     stateful: BTreeSet<String>,

@@ -297,6 +297,7 @@ impl Executor {
         // Runs queued, finished or cancelled anywhere (NOTIFY on PostgreSQL) wake the worker.
         let mut runs_changed = self.shared.store.run_signal().subscribe();
         let watcher = tokio::spawn(watch_cancels(self.shared.clone()));
+        let sweeper = tokio::spawn(expire_approvals(self.shared.clone()));
         tracing::info!(owner = %config.owner, "executor started");
         loop {
             while let Ok(permit) = permits.clone().try_acquire_owned() {
@@ -331,6 +332,7 @@ impl Executor {
         }
         while tasks.join_next().await.is_some() {}
         watcher.abort();
+        sweeper.abort();
         tracing::info!("executor stopped");
     }
 }
@@ -348,6 +350,23 @@ async fn watch_cancels(shared: Arc<Shared>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "looking for cancel requests failed; retrying"),
         }
+    }
+}
+
+/// Expires the approvals nobody decided in time, every `approval_sweep` (every process does:
+/// each approval expires once, whoever gets to it first). A run whose last pending approval
+/// expires is queued again and continues with the call refused.
+async fn expire_approvals(shared: Arc<Shared>) {
+    /// At most this many per round; a full round goes again at once.
+    const BATCH: u32 = 100;
+    loop {
+        match shared.store.expire_approvals(BATCH).await {
+            Ok(n) if n == BATCH => continue,
+            Ok(n) if n > 0 => tracing::info!(expired = n, "approvals expired"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "expiring approvals failed; retrying"),
+        }
+        tokio::time::sleep(shared.config.approval_sweep).await;
     }
 }
 

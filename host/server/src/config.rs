@@ -99,6 +99,10 @@ pub struct Config {
     /// How often an idle worker looks for runs when nothing woke it, in milliseconds.
     #[serde(default = "default_poll_ms")]
     pub executor_poll_ms: u64,
+    /// Runs this process's worker executes at once (its slots). A run waiting for tool
+    /// approval holds none.
+    #[serde(default = "default_max_runs")]
+    pub executor_max_runs: usize,
     /// How often a followed session's event log is re-read when nothing announced new events
     /// (the fallback for missed PostgreSQL notifications), in milliseconds.
     #[serde(default = "default_poll_ms")]
@@ -115,6 +119,10 @@ fn default_sse_heartbeat_ms() -> u64 {
 
 fn default_poll_ms() -> u64 {
     1_000
+}
+
+fn default_max_runs() -> usize {
+    64
 }
 
 fn enabled() -> bool {
@@ -149,6 +157,7 @@ impl Default for Config {
             worker: true,
             executor_lease_ms: default_lease_ms(),
             executor_poll_ms: default_poll_ms(),
+            executor_max_runs: default_max_runs(),
             events_poll_ms: default_poll_ms(),
             sse_heartbeat_ms: default_sse_heartbeat_ms(),
         }
@@ -176,6 +185,7 @@ const ENV_KEYS: &[&str] = &[
     "llm_model",
     "executor_lease_ms",
     "executor_poll_ms",
+    "executor_max_runs",
     "events_poll_ms",
     "sse_heartbeat_ms",
     "worker",

@@ -273,6 +273,7 @@ mod tests {
                 system_prompt: String::new(),
                 model: ModelSettings::default(),
                 capabilities: Vec::new(),
+                tool_approval: None,
             })
             .await
             .unwrap();

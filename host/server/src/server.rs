@@ -203,6 +203,7 @@ fn build_executor(
         lease,
         heartbeat: lease / 3,
         poll_interval: Duration::from_millis(config.executor_poll_ms.max(10)),
+        max_concurrent_runs: config.executor_max_runs.max(1),
         ..ExecutorConfig::default()
     };
     Ok(Executor::new(store, runtime, providers, executor_config))

@@ -58,7 +58,8 @@ fn call_then_report(llm: &FakeLlm, tool: &'static str, arguments: Value) {
 }
 
 /// Runs one message in a new session of an agent with `capabilities`; returns the run's
-/// events (through `run.completed` or `run.failed`) and the run.
+/// events (through `run.completed`, `run.failed`, or `tool.approval_requested` when the run
+/// parks) and the run.
 async fn run_with(app: &TestApp, capabilities: Value) -> (Vec<(String, Value)>, Value) {
     static AGENTS: AtomicUsize = AtomicUsize::new(0);
     let name = format!("hooked-{}", AGENTS.fetch_add(1, Ordering::Relaxed));
@@ -74,7 +75,11 @@ async fn run_with(app: &TestApp, capabilities: Value) -> (Vec<(String, Value)>, 
         .unwrap();
     let watcher = tokio::spawn(async move {
         SseReader::new(stream)
-            .until(|e| e.event == "run.completed" || e.event == "run.failed")
+            .until(|e| {
+                e.event == "run.completed"
+                    || e.event == "run.failed"
+                    || e.event == "tool.approval_requested"
+            })
             .await
             .into_iter()
             .map(SseEvent::into_parts)
@@ -210,14 +215,18 @@ async fn before_tool_blocks_rewrites_or_asks_for_approval() {
         json!({"word": "rewritten"})
     );
 
-    // require-approval: blocked until tool approval exists, with the reason prefixed.
-    let (events, _) = run_with(
+    // require-approval: the call waits for a person (tests/approval.rs decides).
+    let (events, run) = run_with(
         &app,
         json!([{"id": "hooks", "config": {"before_tool": "require-approval:spends money"}}]),
     )
     .await;
-    let blocked = of_type(&events, "tool.blocked");
-    assert_eq!(blocked[0]["reason"], "approval required: spends money");
+    let requested = of_type(&events, "tool.approval_requested");
+    assert_eq!(requested[0]["reason"], "spends money", "{events:?}");
+    assert_eq!(requested[0]["requested_by"], "hooks");
+    assert_eq!(requested[0]["arguments"], json!({"word": "original"}));
+    assert!(of_type(&events, "tool.started").is_empty(), "{events:?}");
+    assert_eq!(run["status"], "waiting_approval", "{run}");
     assert_eq!(
         of_type(&events, "hook.applied")[0]["decision"]["type"],
         "require-approval"
@@ -463,15 +472,13 @@ async fn guardrails_blocks_holds_redacts_and_stops_loops() {
         "{reason}"
     );
 
-    let (events, _) = run_with(&app, with(json!({"require_approval": ["well-behaved__*"]}))).await;
-    let reason = of_type(&events, "tool.blocked")[0]["reason"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        reason.starts_with("approval required: ") && reason.contains("well-behaved__*"),
-        "{reason}"
-    );
+    let (events, run) =
+        run_with(&app, with(json!({"require_approval": ["well-behaved__*"]}))).await;
+    let requested = of_type(&events, "tool.approval_requested");
+    assert_eq!(requested[0]["requested_by"], "guardrails", "{events:?}");
+    let reason = requested[0]["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("well-behaved__*"), "{reason}");
+    assert_eq!(run["status"], "waiting_approval", "{run}");
 
     let (events, run) = run_with(&app, with(json!({"redact": ["A[a-z]+"]}))).await;
     assert_eq!(

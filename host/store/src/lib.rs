@@ -12,6 +12,8 @@
 //!   on PostgreSQL.
 //! - `signal`: [`EventSignal`], wakes workers when a run may have become claimable.
 //! - `paging`: turning an over-fetched row list into a [`Page`].
+//! - `approval_codec`: the backend-independent parts of tool approvals (events, decision
+//!   rules, checks).
 //! - `run_codec`: the backend-independent parts of runs, steps and events (the events the
 //!   store writes itself, input checks, counter conversions).
 //!
@@ -33,6 +35,7 @@
 //!
 //! This crate knows nothing about HTTP; it is the only crate that contains SQL.
 
+mod approval_codec;
 mod bus;
 mod codec;
 mod connect;
@@ -47,10 +50,11 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 use everruns_core::{
-    Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Event, KvScope, Lease, Message, NewAgent,
-    NewApiKey, NewEvent, NewMessage, NewProvider, NewSession, NewStep, Page, PageRequest, Provider,
-    ProviderId, ProviderPatch, RecordedStep, Run, RunConfig, RunId, RunStatus, Sealed, SealedOwner,
-    SealedRef, Secret, Session, SessionId, SessionPatch, StartedRun, Step, Usage,
+    Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Approval, ApprovalId, ApprovalStatus, Decision,
+    Event, KvScope, Lease, Message, NewAgent, NewApiKey, NewApproval, NewEvent, NewMessage,
+    NewProvider, NewSession, NewStep, Overrides, Page, PageRequest, Provider, ProviderId,
+    ProviderPatch, RecordedStep, Run, RunConfig, RunId, RunStatus, Sealed, SealedOwner, SealedRef,
+    Secret, Session, SessionId, SessionPatch, StartedRun, Step, Usage,
 };
 
 pub use bus::{Appended, EventBus, SessionFeed};
@@ -106,6 +110,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Creates a session; an unknown agent is [`StoreError::NotFound`].
     async fn create_session(&self, new: NewSession) -> Result<Session>;
     async fn get_session(&self, id: &SessionId) -> Result<Session>;
+    /// The session's agent and the session's overrides, in one read: what a new run's
+    /// configuration is resolved from. An unknown session is [`StoreError::NotFound`].
+    async fn session_agent(&self, id: &SessionId) -> Result<(Agent, Option<Overrides>)>;
     /// Sessions in id order, optionally only those of one agent.
     async fn list_sessions(
         &self,
@@ -312,6 +319,54 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The session's active run that goes first (the one executing, or next to), if any; an
     /// unknown session is NotFound.
     async fn active_run(&self, session: &SessionId) -> Result<Option<Run>>;
+
+    // ---- tool approval ----
+    // A run whose tool calls need a person's decision is parked (`waiting_approval`: no lease,
+    // no worker) until every approval of it is decided, expired or cancelled; then it is
+    // queued again and any worker continues it from its journal.
+
+    /// Parks the leased run (fenced), in one transaction: inserts `approvals` (one that exists
+    /// already, requested by an earlier attempt, stays as it is and is not announced again),
+    /// appends `events` and a `tool.approval_requested` event per inserted approval, and sets
+    /// the run `waiting_approval` with its lease released. A run asked to stop
+    /// (`cancelling`) is cancelled instead. Returns the run as written.
+    async fn park_run(
+        &self,
+        lease: &Lease,
+        approvals: Vec<NewApproval>,
+        events: Vec<NewEvent>,
+    ) -> Result<Run>;
+
+    /// Decides approval `id` of `run`, recording the API key that decided, with a
+    /// `tool.approval_resolved` event; when no approval of the run is pending any more, the
+    /// run is queued again. [`StoreError::Conflict`] (saying why) when the approval is not
+    /// pending, has expired, or its run is not waiting; NotFound for an unknown run, or an
+    /// approval that is not the run's. Of two racing decisions (any processes) one wins.
+    async fn decide_approval(
+        &self,
+        run: &RunId,
+        id: &ApprovalId,
+        decision: Decision,
+        reason: Option<&str>,
+        decided_by: &ApiKeyId,
+    ) -> Result<Approval>;
+
+    /// Expires up to `limit` pending approvals past their deadline, as a rejection decided by
+    /// nobody (`expired`), each like [`Store::decide_approval`]; returns how many it expired.
+    /// Safe to run in every process at once: each approval expires once.
+    async fn expire_approvals(&self, limit: u32) -> Result<u32>;
+
+    /// Approvals in id order (a run's by step), of one run (NotFound when it does not exist)
+    /// or all, optionally only those with `status`.
+    async fn list_approvals(
+        &self,
+        run: Option<&RunId>,
+        status: Option<ApprovalStatus>,
+        page: &PageRequest,
+    ) -> Result<Page<Approval>>;
+
+    /// Every approval of `run`, by step: what a worker resuming it reads.
+    async fn run_approvals(&self, run: &RunId) -> Result<Vec<Approval>>;
 
     // ---- events ----
 

@@ -12,6 +12,7 @@ macro_rules! message_columns {
     };
 }
 
+mod approvals;
 mod journal;
 mod runs;
 mod vault;
@@ -21,11 +22,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use everruns_core::{
-    Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Event, KvScope, Lease, Message, MessageId,
-    NewAgent, NewApiKey, NewEvent, NewMessage, NewProvider, NewSession, NewStep, Page, PageRequest,
-    Provider, ProviderId, ProviderPatch, RecordedStep, Run, RunConfig, RunId, RunStatus, Sealed,
-    SealedOwner, SealedRef, Secret, Session, SessionId, SessionPatch, SessionStatus, StartedRun,
-    Step, Usage,
+    Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Approval, ApprovalId, ApprovalStatus, Decision,
+    Event, KvScope, Lease, Message, MessageId, NewAgent, NewApiKey, NewApproval, NewEvent,
+    NewMessage, NewProvider, NewSession, NewStep, Overrides, Page, PageRequest, Provider,
+    ProviderId, ProviderPatch, RecordedStep, Run, RunConfig, RunId, RunStatus, Sealed, SealedOwner,
+    SealedRef, Secret, Session, SessionId, SessionPatch, SessionStatus, StartedRun, Step, Usage,
 };
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgRow};
@@ -47,7 +48,7 @@ const FIRST_API_KEY_LOCK: i64 = 0x6576_6572_7275_6e73;
 macro_rules! agent_columns {
     () => {
         "id, name, system_prompt, model::text AS model, capabilities::text AS capabilities, \
-         archived, created_at, updated_at"
+         archived, tool_approval::text AS tool_approval, created_at, updated_at"
     };
 }
 macro_rules! session_columns {
@@ -106,6 +107,10 @@ fn agent_from_row(row: &PgRow) -> Result<Agent> {
         model: from_json_text("agent model settings", row.try_get("model")?)?,
         capabilities: from_json_text("agent capabilities", row.try_get("capabilities")?)?,
         archived: row.try_get("archived")?,
+        tool_approval: codec::from_optional_json_text(
+            "agent tool approval",
+            row.try_get("tool_approval")?,
+        )?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -224,6 +229,8 @@ impl Store for PgStore {
         reject_nul("a system prompt", &new.system_prompt)?;
         let model = to_json_text("agent model settings", &new.model)?;
         let capabilities = to_json_text("agent capabilities", &new.capabilities)?;
+        let tool_approval =
+            codec::optional_json_text("agent tool approval", new.tool_approval.as_ref())?;
         let now = codec::now();
         let agent = Agent {
             id: AgentId::new(),
@@ -232,13 +239,15 @@ impl Store for PgStore {
             model: new.model,
             capabilities: new.capabilities,
             archived: false,
+            tool_approval: new.tool_approval,
             created_at: now,
             updated_at: now,
         };
         sqlx::query(
             "INSERT INTO agents \
-             (id, name, system_prompt, model, capabilities, archived, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4::json, $5::json, FALSE, $6, $6)",
+             (id, name, system_prompt, model, capabilities, archived, tool_approval, created_at, \
+              updated_at) \
+             VALUES ($1, $2, $3, $4::json, $5::json, FALSE, $7::json, $6, $6)",
         )
         .bind(agent.id.as_str())
         .bind(&agent.name)
@@ -246,6 +255,7 @@ impl Store for PgStore {
         .bind(model)
         .bind(capabilities)
         .bind(now)
+        .bind(tool_approval)
         .execute(&self.pool)
         .await
         .map_err(|err| codec::agent_name_conflict(err, &agent.name))?;
@@ -304,6 +314,10 @@ impl Store for PgStore {
             .as_ref()
             .map(|c| to_json_text("agent capabilities", c))
             .transpose()?;
+        let tool_approval = match &patch.tool_approval {
+            Some(policy) => codec::optional_json_text("agent tool approval", policy.as_ref())?,
+            None => None,
+        };
         let row = sqlx::query(concat!(
             "UPDATE agents SET \
                name = COALESCE($2, name), \
@@ -311,6 +325,7 @@ impl Store for PgStore {
                model = COALESCE($4::json, model), \
                capabilities = COALESCE($5::json, capabilities), \
                archived = COALESCE($6, archived), \
+               tool_approval = CASE WHEN $8 THEN $9::json ELSE tool_approval END, \
                updated_at = $7 \
              WHERE id = $1 RETURNING ",
             agent_columns!()
@@ -322,6 +337,8 @@ impl Store for PgStore {
         .bind(capabilities)
         .bind(patch.archived)
         .bind(codec::now())
+        .bind(patch.tool_approval.is_some())
+        .bind(tool_approval)
         .fetch_optional(&self.pool)
         .await
         .map_err(|err| {
@@ -399,6 +416,24 @@ impl Store for PgStore {
             }
             Err(err) => Err(err.into()),
         }
+    }
+
+    async fn session_agent(&self, id: &SessionId) -> Result<(Agent, Option<Overrides>)> {
+        let row = sqlx::query(
+            "SELECT a.id, a.name, a.system_prompt, a.model::text AS model, a.capabilities::text AS capabilities, \
+             a.archived, a.tool_approval::text AS tool_approval, a.created_at, a.updated_at, \
+             s.overrides::text AS session_overrides \
+             FROM sessions s JOIN agents a ON a.id = s.agent_id WHERE s.id = $1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::not_found("session", id));
+        };
+        let overrides =
+            codec::from_optional_json_text("session overrides", row.try_get("session_overrides")?)?;
+        Ok((agent_from_row(&row)?, overrides))
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Session> {
@@ -875,6 +910,73 @@ impl Store for PgStore {
         self.bus.committed(&events);
         self.run_signal.bump();
         Ok(run)
+    }
+
+    async fn park_run(
+        &self,
+        lease: &Lease,
+        approvals: Vec<NewApproval>,
+        events: Vec<NewEvent>,
+    ) -> Result<Run> {
+        let (run, events) = approvals::park_run(&self.pool, lease, approvals, events).await?;
+        self.bus.committed(&events);
+        if run.status.is_terminal() {
+            self.run_signal.bump();
+        }
+        Ok(run)
+    }
+
+    async fn decide_approval(
+        &self,
+        run: &RunId,
+        id: &ApprovalId,
+        decision: Decision,
+        reason: Option<&str>,
+        decided_by: &ApiKeyId,
+    ) -> Result<Approval> {
+        let how = approvals::Resolve::Decide {
+            decision,
+            reason,
+            by: decided_by,
+        };
+        let (approval, events) = approvals::resolve(&self.pool, run, id, how)
+            .await?
+            .ok_or_else(|| StoreError::Conflict(format!("approval `{id}` was not decided")))?;
+        self.bus.committed(&events);
+        self.run_signal.bump();
+        Ok(approval)
+    }
+
+    async fn expire_approvals(&self, limit: u32) -> Result<u32> {
+        let mut expired = 0;
+        for (run, id) in approvals::due(&self.pool, limit).await? {
+            match approvals::resolve(&self.pool, &run, &id, approvals::Resolve::Expire).await {
+                Ok(Some((_, events))) => {
+                    self.bus.committed(&events);
+                    expired += 1;
+                }
+                // Decided, expired by another process, or deleted meanwhile.
+                Ok(None) | Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if expired > 0 {
+            self.run_signal.bump();
+        }
+        Ok(expired)
+    }
+
+    async fn list_approvals(
+        &self,
+        run: Option<&RunId>,
+        status: Option<ApprovalStatus>,
+        page: &PageRequest,
+    ) -> Result<Page<Approval>> {
+        approvals::list(&self.pool, run, status, page).await
+    }
+
+    async fn run_approvals(&self, run: &RunId) -> Result<Vec<Approval>> {
+        approvals::of_run(&self.pool, run).await
     }
 
     async fn get_run(&self, run: &RunId) -> Result<Run> {

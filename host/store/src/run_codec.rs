@@ -159,12 +159,20 @@ pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// The stored status of a run. A run waiting for approval is stored as `waiting`, the status
+/// the schema reserved for a paused run (migration 0002); its API name is `waiting_approval`.
 pub(crate) fn parse_run_status(value: &str) -> Result<RunStatus> {
+    if value == WAITING {
+        return Ok(RunStatus::WaitingApproval);
+    }
     RunStatus::parse(value).ok_or_else(|| StoreError::Corrupt {
         what: "run status",
         detail: format!("unknown status `{value}`"),
     })
 }
+
+/// How [`RunStatus::WaitingApproval`] is stored.
+pub(crate) const WAITING: &str = "waiting";
 
 pub(crate) fn parse_step_kind(value: &str) -> Result<StepKind> {
     StepKind::parse(value).ok_or_else(|| StoreError::Corrupt {

@@ -94,6 +94,7 @@ fn new_agent(name: &str) -> NewAgent {
         system_prompt: format!("You are {name}."),
         model: ModelSettings::default(),
         capabilities: Vec::new(),
+        tool_approval: None,
     }
 }
 
@@ -195,6 +196,10 @@ async fn agents_round_trip_every_field(db: &TestDb) {
                 config: json!("a string config with \u{0} escaped"),
             },
         ],
+        tool_approval: Some(everruns_core::ToolApproval {
+            require: vec!["memory__*".into(), "files__delete_?".into()],
+            timeout_seconds: 60,
+        }),
     };
     let created = store.create_agent(new.clone()).await.unwrap();
     assert_eq!(created.name, new.name);
@@ -202,6 +207,7 @@ async fn agents_round_trip_every_field(db: &TestDb) {
     assert_eq!(created.model, new.model);
     assert_eq!(created.capabilities, new.capabilities);
     assert!(!created.archived);
+    assert_eq!(created.tool_approval, new.tool_approval);
     assert_eq!(created.created_at, created.updated_at);
     assert_micros(created.created_at);
     let ids: Vec<_> = created.capabilities.iter().map(|c| c.id.as_str()).collect();
@@ -229,6 +235,39 @@ async fn agent_patches_change_only_what_they_name(db: &TestDb) {
         (same.name.as_str(), &same.model, same.created_at),
         (agent.name.as_str(), &agent.model, agent.created_at)
     );
+
+    // A tool approval policy is set, kept by patches that leave it out, and removed.
+    let policy = everruns_core::ToolApproval {
+        require: vec!["*".into()],
+        timeout_seconds: 5,
+    };
+    let with = store
+        .update_agent(
+            &agent.id,
+            AgentPatch {
+                tool_approval: Some(Some(policy.clone())),
+                ..AgentPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(with.tool_approval.as_ref(), Some(&policy));
+    let kept = store
+        .update_agent(&agent.id, AgentPatch::default())
+        .await
+        .unwrap();
+    assert_eq!(kept.tool_approval.as_ref(), Some(&policy));
+    let without = store
+        .update_agent(
+            &agent.id,
+            AgentPatch {
+                tool_approval: Some(None),
+                ..AgentPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(without.tool_approval, None);
 
     let renamed = store
         .update_agent(
@@ -262,6 +301,7 @@ async fn agent_patches_change_only_what_they_name(db: &TestDb) {
                 model: Some(model.clone()),
                 capabilities: Some(capabilities.clone()),
                 archived: Some(true),
+                tool_approval: None,
             },
         )
         .await
@@ -533,9 +573,21 @@ async fn sessions_are_created_listed_updated_and_deleted(db: &TestDb) {
         .unwrap();
     assert_eq!(
         store.get_session(&created.id).await.unwrap().overrides,
-        Some(overrides)
+        Some(overrides.clone())
     );
+    // One read gives a new run's inputs: the session's agent and the session's overrides.
+    let agent = store.get_agent(&first.agent_id).await.unwrap();
+    assert_eq!(
+        store.session_agent(&created.id).await.unwrap(),
+        (agent.clone(), Some(overrides))
+    );
+    assert_eq!(store.session_agent(&first.id).await.unwrap(), (agent, None));
     store.delete_session(&created.id).await.unwrap();
+    assert_not_found(
+        store.session_agent(&created.id).await,
+        "session",
+        created.id.as_str(),
+    );
     assert_eq!(store.get_session(&first.id).await.unwrap(), without);
 
     store.append_message(text(&first.id, "hi")).await.unwrap();

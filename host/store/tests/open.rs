@@ -22,6 +22,7 @@ fn agent(name: &str) -> NewAgent {
         system_prompt: String::new(),
         model: Default::default(),
         capabilities: Vec::new(),
+        tool_approval: None,
     }
 }
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use everruns_core::{
-    EventType, KvScope, KvWrite, Lease, MessageId, MessageRole, ModelSettings, NewAgent, NewEvent,
-    NewSession, NewStep, PageRequest, Run, RunId, RunStatus, SessionId, SessionStatus, StepKind,
-    StepMessage, StepStatus, Usage,
+    ApiKeyId, ApprovalStatus, Decision, EventType, KvScope, KvWrite, Lease, MessageId, MessageRole,
+    ModelSettings, NewAgent, NewApproval, NewEvent, NewSession, NewStep, PageRequest, Run, RunId,
+    RunStatus, SessionId, SessionStatus, StepKind, StepMessage, StepStatus, Usage,
 };
 use everruns_store::{Claim, Store, StoreConfig, StoreError, connect};
 use everruns_testkit::TestDb;
@@ -65,6 +65,8 @@ conformance!(
     plugin_state_is_committed_with_its_step_exactly_once,
     plugin_state_of_steps_recorded_at_once_is_applied_in_order,
     a_run_keeps_the_configuration_it_was_started_with,
+    parked_runs_wait_without_a_lease_until_every_approval_is_decided,
+    approvals_expire_once_and_are_cancelled_with_their_run,
 );
 
 // ---- helpers ----
@@ -88,6 +90,7 @@ async fn session(store: &Arc<dyn Store>, name: &str) -> SessionId {
             system_prompt: String::new(),
             model: ModelSettings::default(),
             capabilities: Vec::new(),
+            tool_approval: None,
         })
         .await
         .unwrap();
@@ -1742,4 +1745,243 @@ async fn a_run_keeps_the_configuration_it_was_started_with(db: &TestDb) {
     // Without one, nothing is recorded.
     let plain = start(&store, &session, "later").await;
     assert_eq!(store.get_run(&plain.id).await.unwrap().config, None);
+}
+
+// ---- tool approval ----
+
+fn approval(run: &RunId, step_no: u32, expires_in: chrono::TimeDelta) -> NewApproval {
+    NewApproval::new(
+        run,
+        step_no,
+        format!("call_{step_no}"),
+        "files__delete".to_owned(),
+        Some("files".to_owned()),
+        format!("{{\"path\":\"/tmp/{step_no}\"}}"),
+        "the tool matches the approval pattern `files__*`".to_owned(),
+        "tool_approval".to_owned(),
+        chrono::Utc::now() + expires_in,
+    )
+}
+
+fn types(events: &[everruns_core::Event]) -> Vec<&'static str> {
+    events.iter().map(|e| e.event_type.as_str()).collect()
+}
+
+async fn parked_runs_wait_without_a_lease_until_every_approval_is_decided(db: &TestDb) {
+    let store = open(db).await;
+    let sid = session(&store, "approvals").await;
+    let run = start(&store, &sid, "delete both").await;
+    let (_, lease) = claim(&store, "w1").await;
+    let hour = chrono::TimeDelta::hours(1);
+    let first = approval(&run.id, 1, hour);
+    let second = approval(&run.id, 2, hour);
+
+    // Parked: waiting, no lease; one event per approval; nothing claimable.
+    let parked = store
+        .park_run(&lease, vec![first.clone(), second.clone()], Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(parked.status, RunStatus::WaitingApproval);
+    assert_eq!(parked.lease_owner, None);
+    assert_eq!(parked.lease_expires_at, None);
+    assert!(store.claim_run("w2", LEASE).await.unwrap().is_none());
+    assert_lease_lost(store.renew_lease(&lease, LEASE).await, &run.id);
+    let events = all_events(&store, &sid).await;
+    let requested: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == EventType::ToolApprovalRequested)
+        .collect();
+    assert_eq!(requested.len(), 2);
+    assert_eq!(requested[0].payload["approval_id"], first.id.as_str());
+    assert_eq!(requested[0].payload["arguments"], json!({"path": "/tmp/1"}));
+    assert_eq!(requested[0].payload["requested_by"], "tool_approval");
+    assert_eq!(
+        store.get_run(&run.id).await.unwrap().status,
+        RunStatus::WaitingApproval
+    );
+
+    let listed = store
+        .list_approvals(Some(&run.id), None, &PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(listed.total, 2);
+    assert_eq!(listed.items[0].id, first.id);
+    assert_eq!(listed.items[0].status, ApprovalStatus::Pending);
+    assert!(listed.items[0].arguments_intact());
+    let pending = store
+        .list_approvals(None, Some(ApprovalStatus::Pending), &PageRequest::first(1))
+        .await
+        .unwrap();
+    assert_eq!((pending.total, pending.items.len()), (2, 1));
+    assert!(pending.next_cursor.is_some());
+
+    // One decision: the run still waits for the other.
+    let key = ApiKeyId::new();
+    let approved = store
+        .decide_approval(&run.id, &first.id, Decision::Approve, Some("fine"), &key)
+        .await
+        .unwrap();
+    assert_eq!(approved.status, ApprovalStatus::Approved);
+    assert_eq!(approved.decided_by.as_ref(), Some(&key));
+    assert_eq!(approved.decision_reason.as_deref(), Some("fine"));
+    assert!(approved.decided_at.is_some());
+    assert_eq!(
+        store.get_run(&run.id).await.unwrap().status,
+        RunStatus::WaitingApproval
+    );
+    // A second decision of the same approval is a conflict that says why.
+    match store
+        .decide_approval(&run.id, &first.id, Decision::Reject, None, &key)
+        .await
+    {
+        Err(StoreError::Conflict(why)) => assert!(why.contains("already decided"), "{why}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // Unknown approvals, and approvals of another run, are not found.
+    assert_not_found(
+        store
+            .decide_approval(
+                &run.id,
+                &approval(&run.id, 9, hour).id,
+                Decision::Approve,
+                None,
+                &key,
+            )
+            .await,
+        "approval",
+    );
+
+    // The last decision queues the run for any worker.
+    store
+        .decide_approval(&run.id, &second.id, Decision::Reject, Some("no"), &key)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_run(&run.id).await.unwrap().status,
+        RunStatus::Queued
+    );
+    let (resumed, lease) = claim(&store, "w2").await;
+    assert_eq!(resumed.id, run.id);
+    assert_eq!(resumed.status, RunStatus::Running);
+    assert_eq!(
+        resumed.recovery_attempts, 0,
+        "a resumption is not a takeover"
+    );
+    let decided = store.run_approvals(&run.id).await.unwrap();
+    assert_eq!(
+        decided.iter().map(|a| a.status).collect::<Vec<_>>(),
+        [ApprovalStatus::Approved, ApprovalStatus::Rejected]
+    );
+    // The same approvals again (a resumed worker re-parking) change nothing.
+    let again = store
+        .park_run(&lease, vec![first.clone()], Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(again.status, RunStatus::WaitingApproval);
+    assert_eq!(store.run_approvals(&run.id).await.unwrap(), decided);
+    let tail = all_events(&store, &sid).await;
+    assert_eq!(
+        types(&tail[events.len()..]),
+        [
+            "tool.approval_resolved",
+            "tool.approval_resolved",
+            "run.started"
+        ]
+    );
+    assert_eq!(tail[events.len()].payload["decision"], "approved");
+    assert_eq!(tail[events.len()].payload["decided_by"], key.as_str());
+    // Decisions on a run that is not waiting for them are conflicts.
+    match store
+        .decide_approval(&run.id, &second.id, Decision::Approve, None, &key)
+        .await
+    {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+async fn approvals_expire_once_and_are_cancelled_with_their_run(db: &TestDb) {
+    let store = open(db).await;
+    let sid = session(&store, "expiring").await;
+    let run = start(&store, &sid, "wait").await;
+    let (_, lease) = claim(&store, "w1").await;
+    let late = approval(&run.id, 1, chrono::TimeDelta::milliseconds(-1));
+    store
+        .park_run(&lease, vec![late.clone()], Vec::new())
+        .await
+        .unwrap();
+    let key = ApiKeyId::new();
+    match store
+        .decide_approval(&run.id, &late.id, Decision::Approve, None, &key)
+        .await
+    {
+        Err(StoreError::Conflict(why)) => assert!(why.contains("expired"), "{why}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // Sweepers racing: the approval expires once.
+    let (a, b) = tokio::join!(store.expire_approvals(10), store.expire_approvals(10));
+    assert_eq!(a.unwrap() + b.unwrap(), 1);
+    assert_eq!(store.expire_approvals(10).await.unwrap(), 0);
+    let expired = &store.run_approvals(&run.id).await.unwrap()[0];
+    assert_eq!(expired.status, ApprovalStatus::Expired);
+    assert_eq!(expired.decided_by, None);
+    assert_eq!(
+        store.get_run(&run.id).await.unwrap().status,
+        RunStatus::Queued
+    );
+
+    // Cancelling a waiting run cancels it at once, with its pending approvals.
+    let other = session(&store, "cancelled").await;
+    let waiting = start(&store, &other, "wait").await;
+    let (claimed, lease) = claim(&store, "w1").await;
+    let (claimed, lease) = if claimed.id == waiting.id {
+        (claimed, lease)
+    } else {
+        claim(&store, "w1").await
+    };
+    assert_eq!(claimed.id, waiting.id);
+    let pending = approval(&waiting.id, 3, chrono::TimeDelta::hours(1));
+    store
+        .park_run(&lease, vec![pending.clone()], Vec::new())
+        .await
+        .unwrap();
+    let cancelled = store.request_cancel(&waiting.id).await.unwrap();
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    let approvals = store.run_approvals(&waiting.id).await.unwrap();
+    assert_eq!(approvals[0].status, ApprovalStatus::Cancelled);
+    let log = all_events(&store, &other).await;
+    assert_eq!(
+        types(&log[log.len() - 2..]),
+        ["tool.approval_resolved", "run.cancelled"]
+    );
+    assert_eq!(
+        store.get_session(&other).await.unwrap().status,
+        SessionStatus::Idle
+    );
+    match store
+        .decide_approval(&waiting.id, &pending.id, Decision::Approve, None, &key)
+        .await
+    {
+        Err(StoreError::Conflict(why)) => assert!(why.contains("cancelled"), "{why}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+
+    // A run asked to stop is cancelled instead of parked.
+    let third = session(&store, "stopping").await;
+    let stopping = start(&store, &third, "stop").await;
+    let mut got = claim(&store, "w1").await;
+    while got.0.id != stopping.id {
+        got = claim(&store, "w1").await;
+    }
+    store.request_cancel(&stopping.id).await.unwrap();
+    let ended = store
+        .park_run(
+            &got.1,
+            vec![approval(&stopping.id, 1, chrono::TimeDelta::hours(1))],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended.status, RunStatus::Cancelled);
+    assert!(store.run_approvals(&stopping.id).await.unwrap().is_empty());
 }

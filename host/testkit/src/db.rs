@@ -154,6 +154,30 @@ impl TestDb {
         counted.unwrap_or_else(|err| panic!("counting rows of {table}: {err}"))
     }
 
+    /// Runs one SQL statement with `$1` bound to `value` directly on the database (what tests
+    /// use to play an operator or an attacker editing rows); returns the rows it changed.
+    pub async fn execute(&self, sql: &str, value: &str) -> u64 {
+        let done = match self.backend {
+            Backend::Postgres { .. } => match PgConnection::connect(&self.url).await {
+                Ok(mut conn) => sqlx::query(sql)
+                    .bind(value)
+                    .execute(&mut conn)
+                    .await
+                    .map(|r| r.rows_affected()),
+                Err(err) => Err(err),
+            },
+            Backend::Sqlite { .. } => match SqliteConnection::connect(&self.url).await {
+                Ok(mut conn) => sqlx::query(sql)
+                    .bind(value)
+                    .execute(&mut conn)
+                    .await
+                    .map(|r| r.rows_affected()),
+                Err(err) => Err(err),
+            },
+        };
+        done.unwrap_or_else(|err| panic!("executing `{sql}`: {err}"))
+    }
+
     /// The temporary directory holding the SQLite file; `None` for PostgreSQL.
     pub fn sqlite_dir(&self) -> Option<&Path> {
         match &self.backend {

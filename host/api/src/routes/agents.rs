@@ -17,6 +17,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, BodyErrors, FieldError, QueryErrors, check_fields};
 use crate::json::{ApiJson, ApiQuery};
 use crate::pagination::{ListResponse, PageParams};
+use crate::routes::approvals::{ToolApprovalBody, validate_policy};
 use crate::routes::capabilities::validate_agent_capabilities;
 
 /// Largest `max_tokens` accepted (no model answers more in one response).
@@ -100,6 +101,8 @@ pub struct CreateAgent {
     /// Ordered list of capabilities; their prompt fragments are added in this order.
     #[serde(default)]
     pub capabilities: Vec<CapabilityBody>,
+    /// Which tool calls need a person's approval before they run.
+    pub tool_approval: Option<ToolApprovalBody>,
 }
 
 /// Body of `PATCH /v1/agents/{id}`: only the fields present change.
@@ -115,6 +118,10 @@ pub struct UpdateAgent {
     pub capabilities: Option<Vec<CapabilityBody>>,
     /// Archived agents stay readable but take no new sessions.
     pub archived: Option<bool>,
+    /// Replaces the tool approval policy; `null` removes it, absent leaves it.
+    #[serde(default, deserialize_with = "crate::json::present")]
+    #[schema(value_type = Option<ToolApprovalBody>)]
+    pub tool_approval: Option<Option<ToolApprovalBody>>,
 }
 
 /// An agent.
@@ -127,6 +134,8 @@ pub struct AgentResponse {
     pub model: ModelSettingsBody,
     pub capabilities: Vec<CapabilityBody>,
     pub archived: bool,
+    /// Which tool calls need a person's approval (`null`: none, unless a capability asks).
+    pub tool_approval: Option<ToolApprovalBody>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
@@ -147,6 +156,7 @@ impl From<Agent> for AgentResponse {
                 })
                 .collect(),
             archived: agent.archived,
+            tool_approval: agent.tool_approval.map(ToolApprovalBody::from),
             created_at: agent.created_at,
             updated_at: agent.updated_at,
         }
@@ -347,6 +357,10 @@ async fn create_agent(
     validate_prompt(&body.system_prompt, &mut errors);
     let model = validate_model(&body.model, &mut errors);
     let capabilities = validate_capabilities(&state.runtime, &body.capabilities, &mut errors);
+    let tool_approval = body
+        .tool_approval
+        .as_ref()
+        .map(|p| validate_policy(p, "tool_approval", &mut errors));
     check_fields(errors)?;
     check_provider(&state, &model, "model.provider").await?;
     let agent = state
@@ -356,6 +370,7 @@ async fn create_agent(
             system_prompt: body.system_prompt,
             model,
             capabilities,
+            tool_approval,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(agent.into())))
@@ -406,6 +421,10 @@ async fn update_agent(
         .capabilities
         .as_ref()
         .map(|c| validate_capabilities(&state.runtime, c, &mut errors));
+    let tool_approval = body.tool_approval.as_ref().map(|p| {
+        p.as_ref()
+            .map(|p| validate_policy(p, "tool_approval", &mut errors))
+    });
     check_fields(errors)?;
     if let Some(model) = &model {
         check_provider(&state, model, "model.provider").await?;
@@ -416,6 +435,7 @@ async fn update_agent(
         model,
         capabilities,
         archived: body.archived,
+        tool_approval,
     };
     let agent = state.store.update_agent(&id, patch).await?;
     Ok(Json(agent.into()))

@@ -2,6 +2,7 @@
 
 pub(crate) mod agents;
 pub(crate) mod api_keys;
+pub(crate) mod approvals;
 pub(crate) mod capabilities;
 pub(crate) mod events;
 pub(crate) mod health;

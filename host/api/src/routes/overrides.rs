@@ -13,6 +13,7 @@ use crate::routes::agents::{
     CapabilityBody, ModelSettingsBody, check_provider, valid_capability_id, validate_capabilities,
     validate_model, validate_prompt,
 };
+use crate::routes::approvals::{ToolApprovalBody, validate_policy};
 
 /// Changes to the agent's configuration, for a session's runs or one message's run. Every
 /// field is optional; precedence is message > session > agent > server default.
@@ -21,7 +22,8 @@ use crate::routes::agents::{
 #[schema(example = json!({
     "model": {"provider": "openai", "model": "gpt-4o", "temperature": 0.2, "max_tokens": 2048, "max_steps": 30},
     "system_prompt_append": "Answer in French.",
-    "capabilities": [{"id": "web_fetch", "config": {}}, {"id": "current_time", "enabled": false}]
+    "capabilities": [{"id": "web_fetch", "config": {}}, {"id": "current_time", "enabled": false}],
+    "tool_approval": {"require": ["web_fetch__*"], "timeout_seconds": 600}
 }))]
 pub struct OverridesBody {
     /// Replaces the agent's model settings field by field.
@@ -34,6 +36,9 @@ pub struct OverridesBody {
     /// its config wholesale; `"enabled": false` removes it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<CapabilityOverrideBody>,
+    /// Replaces the agent's tool approval policy wholesale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_approval: Option<ToolApprovalBody>,
 }
 
 /// One capability change.
@@ -66,6 +71,7 @@ impl From<Overrides> for OverridesBody {
                     enabled: (!c.enabled).then_some(false),
                 })
                 .collect(),
+            tool_approval: o.tool_approval.map(ToolApprovalBody::from),
         }
     }
 }
@@ -95,6 +101,10 @@ pub(crate) async fn validate(
     for error in &mut errors {
         error.field = error.field.replace("system_prompt", "system_prompt_append");
     }
+    let tool_approval = body
+        .tool_approval
+        .as_ref()
+        .map(|p| validate_policy(p, "tool_approval", &mut errors));
     if body.capabilities.len() > MAX_CAPABILITY_OVERRIDES {
         // Not worth checking each of them (a schema compile apiece).
         return Err(ApiError::invalid_field(
@@ -165,6 +175,7 @@ pub(crate) async fn validate(
                 enabled: c.enabled.unwrap_or(true),
             })
             .collect(),
+        tool_approval,
     };
     Ok((overrides != Overrides::default()).then_some(overrides))
 }
@@ -183,6 +194,8 @@ pub struct RunConfigResponse {
     /// The namespaced tool names offered when the run was created.
     #[schema(example = json!(["current_time__now"]))]
     pub tools: Vec<String>,
+    /// Which tool calls need a person's approval.
+    pub tool_approval: Option<ToolApprovalBody>,
 }
 
 impl From<RunConfig> for RunConfigResponse {
@@ -205,6 +218,7 @@ impl From<RunConfig> for RunConfigResponse {
                 .collect(),
             system_prompt_sha256: hex::encode(hash.finalize()),
             tools: c.tools,
+            tool_approval: c.tool_approval.map(ToolApprovalBody::from),
         }
     }
 }

@@ -55,7 +55,8 @@ pub struct RunResponse {
     #[schema(example = "run_0192f3c4a1b27c3d8e9f0a1b2c3d4e5f")]
     pub id: String,
     pub session_id: String,
-    /// `queued`, `running`, `waiting`, `completed`, `failed`, `cancelling` or `cancelled`.
+    /// `queued`, `running`, `waiting_approval` (parked until people decide on its tool calls;
+    /// see `/v1/runs/{id}/approvals`), `completed`, `failed`, `cancelling` or `cancelled`.
     #[schema(example = "queued")]
     pub status: String,
     /// The user message that started the run.
@@ -142,7 +143,7 @@ impl From<Step> for StepResponse {
     }
 }
 
-fn run_id(raw: &str) -> ApiResult<RunId> {
+pub(crate) fn run_id(raw: &str) -> ApiResult<RunId> {
     RunId::parse(raw).map_err(|e| ApiError::not_found(format!("run not found: {e}")))
 }
 

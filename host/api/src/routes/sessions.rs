@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use everruns_core::{NewSession, Session, SessionId, SessionPatch};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -44,20 +44,13 @@ pub struct CreateSession {
 #[serde(deny_unknown_fields)]
 pub struct UpdateSession {
     /// New title; `null` clears it, absent leaves it unchanged.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::json::present")]
     #[schema(value_type = Option<String>, max_length = 500)]
     pub title: Option<Option<String>>,
     /// Replaces the session's overrides as a whole; `null` clears them, absent leaves them.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::json::present")]
     #[schema(value_type = Option<OverridesBody>)]
     pub overrides: Option<Option<OverridesBody>>,
-}
-
-/// Distinguishes an explicit `null` (Some(None)) from an absent field (None, via `default`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Query parameters of `GET /v1/sessions`.

@@ -26,6 +26,7 @@ macro_rules! run_columns {
          output_tokens, created_at, started_at, finished_at, updated_at, config::text AS config"
     };
 }
+pub(super) use run_columns;
 macro_rules! step_columns {
     () => {
         "run_id, step_no, kind, input::text AS input, output::text AS output, status, attempt, \
@@ -45,8 +46,9 @@ macro_rules! fenced {
          AND status IN ('running', 'cancelling')"
     };
 }
+pub(super) use fenced;
 
-fn run_from_row(row: &PgRow) -> Result<Run> {
+pub(super) fn run_from_row(row: &PgRow) -> Result<Run> {
     Ok(Run {
         id: parse_id("run id", row.try_get("id")?, RunId::parse)?,
         session_id: parse_id("session id", row.try_get("session_id")?, SessionId::parse)?,
@@ -121,7 +123,7 @@ fn message_from_row(row: &PgRow) -> Result<Message> {
 
 /// Takes `count` sequence numbers of the session (locking its row until commit) and returns
 /// the last one; `None` when the session does not exist.
-async fn take_seqs(
+pub(super) async fn take_seqs(
     conn: &mut PgConnection,
     session: &SessionId,
     count: usize,
@@ -138,7 +140,7 @@ async fn take_seqs(
 }
 
 /// Inserts `events` numbered up to `last_seq` (taken with [`take_seqs`]) in one statement.
-async fn insert_events(
+pub(super) async fn insert_events(
     conn: &mut PgConnection,
     session: &SessionId,
     last_seq: i64,
@@ -187,7 +189,10 @@ async fn insert_events(
 /// it `running`, this is bookkeeping, not an edit: `updated_at` stays. Run after the session
 /// row is locked ([`take_seqs`]): under READ COMMITTED this statement's snapshot then
 /// includes every run a concurrent `start_run` committed.
-async fn settle_session_status(conn: &mut PgConnection, session: &SessionId) -> Result<()> {
+pub(super) async fn settle_session_status(
+    conn: &mut PgConnection,
+    session: &SessionId,
+) -> Result<()> {
     sqlx::query(concat!(
         "UPDATE sessions SET status = 'idle' \
          WHERE id = $1 AND status <> 'idle' AND NOT EXISTS \
@@ -709,7 +714,7 @@ pub(super) async fn request_cancel(pool: &PgPool, id: &RunId) -> Result<(Run, Ve
     let now = codec::now();
     let mut written = Vec::new();
     let run = match run.status {
-        RunStatus::Queued | RunStatus::Waiting => {
+        RunStatus::Queued | RunStatus::WaitingApproval => {
             // No worker holds it: cancelled now, and the session's queue moves on.
             let row = sqlx::query(concat!(
                 "UPDATE runs SET status = 'cancelled', finished_at = $2, updated_at = $2, \
@@ -722,19 +727,14 @@ pub(super) async fn request_cancel(pool: &PgPool, id: &RunId) -> Result<(Run, Ve
             .fetch_one(&mut *tx)
             .await?;
             let run = run_from_row(&row)?;
-            let last = take_seqs(&mut tx, &run.session_id, 1)
+            // Its pending approvals go with it, announced before the run's end.
+            let mut events = super::approvals::cancel_pending(&mut tx, &run.id, now).await?;
+            events.push(run_codec::cancelled_event(&run));
+            let last = take_seqs(&mut tx, &run.session_id, events.len())
                 .await?
                 .ok_or_else(|| StoreError::not_found("session", &run.session_id))?;
-            let event = run_codec::cancelled_event(&run);
-            written = insert_events(
-                &mut tx,
-                &run.session_id,
-                last,
-                Some(&run.id),
-                vec![event],
-                now,
-            )
-            .await?;
+            written =
+                insert_events(&mut tx, &run.session_id, last, Some(&run.id), events, now).await?;
             settle_session_status(&mut tx, &run.session_id).await?;
             run
         }

@@ -26,6 +26,7 @@ macro_rules! run_columns {
          output_tokens, created_at, started_at, finished_at, updated_at, config"
     };
 }
+pub(super) use run_columns;
 macro_rules! step_columns {
     () => {
         "run_id, step_no, kind, input, output, status, attempt, \
@@ -50,8 +51,9 @@ macro_rules! fenced {
          AND status IN ('running', 'cancelling')"
     };
 }
+pub(super) use fenced;
 
-fn run_from_row(row: &SqliteRow) -> Result<Run> {
+pub(super) fn run_from_row(row: &SqliteRow) -> Result<Run> {
     Ok(Run {
         id: parse_id("run id", row.try_get("id")?, RunId::parse)?,
         session_id: parse_id("session id", row.try_get("session_id")?, SessionId::parse)?,
@@ -126,7 +128,7 @@ fn message_from_row(row: &SqliteRow) -> Result<Message> {
 
 /// Takes `count` sequence numbers of the session and returns the last one; `None` when the
 /// session does not exist.
-async fn take_seqs(
+pub(super) async fn take_seqs(
     conn: &mut SqliteConnection,
     session: &SessionId,
     count: usize,
@@ -143,7 +145,7 @@ async fn take_seqs(
 }
 
 /// Inserts `events` numbered up to `last_seq` (taken with [`take_seqs`]) in one statement.
-async fn insert_events(
+pub(super) async fn insert_events(
     conn: &mut SqliteConnection,
     session: &SessionId,
     last_seq: i64,
@@ -188,7 +190,10 @@ async fn insert_events(
 
 /// Sets the session `idle` unless one of its runs is still active. Like `start_run` setting
 /// it `running`, this is bookkeeping, not an edit: `updated_at` stays.
-async fn settle_session_status(conn: &mut SqliteConnection, session: &SessionId) -> Result<()> {
+pub(super) async fn settle_session_status(
+    conn: &mut SqliteConnection,
+    session: &SessionId,
+) -> Result<()> {
     sqlx::query(concat!(
         "UPDATE sessions SET status = 'idle' \
          WHERE id = $1 AND status <> 'idle' AND NOT EXISTS \
@@ -753,7 +758,7 @@ pub(super) async fn request_cancel(pool: &SqlitePool, id: &RunId) -> Result<(Run
     let now = codec::now();
     let mut written = Vec::new();
     let run = match run.status {
-        RunStatus::Queued | RunStatus::Waiting => {
+        RunStatus::Queued | RunStatus::WaitingApproval => {
             // No worker holds it: cancelled now, and the session's queue moves on.
             let row = sqlx::query(concat!(
                 "UPDATE runs SET status = 'cancelled', finished_at = $2, updated_at = $2, \
@@ -766,19 +771,14 @@ pub(super) async fn request_cancel(pool: &SqlitePool, id: &RunId) -> Result<(Run
             .fetch_one(&mut *tx)
             .await?;
             let run = run_from_row(&row)?;
-            let last = take_seqs(&mut tx, &run.session_id, 1)
+            // Its pending approvals go with it, announced before the run's end.
+            let mut events = super::approvals::cancel_pending(&mut tx, &run.id, now).await?;
+            events.push(run_codec::cancelled_event(&run));
+            let last = take_seqs(&mut tx, &run.session_id, events.len())
                 .await?
                 .ok_or_else(|| StoreError::not_found("session", &run.session_id))?;
-            let event = run_codec::cancelled_event(&run);
-            written = insert_events(
-                &mut tx,
-                &run.session_id,
-                last,
-                Some(&run.id),
-                vec![event],
-                now,
-            )
-            .await?;
+            written =
+                insert_events(&mut tx, &run.session_id, last, Some(&run.id), events, now).await?;
             settle_session_status(&mut tx, &run.session_id).await?;
             run
         }
