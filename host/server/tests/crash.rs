@@ -1,12 +1,15 @@
 //! Crash recovery with real `everruns serve` processes on one PostgreSQL: SIGKILL at random
 //! moments during many tool-using, streaming runs loses nothing and repeats nothing (a
 //! plugin's state changes exactly once per call); a worker paused past its lease
-//! (SIGSTOP/SIGCONT) writes nothing once another worker took over.
+//! (SIGSTOP/SIGCONT) writes nothing once another worker took over; a run waiting for tool
+//! approval holds no worker slot, survives a SIGKILL and resumes in another process after
+//! the decision; two processes deciding one approval at once: one wins, one resumption.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use everruns_core::KvScope;
@@ -45,6 +48,11 @@ impl Everruns {
     /// on `db`'s PostgreSQL, or on SQLite when `db` is SQLite (then `dir` must be its
     /// directory: the server's database file is `everruns.db` in its data directory).
     fn spawn(dir: &Path, db: &TestDb, llm: &FakeLlm, n: usize) -> Self {
+        Self::spawn_with(dir, db, llm, n, &[])
+    }
+
+    /// [`Everruns::spawn`] with more environment variables.
+    fn spawn_with(dir: &Path, db: &TestDb, llm: &FakeLlm, n: usize, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let log = dir.join(format!("everruns-{n}.log"));
         let out = File::create(&log).unwrap();
@@ -79,6 +87,7 @@ impl Everruns {
             // debug build takes seconds) would delay a joining process past the runs it is
             // meant to take over.
             .env("EVERRUNS_BUILTIN_PLUGINS", "false")
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(out)
@@ -924,4 +933,204 @@ async fn kill_9_during_a_stateful_call_changes_state_once_sqlite() {
     let db = TestDb::sqlite();
     kill_9_during_a_stateful_call(&db).await;
     db.cleanup().await;
+}
+
+/// The model asks for `well-behaved__echo` when the message says "approve", else answers.
+fn echo_when_asked(llm: &FakeLlm) {
+    llm.set_fallback(|request| {
+        let asked = request
+            .messages()
+            .last()
+            .and_then(|m| m["content"].as_str())
+            .is_some_and(|c| c.contains("approve"));
+        if request.last_message_is_tool_result() {
+            Reply::text(format!("done: {}", request.tool_results()[0].1))
+        } else if asked {
+            Reply::tool_call("well-behaved__echo", json!({"file": "report.txt"}))
+        } else {
+            Reply::text("plain answer")
+        }
+    });
+}
+
+/// An agent whose echo calls need approval, and one session of it; returns the session id.
+async fn approval_session(http: &reqwest::Client, base: &str) -> String {
+    let agent = post_json(
+        http,
+        &format!("{base}/v1/agents"),
+        json!({"name": format!("careful-{}", AGENTS.fetch_add(1, Ordering::Relaxed)),
+            "capabilities": [{"id": "well-behaved"}],
+            "tool_approval": {"require": ["*__echo"]}}),
+    )
+    .await;
+    let session = post_json(
+        http,
+        &format!("{base}/v1/sessions"),
+        json!({"agent_id": agent["id"]}),
+    )
+    .await;
+    session["id"].as_str().unwrap().to_owned()
+}
+
+/// Numbers the agents of this test binary (names are unique).
+static AGENTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Waits until the run has `status` (bounded).
+async fn wait_status(http: &reqwest::Client, base: &str, run: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = get_json(http, &format!("{base}/v1/runs/{run}")).await;
+        if got["status"] == status {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run never became {status}: {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_a_run_waits_for_approval_then_another_process_resumes_it() {
+    let db = TestDb::postgres().await;
+    let llm = FakeLlm::start().await;
+    echo_when_asked(&llm);
+    let dir = data_dir();
+    // One slot: the waiting run must not hold it.
+    let mut first = Everruns::spawn_with(
+        dir.path(),
+        &db,
+        &llm,
+        0,
+        &[("EVERRUNS_EXECUTOR_MAX_RUNS", "1")],
+    );
+    first.healthy().await;
+    let http = client();
+    let base = first.base.clone();
+    let sid = approval_session(&http, &base).await;
+    let run = post_json(
+        &http,
+        &format!("{base}/v1/sessions/{sid}/messages"),
+        json!({"content": "please approve this echo"}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let waiting = wait_status(&http, &base, &run, "waiting_approval").await;
+    assert_eq!(waiting["steps_completed"], 1, "{waiting}");
+    let other = approval_session(&http, &base).await;
+    let plain = post_json(
+        &http,
+        &format!("{base}/v1/sessions/{other}/messages"),
+        json!({"content": "just answer"}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_status(&http, &base, &plain, "completed").await;
+
+    first.kill_9();
+    let mut second = Everruns::spawn(dir.path(), &db, &llm, 1);
+    second.healthy().await;
+    let base = second.base.clone();
+    // Still waiting after the restart: nobody decided, nothing was lost.
+    assert_eq!(
+        get_json(&http, &format!("{base}/v1/runs/{run}")).await["status"],
+        "waiting_approval"
+    );
+    let approvals = get_json(&http, &format!("{base}/v1/runs/{run}/approvals")).await;
+    assert_eq!(approvals["total"], 1, "{approvals}");
+    let id = approvals["data"][0]["id"].as_str().unwrap();
+    post_json(
+        &http,
+        &format!("{base}/v1/runs/{run}/approvals/{id}"),
+        json!({"decision": "approve"}),
+    )
+    .await;
+    let done = wait_status(&http, &base, &run, "completed").await;
+    assert_eq!(done["steps_completed"], 3, "{done}");
+    let log = event_log(&http, &base, &sid).await;
+    let count = |t: &str| log.iter().filter(|e| e["type"] == t).count();
+    assert_eq!(count("tool.approval_requested"), 1);
+    assert_eq!(count("tool.approval_resolved"), 1);
+    assert_eq!(count("tool.started"), 1);
+    assert_eq!(count("tool.completed"), 1);
+    assert_eq!(count("run.completed"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_deciding_one_approval_at_once_one_wins() {
+    let db = TestDb::postgres().await;
+    let llm = FakeLlm::start().await;
+    echo_when_asked(&llm);
+    let dir = data_dir();
+    let mut a = Everruns::spawn(dir.path(), &db, &llm, 0);
+    let mut b = Everruns::spawn(dir.path(), &db, &llm, 1);
+    a.healthy().await;
+    b.healthy().await;
+    let http = client();
+    for round in 0..5 {
+        let sid = approval_session(&http, &a.base).await;
+        let run = post_json(
+            &http,
+            &format!("{}/v1/sessions/{sid}/messages", a.base),
+            json!({"content": format!("approve round {round}")}),
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        wait_status(&http, &a.base, &run, "waiting_approval").await;
+        let approvals = get_json(&http, &format!("{}/v1/runs/{run}/approvals", b.base)).await;
+        let id = approvals["data"][0]["id"].as_str().unwrap().to_owned();
+        let decide = |base: String, decision: &'static str| {
+            let http = http.clone();
+            let url = format!("{base}/v1/runs/{run}/approvals/{id}");
+            async move {
+                let response = http
+                    .post(url)
+                    .bearer_auth(KEY)
+                    .json(&json!({"decision": decision}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                (status, response.json::<Value>().await.unwrap())
+            }
+        };
+        let (x, y) = tokio::join!(
+            decide(a.base.clone(), "approve"),
+            decide(b.base.clone(), "reject")
+        );
+        let mut statuses = [x.0, y.0];
+        statuses.sort();
+        assert_eq!(statuses, [200, 409], "round {round}: {x:?} {y:?}");
+        let loser = if x.0 == 409 { &x.1 } else { &y.1 };
+        assert!(
+            loser["detail"]
+                .as_str()
+                .unwrap()
+                .contains("already decided"),
+            "{loser}"
+        );
+        let winner = if x.0 == 200 { "approve" } else { "reject" };
+        wait_status(&http, &a.base, &run, "completed").await;
+        let log = event_log(&http, &a.base, &sid).await;
+        let count = |t: &str| log.iter().filter(|e| e["type"] == t).count();
+        assert_eq!(count("tool.approval_resolved"), 1, "round {round}");
+        assert_eq!(
+            count("run.started"),
+            2,
+            "one start, one resumption: round {round}"
+        );
+        assert_eq!(count("run.completed"), 1);
+        let (ran, refused) = (count("tool.started"), count("tool.blocked"));
+        match winner {
+            "approve" => assert_eq!((ran, refused), (1, 0), "round {round}"),
+            _ => assert_eq!((ran, refused), (0, 1), "round {round}"),
+        }
+    }
 }
