@@ -377,8 +377,8 @@ class Rewrite:
 
 
 class RequireApproval:
-    """A `before_tool` answer: a person must approve the call first (until tool approval
-    exists, the host blocks the call with the reason)."""
+    """A `before_tool` answer: a person must approve the call first (the run waits until
+    someone approves or rejects it, or the approval expires)."""
 
     def __init__(self, reason):
         self.reason = str(reason)

@@ -137,8 +137,8 @@ pub enum ToolDecision {
     Rewrite(Value),
     /// Do not run the call: the model gets a tool result that states the reason.
     Block(String),
-    /// A person must approve the call first (until tool approval exists, the host blocks
-    /// the call with the reason prefixed `approval required: `).
+    /// A person must approve the call first: the run waits until someone approves it (it
+    /// runs as shown) or rejects it (the model is told why), or the approval expires.
     RequireApproval(String),
 }
 
