@@ -382,6 +382,143 @@ try {
     assert.equal((await page.textContent('#session-overrides-badge')).trim(), '');
   });
 
+  let approvalUrl;
+  await step('tool approval: set in the agent form; two held calls shown as cards, one approved and one rejected; the list marks the waiting session', async () => {
+    // The agent, through the form: the plugin, with its echo held for approval.
+    await page.goto(BASE + '/#/agents/new');
+    await page.fill('#agent-name', 'careful');
+    await page.selectOption('#agent-provider', 'fake');
+    await page.fill('#agent-model', 'fake-model');
+    await page.check('#cap-well-behaved');
+    await page.fill('#agent-approval-patterns', '*__echo\nsession_files__delete_*, *__[a,b]z');
+    await page.fill('#agent-approval-timeout', '600');
+    await page.click('#save-agent');
+    const agentCard = page.locator('.agent[data-agent-name=careful]');
+    await agentCard.waitFor();
+    assert.match(await agentCard.locator('dd[data-fact=tool_approval]').textContent(), /\*__echo/);
+    const agent = (await apiGet('/v1/agents?limit=200')).data.find((a) => a.name === 'careful');
+    assert.deepEqual(agent.tool_approval, { require: ['*__echo', 'session_files__delete_*', '*__[a,b]z'], timeout_seconds: 600 });
+    // The edit form shows the policy as saved.
+    await page.goto(`${BASE}/#/agents/${agent.id}`);
+    await page.waitForSelector('#agent-form');
+    assert.equal(await page.inputValue('#agent-approval-patterns'), '*__echo\nsession_files__delete_*\n*__[a,b]z');
+    assert.equal(await page.inputValue('#agent-approval-timeout'), '600');
+
+    // The model asks for two echo calls in one step: both wait, each with its card.
+    await page.click('#nav a[data-view=chat]');
+    await page.selectOption('#agent-select', { label: 'careful' });
+    await page.fill('#message-input', 'Echo two numbers, they need approval');
+    await page.press('#message-input', 'Enter');
+    await page.waitForURL(/#\/chat\/ses_/);
+    approvalUrl = page.url();
+    const sid = approvalUrl.split('/').pop();
+    await until(() => document.querySelectorAll('.approval[data-state=pending][data-tool-name="well-behaved__echo"]').length === 2);
+    await page.waitForSelector('#run-status[data-run-status=waiting_approval]');
+    assert.match(await page.textContent('#run-status'), /waiting for approval/i);
+    assert.equal(await page.getAttribute('#transcript .run', 'data-status'), 'waiting_approval');
+    const byArgs = (n) => page.locator('.approval').filter({ has: page.locator('pre.approval-args', { hasText: `"n": ${n}` }) });
+    const firstId = await byArgs(1).getAttribute('data-approval-id');
+    const secondId = await byArgs(2).getAttribute('data-approval-id');
+    assert.match(firstId, /^apr_/);
+    assert.match(secondId, /^apr_/);
+    const first = page.locator(`.approval[data-approval-id="${firstId}"]`);
+    const second = page.locator(`.approval[data-approval-id="${secondId}"]`);
+    assert.match(await first.locator('.tool-name').textContent(), /^well-behaved__echo$/);
+    assert.match(await first.locator('.approval-capability').textContent(), /well-behaved/);
+    assert.match(await first.locator('.approval-why').textContent(), /\*__echo/);
+    assert.deepEqual(JSON.parse(await first.locator('pre.approval-args').textContent()), { n: 1 });
+    assert.match(await first.locator('.approval-expiry').textContent(), /Expires/);
+    assert.equal(await first.locator('button.approve').textContent(), 'Approve');
+    assert.equal(await first.locator('button.reject').textContent(), 'Reject');
+    assert.equal(await page.locator('.tool').count(), 0, 'neither call ran yet');
+    // The conversation list marks the session while it waits.
+    const listed = page.locator(`#session-list li[data-session-id="${sid}"]`);
+    await page.locator(`#session-list li[data-session-id="${sid}"][data-waiting-approval=true]`).waitFor();
+    assert.ok(await listed.locator('.approval-badge').isVisible(), 'the "approval needed" badge shows');
+    assert.match(await listed.locator('.approval-badge').textContent(), /approval needed/);
+    assert.equal(await page.locator('#session-list li[data-waiting-approval]').count(), 1, 'only the waiting session is marked');
+    await shot(page, 'chat-approval-pending');
+
+    // Rebuilt from the event log (the live stream held back): both still pending, with their
+    // buttons. Someone else approves the first meanwhile; this tab's Approve then gets the
+    // server's 409, shown in the card.
+    await page.route((url) => url.pathname.endsWith('/events'), (route) => (route.request().headers().accept === 'text/event-stream'
+      ? route.fulfill({ status: 200, headers: { 'content-type': 'text/event-stream' }, body: '' })
+      : route.continue()));
+    await page.reload();
+    await until(() => document.querySelectorAll('.approval[data-state=pending] button.approve').length === 2);
+    const runId = await first.getAttribute('data-run-id');
+    const elsewhere = await page.request.post(`${BASE}/v1/runs/${runId}/approvals/${firstId}`, {
+      headers: { Authorization: `Bearer ${API_KEY}` }, data: { decision: 'approve' },
+    });
+    assert.equal(elsewhere.status(), 200, await elsewhere.text());
+    await first.locator('button.approve').click();
+    await first.locator('.approval-problem .problem').waitFor();
+    assert.match(await first.locator('.approval-problem').textContent(), /already decided/);
+    assert.equal(await first.getAttribute('data-state'), 'pending', 'the card waits for the event to say what happened');
+    // With the stream back, the resolution arrives: the card shows it and its buttons go.
+    await page.unrouteAll();
+    await page.locator(`.approval[data-approval-id="${firstId}"][data-state=approved]`).waitFor();
+    assert.equal(await first.locator('button').count(), 0);
+    assert.match(await first.locator('.approval-outcome').textContent(), /Approved/);
+    assert.equal(await page.getAttribute('#run-status', 'data-run-status'), 'waiting_approval', 'the other call still waits');
+
+    // Reject the second, with a reason: the button asks for it first (and Back keeps the card).
+    await second.locator('button.reject').click();
+    await second.locator('.reject-form input.reject-reason').waitFor();
+    assert.ok(!(await second.locator('button.approve').isVisible()));
+    await second.locator('button.cancel-reject').click();
+    assert.ok(await second.locator('button.approve').isVisible());
+    assert.ok(!(await second.locator('.reject-form').isVisible()));
+    await second.locator('button.reject').click();
+    await second.locator('input.reject-reason').fill('not this one');
+    await second.locator('button.confirm-reject').click();
+    await page.locator(`.approval[data-approval-id="${secondId}"][data-state=rejected]`).waitFor();
+    assert.equal(await second.locator('button, input').count(), 0);
+    assert.equal(await second.locator('.decision-reason').textContent(), 'not this one');
+
+    // The run goes on: the approved call's result, the rejected call's refusal, the answer.
+    await page.waitForSelector('#run-status[data-run-status=completed]');
+    const ran = page.locator('.tool[data-state=completed]');
+    await ran.waitFor();
+    assert.match(await ran.locator('.tool-result').textContent(), /"n":1/);
+    const refused = page.locator('.tool[data-state=failed]');
+    assert.equal(await refused.count(), 1);
+    assert.match(await refused.locator('.tool-state').textContent(), /blocked/);
+    assert.match(await refused.locator('.tool-result').textContent(), /approval.*not this one/);
+    await page.locator('.msg.assistant:has-text("Echo results:")').waitFor();
+    // No longer waiting: the mark goes.
+    await page.locator(`#session-list li[data-session-id="${sid}"]:not([data-waiting-approval])`).waitFor();
+    assert.ok(!(await listed.locator('.approval-badge').isVisible()));
+    await shot(page, 'chat-approval-decided');
+
+    // The server agrees.
+    const approvals = await apiGet(`/v1/runs/${runId}/approvals`);
+    assert.deepEqual(approvals.data.map((a) => [a.id, a.status, a.decision_reason ?? null]),
+      [[firstId, 'approved', null], [secondId, 'rejected', 'not this one']].sort((a, b) => (a[0] < b[0] ? -1 : 1)));
+    assert.equal((await apiGet('/v1/approvals?status=pending')).total, 0);
+
+    // Rebuilt from the log after the run: both cards resolved, no buttons, each result once.
+    await page.reload();
+    await page.waitForSelector('#run-status[data-run-status=completed]');
+    await page.locator(`.approval[data-approval-id="${firstId}"][data-state=approved]`).waitFor();
+    await page.locator(`.approval[data-approval-id="${secondId}"][data-state=rejected]`).waitFor();
+    assert.equal(await page.locator('.approval button').count(), 0);
+    assert.equal(await page.locator(`.approval[data-approval-id="${secondId}"] .decision-reason`).textContent(), 'not this one');
+    assert.equal(await page.locator('.approval').count(), 2);
+    assert.equal(await page.locator('.tool').count(), 2);
+    assert.equal(await page.locator('#session-list li[data-waiting-approval]').count(), 0);
+
+    // Emptying the patterns removes the policy.
+    await page.goto(`${BASE}/#/agents/${agent.id}`);
+    await page.waitForSelector('#agent-form');
+    await page.fill('#agent-approval-patterns', '');
+    await page.click('#save-agent');
+    await page.locator('.agent[data-agent-name=careful]').waitFor();
+    assert.equal((await apiGet(`/v1/agents/${agent.id}`)).tool_approval ?? null, null);
+    assert.equal((await page.locator('.agent[data-agent-name=careful] dd[data-fact=tool_approval]').textContent()).trim(), 'none');
+  });
+
   await step('capabilities: the plugin, its tools, schemas and permissions', async () => {
     await page.click('#nav a[data-view=capabilities]');
     const card = page.locator('.capability[data-capability=well-behaved]');
@@ -464,6 +601,7 @@ try {
     }, API_KEY);
     for (const [view, ready] of [
       [`#/chat/${sid}`, '.tool[data-state=completed]'],
+      [`#/chat/${approvalUrl.split('/').pop()}`, '.approval[data-state=rejected]'],
       ['#/chat', '#message-input'],
       ['#/agents', '.agent'],
       [`#/agents/${agentId}`, '#agent-form'],

@@ -2,7 +2,9 @@
 //! `chromium` through playwright-core) against the real server, with the well-behaved WASM
 //! plugin installed and the fake LLM as the only provider, reached through a provider the test
 //! adds in the Settings page. Fails (never skips) when Chromium, Node or the npm packages are
-//! missing, naming the command that installs them.
+//! missing, naming the command that installs them. Tool approval too: an agent whose policy
+//! holds the plugin's `echo`, two held calls in one step, one approved and one rejected in
+//! the chat.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -74,6 +76,21 @@ fn script(request: &RecordedRequest) -> Reply {
                 .with_delta_delay(Duration::from_millis(120))
         } else {
             Reply::tool_call("well-behaved__greet", json!({"name": "Ada"}))
+        }
+    } else if said.contains("Echo two numbers") {
+        // Two calls in one step, both held by the agent's `tool_approval` (`*__echo`).
+        if request.last_message_is_tool_result() {
+            let results: Vec<String> = request
+                .tool_results()
+                .into_iter()
+                .map(|(_, text)| text)
+                .collect();
+            Reply::text(format!("Echo results: {}", results.join(" | ")))
+        } else {
+            Reply::tool_calls(vec![
+                ("well-behaved__echo", json!({"n": 1})),
+                ("well-behaved__echo", json!({"n": 2})),
+            ])
         }
     } else if said.contains("links") {
         Reply::text(
@@ -182,6 +199,20 @@ async fn web_ui_end_to_end_in_chromium() {
             .iter()
             .filter(|r| r.model() == "fake-model")
             .all(|r| r.tool_names().iter().any(|t| t == "well-behaved__greet"))
+    );
+    // The approval run: the model was told the approved call's result and the rejection with
+    // its reason.
+    let told = chats
+        .iter()
+        .rev()
+        .find(|r| last_user_text(r).contains("Echo two numbers") && r.last_message_is_tool_result())
+        .expect("the model heard back about the approved and rejected calls")
+        .tool_results();
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(told[0].1.contains(r#""n":1"#), "{told:?}");
+    assert!(
+        told[1].1.contains("rejected") && told[1].1.contains("not this one"),
+        "{told:?}"
     );
     // Cancelling dropped the stalled model call.
     assert!(llm.client_disconnects() >= 1);

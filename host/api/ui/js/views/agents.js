@@ -1,5 +1,6 @@
 // Agents: list, create, edit (system prompt, provider and model, capabilities with a config
-// form generated from each plugin's JSON Schema) and archive.
+// form generated from each plugin's JSON Schema, which tool calls need a person's approval)
+// and archive.
 
 import { ApiError, api, clearFieldErrors, listAll, problemBox, showFieldErrors } from '../api.js';
 import { h, replace, when } from '../dom.js';
@@ -31,6 +32,7 @@ async function list(main, { signal }) {
         h('dl', { class: 'facts' },
           h('dt', { text: 'Model' }), h('dd', { text: modelText(a.model) }),
           h('dt', { text: 'Capabilities' }), h('dd', { text: a.capabilities.map((c) => c.id).join(', ') || 'none' }),
+          h('dt', { text: 'Tool approval' }), h('dd', { dataset: { fact: 'tool_approval' }, text: approvalText(a.tool_approval) }),
           h('dt', { text: 'Updated' }), h('dd', { text: when(a.updated_at) })),
         h('div', { class: 'actions' },
           a.archived ? null : h('a', { href: `#/chat`, class: 'button secondary', text: 'Chat', onclick: () => sessionStorage.setItem('everruns.chat.agent', a.id) }),
@@ -57,6 +59,35 @@ async function list(main, { signal }) {
 function modelText(model) {
   const provider = model.provider || 'server default provider';
   return `${provider} · ${model.model || 'default model'}`;
+}
+
+function approvalText(policy) {
+  if (!policy) return 'none';
+  const patterns = (policy.require || []).join(', ') || 'no patterns';
+  return policy.timeout_seconds ? `${patterns} (waits ${policy.timeout_seconds} s)` : patterns;
+}
+
+/**
+ * Approval patterns as typed: one per line or comma separated (a comma inside a `[...]`
+ * class belongs to the pattern); blanks dropped.
+ */
+function splitPatterns(text) {
+  const out = [];
+  let current = '';
+  let inClass = false;
+  for (const ch of text) {
+    if (ch === '\n' || ch === '\r' || (ch === ',' && !inClass)) {
+      out.push(current);
+      current = '';
+      inClass = false;
+      continue;
+    }
+    if (ch === '[') inClass = true;
+    else if (ch === ']') inClass = false;
+    current += ch;
+  }
+  out.push(current);
+  return out.map((p) => p.trim()).filter(Boolean);
 }
 
 async function editor(main, id, { signal, navigate }) {
@@ -87,6 +118,19 @@ async function editor(main, id, { signal, navigate }) {
   const capEntries = capabilities.filter((c) => c.status === 'loaded' || enabled.has(c.id))
     .map((c) => capabilityChoice({ id: c.id, capability: c, checked: enabled.has(c.id), config: enabled.get(c.id) }));
 
+  // Tool approval: glob patterns over namespaced tool names, and how long a call waits.
+  const policy = agent && agent.tool_approval;
+  const approvalPatterns = h('textarea', {
+    id: 'agent-approval-patterns', name: 'tool_approval_require', rows: 2, class: 'mono',
+    value: policy ? (policy.require || []).join('\n') : '', placeholder: 'e.g. session_files__delete_*, *__send_mail',
+    'aria-describedby': 'agent-approval-help',
+  });
+  const approvalTimeout = h('input', {
+    id: 'agent-approval-timeout', name: 'tool_approval_timeout', type: 'number', min: 1, max: 604800, step: 1,
+    value: policy && policy.timeout_seconds ? policy.timeout_seconds : '', placeholder: '900',
+  });
+  const approvalField = (name) => (name === 'timeout_seconds' ? approvalTimeout : approvalPatterns).closest('.field');
+
   const status = h('div', { class: 'form-status', id: 'agent-form-status' });
   const save = h('button', { type: 'submit', id: 'save-agent', text: agent ? 'Save changes' : 'Create agent' });
   // The server checks every field and names the bad ones; the browser's own checks would only
@@ -98,6 +142,12 @@ async function editor(main, id, { signal, navigate }) {
     h('fieldset', { id: 'agent-capabilities' }, h('legend', { text: 'Capabilities' }),
       capEntries.length ? capEntries.map((c) => c.element)
         : h('p', { class: 'muted' }, 'No capabilities are installed. ', h('a', { href: '#/capabilities', text: 'See capabilities' }))),
+    h('fieldset', { id: 'agent-tool-approval', class: 'grid2' }, h('legend', { text: 'Tool approval' }),
+      h('p', { id: 'agent-approval-help', class: 'muted small full', text: 'A tool call whose name (capability__tool) matches one of these glob patterns (* any run of characters, ? one character) waits in the chat until someone approves or rejects it; unanswered, it counts as rejected.' }),
+      h('div', { class: 'field', dataset: { approvalField: 'require' } },
+        h('label', { for: 'agent-approval-patterns', text: 'Patterns (one per line or comma separated)' }), approvalPatterns),
+      h('div', { class: 'field', dataset: { approvalField: 'timeout_seconds' } },
+        h('label', { for: 'agent-approval-timeout', text: 'Seconds to wait for a decision' }), approvalTimeout)),
     status,
     h('div', { class: 'actions' }, save, h('a', { href: '#/agents', class: 'button secondary', text: 'Back to agents' })));
 
@@ -112,12 +162,26 @@ async function editor(main, id, { signal, navigate }) {
       r.errors.forEach((e) => errors.push({ field: `capabilities[${n}].config.${e.field}`, message: e.message }));
       return { id: c.id, config: r.value };
     });
+    // No patterns: no policy (omitted on create, removed on edit).
+    const require = splitPatterns(approvalPatterns.value);
+    let toolApproval = null;
+    const timeoutText = approvalTimeout.value.trim();
+    if (require.length) {
+      toolApproval = { require };
+      if (timeoutText) {
+        const n = Number(timeoutText);
+        if (!Number.isInteger(n)) errors.push({ field: 'tool_approval.timeout_seconds', message: 'must be a whole number of seconds' });
+        else toolApproval.timeout_seconds = n;
+      }
+    }
     clearFieldErrors(form);
     const locate = (field) => {
       if (field === 'name') return name.closest('.field');
       if (field === 'system_prompt') return prompt.closest('.field');
       const m = /^model\.(\w+)/.exec(field);
       if (m) return model.locate(m[1]);
+      const a = /^tool_approval(?:\.(\w+))?/.exec(field);
+      if (a) return approvalField(a[1]);
       const c = /^capabilities\[(\d+)\](.*)$/.exec(field);
       const entry = c && sent[Number(c[1])];
       if (!entry) return null;
@@ -133,6 +197,8 @@ async function editor(main, id, { signal, navigate }) {
       return;
     }
     const body = { name: name.value, system_prompt: prompt.value, model: modelBody, capabilities: caps };
+    if (toolApproval) body.tool_approval = toolApproval;
+    else if (agent) body.tool_approval = null;
     save.disabled = true;
     replace(status);
     try {

@@ -4,7 +4,10 @@
 // sessionStorage, so a reload mid-run replays the history up to it and resumes the stream with
 // `Last-Event-ID` right there: nothing is lost and nothing is shown twice. A session's
 // settings (its overrides of the agent's configuration) open over the transcript, and each
-// run's status line opens the configuration that run executed with.
+// run's status line opens the configuration that run executed with. A tool call that needs a
+// person's approval shows as a card with Approve / Reject until its resolution arrives (from
+// the log on a reload, so a decided call never offers the buttons again), and the conversation
+// list marks the sessions with calls waiting for approval.
 
 import { ApiError, api, clearFieldErrors, listAll, problemBox, showFieldErrors } from '../api.js';
 import { h, pretty, replace, when } from '../dom.js';
@@ -19,6 +22,7 @@ const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
 const STATUS_TEXT = {
   queued: 'Queued',
   running: 'Running…',
+  waiting_approval: 'Waiting for approval',
   cancelling: 'Cancelling…',
   completed: 'Completed',
   failed: 'Failed',
@@ -27,13 +31,15 @@ const STATUS_TEXT = {
 
 /** Applies events (each once, in order) to the transcript's DOM. */
 class Transcript {
-  constructor(el, sid, onRunsChanged) {
+  constructor(el, sid, onRunsChanged, onApprovalsChanged = () => {}) {
     this.el = el;
     this.sid = sid;
     this.onRunsChanged = onRunsChanged;
+    this.onApprovalsChanged = onApprovalsChanged;
     this.applied = 0;
     this.messages = new Map(); // message_id -> {el, body, text, pending}
     this.tools = new Map(); // tool_call_id -> element
+    this.approvals = new Map(); // approval_id -> approvalCard()
     this.runs = new Map(); // run_id -> {chip, status}
     this.latestRun = null;
   }
@@ -80,6 +86,12 @@ class Transcript {
       case 'tool.blocked':
         // A capability's hook stopped the call: it never ran.
         this.toolFinished({ ...data, error: `blocked by ${data.blocked_by}: ${data.reason}` }, false, 'blocked');
+        break;
+      case 'tool.approval_requested':
+        this.approvalRequested(data, runId);
+        break;
+      case 'tool.approval_resolved':
+        this.approvalResolved(data, runId);
         break;
       case 'run.completed':
         this.runStatus(runId, 'completed');
@@ -186,6 +198,33 @@ class Transcript {
       h('pre', { class: ok ? '' : 'error', text: pretty(ok ? data.output : data.error) }));
   }
 
+  approvalRequested(data, runId) {
+    const id = data.approval_id;
+    if (!id || this.approvals.has(id)) return;
+    const card = approvalCard(data, runId);
+    this.approvals.set(id, card);
+    this.el.append(card.el);
+    this.runStatus(runId, 'waiting_approval');
+    this.onApprovalsChanged(this);
+  }
+
+  approvalResolved(data, runId) {
+    const id = data.approval_id;
+    if (!id) return;
+    let card = this.approvals.get(id);
+    if (!card) {
+      // Its request is not in view (never expected: the log is replayed from the start).
+      this.approvalRequested(data, runId);
+      card = this.approvals.get(id);
+    }
+    card.resolve(data.decision, data.reason);
+    // The last decision queues the run again; a worker's run.started follows.
+    const run = runId && this.runs.get(runId);
+    const waiting = [...this.approvals.values()].some((c) => c.runId === runId && c.pending());
+    if (run && run.status === 'waiting_approval' && !waiting) this.runStatus(runId, 'queued');
+    this.onApprovalsChanged(this);
+  }
+
   nearBottom() {
     const s = this.el;
     return s.scrollHeight - s.scrollTop - s.clientHeight < 80;
@@ -194,6 +233,116 @@ class Transcript {
   scrollToEnd() {
     this.el.scrollTop = this.el.scrollHeight;
   }
+}
+
+// ---- a tool call waiting for approval ----
+// A card per `tool.approval_requested`: what would run (tool, capability, arguments exactly as
+// they would run), why it needs approval and until when, with Approve and Reject (which asks
+// for an optional reason first). A decision is posted to the run's approval; a refusal (409:
+// already decided, expired, the run no longer waits) shows the server's reason in the card.
+// The card shows the outcome when the decision's answer or `tool.approval_resolved` arrives.
+
+const OUTCOME = {
+  approved: 'Approved',
+  rejected: 'Rejected',
+  expired: 'Expired',
+  cancelled: 'Cancelled',
+};
+const OUTCOME_NOTE = {
+  expired: 'nobody decided in time',
+  cancelled: 'the run was cancelled',
+};
+
+let approvalCount = 0;
+
+/** The card for `data` (a `tool.approval_requested` payload) of run `runId`. */
+function approvalCard(data, runId) {
+  const id = data.approval_id;
+  const name = data.name || 'tool';
+  runId = runId || data.run_id || '';
+  let state = 'pending';
+  approvalCount += 1;
+  const reasonId = `approval-reason-${approvalCount}`;
+
+  const badge = h('span', { class: 'badge approval-state waiting_approval', text: 'needs approval' });
+  const approve = h('button', { type: 'button', class: 'small approve', text: 'Approve' });
+  const reject = h('button', { type: 'button', class: 'small danger reject', text: 'Reject' });
+  const actions = h('div', { class: 'actions approval-actions' }, approve, reject);
+  const reasonInput = h('input', {
+    id: reasonId, type: 'text', class: 'reject-reason', name: 'reason', maxlength: 4096, autocomplete: 'off',
+    placeholder: 'Optional; the model is told',
+  });
+  const confirm = h('button', { type: 'submit', class: 'small danger confirm-reject', text: 'Reject the call' });
+  const back = h('button', { type: 'button', class: 'small secondary cancel-reject', text: 'Back' });
+  const rejectForm = h('form', { class: 'reject-form', hidden: true, novalidate: true },
+    h('div', { class: 'field' }, h('label', { for: reasonId, text: 'Reason for rejecting' }), reasonInput),
+    h('div', { class: 'actions' }, confirm, back));
+  const expiry = data.expires_at
+    ? h('p', { class: 'muted small approval-expiry', text: `Expires ${when(data.expires_at)} (counts as a rejection).` })
+    : null;
+  const problem = h('div', { class: 'form-status approval-problem' });
+  const outcome = h('p', { class: 'approval-outcome', hidden: true });
+  const el = h('div', {
+    class: 'approval', role: 'group', 'aria-label': `Approval for ${name}`,
+    dataset: { approvalId: id, toolName: name, toolCallId: data.tool_call_id || '', runId, state },
+  },
+  h('div', { class: 'tool-head' },
+    h('span', { class: 'tool-name', text: name }),
+    data.capability ? h('span', { class: 'muted approval-capability', text: ` · ${data.capability}` }) : null,
+    badge),
+  data.reason ? h('p', { class: 'approval-why', text: data.reason }) : null,
+  h('div', { class: 'muted small', text: 'Arguments (exactly what runs if approved)' }),
+  h('pre', { class: 'approval-args', text: pretty(data.arguments ?? {}) }),
+  expiry, actions, rejectForm, problem, outcome);
+
+  const controls = [approve, reject, confirm, back, reasonInput];
+  const decide = async (decision, reason) => {
+    controls.forEach((c) => { c.disabled = true; });
+    replace(problem);
+    try {
+      const body = { decision };
+      if (reason) body.reason = reason;
+      const decided = await api('POST', `/v1/runs/${encodeURIComponent(runId)}/approvals/${encodeURIComponent(id)}`, body);
+      resolve(decided.status, decided.decision_reason);
+    } catch (err) {
+      replace(problem, problemBox(err));
+      controls.forEach((c) => { c.disabled = false; });
+    }
+  };
+  approve.addEventListener('click', () => decide('approve'));
+  reject.addEventListener('click', () => {
+    actions.hidden = true;
+    rejectForm.hidden = false;
+    reasonInput.focus();
+  });
+  back.addEventListener('click', () => {
+    rejectForm.hidden = true;
+    actions.hidden = false;
+    approve.focus();
+  });
+  rejectForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    decide('reject', reasonInput.value.trim());
+  });
+
+  /** Shows the outcome (`approved`, `rejected`, `expired`, `cancelled`); the buttons go. */
+  function resolve(decision, reason) {
+    if (!OUTCOME[decision]) return;
+    state = decision;
+    el.dataset.state = decision;
+    badge.className = `badge approval-state ${decision}`;
+    badge.textContent = decision;
+    actions.remove();
+    rejectForm.remove();
+    if (expiry) expiry.remove();
+    const note = reason || OUTCOME_NOTE[decision] || '';
+    replace(outcome, h('strong', { text: OUTCOME[decision] }),
+      note ? ': ' : null,
+      note ? h('span', { class: 'decision-reason', text: note }) : null);
+    outcome.hidden = false;
+  }
+
+  return { el, runId, resolve, pending: () => state === 'pending' };
 }
 
 // ---- a run's effective configuration ----
@@ -504,7 +653,38 @@ export async function render(main, { params, signal, navigate }) {
     runStatus.textContent = shown ? STATUS_TEXT[shown] || shown : '';
     cancelButton.disabled = active.length === 0;
   };
-  const transcript = sid ? new Transcript(transcriptEl, sid, onRunsChanged) : null;
+  // Which sessions have tool calls waiting for approval (GET /v1/approvals?status=pending):
+  // marked in the list when it is rendered, and again when approval events arrive.
+  let waiting = new Set();
+  let marksAsked = 0;
+  let marksTimer = null;
+  function showMarks() {
+    for (const li of sessionList.querySelectorAll('li[data-session-id]')) {
+      const on = waiting.has(li.dataset.sessionId);
+      if (on) li.dataset.waitingApproval = 'true';
+      else delete li.dataset.waitingApproval;
+      li.querySelector('.approval-badge').hidden = !on;
+    }
+  }
+  async function refreshMarks() {
+    const asked = ++marksAsked;
+    try {
+      const page = await api('GET', '/v1/approvals?status=pending&limit=200', undefined, { signal });
+      if (asked !== marksAsked) return; // a later answer is coming
+      waiting = new Set(page.data.map((a) => a.session_id));
+      showMarks();
+    } catch {
+      // Only a hint: the list keeps its marks until the next refresh.
+    }
+  }
+  const scheduleMarks = () => {
+    if (marksTimer || signal.aborted) return;
+    marksTimer = setTimeout(() => {
+      marksTimer = null;
+      if (!signal.aborted) refreshMarks();
+    }, 100);
+  };
+  const transcript = sid ? new Transcript(transcriptEl, sid, onRunsChanged, scheduleMarks) : null;
 
   let agents;
   let session = null;
@@ -544,11 +724,15 @@ export async function render(main, { params, signal, navigate }) {
   async function loadSessions() {
     try {
       const sessions = await listAll(`/v1/sessions?agent_id=${encodeURIComponent(agentId)}`, { signal });
-      replace(sessionList, sessions.reverse().map((s) => h('li', {},
+      replace(sessionList, sessions.reverse().map((s) => h('li', { dataset: { sessionId: s.id } },
         h('a', { href: `#/chat/${s.id}`, 'aria-current': s.id === sid ? 'page' : null },
           h('span', { class: 'session-title', text: s.title || 'Untitled conversation' }),
-          h('small', { class: 'muted', text: when(s.created_at) })))));
+          h('span', { class: 'session-meta' },
+            h('small', { class: 'muted', text: when(s.created_at) }),
+            h('span', { class: 'badge waiting_approval approval-badge', text: 'approval needed', title: 'Tool calls wait for your approval', hidden: true }))))));
       if (!sessions.length) replace(sessionList, h('li', { class: 'muted', text: 'No conversations yet.' }));
+      showMarks();
+      refreshMarks();
     } catch (err) {
       if (!signal.aborted) replace(sessionList, h('li', {}, problemBox(err)));
     }
