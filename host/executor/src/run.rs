@@ -389,7 +389,7 @@ async fn llm_step(
     let store = shared.store.as_ref();
     let started_at = Utc::now();
     let run_id = run.id.as_str();
-    let mut writes = KvWrites::default();
+    let mut writes = toolbox.kv_writes();
     let mut system = toolbox.system_prompt(setup);
     let mut hook_events = Vec::new();
     if !toolbox.hooks.is_empty() {
@@ -515,7 +515,7 @@ async fn llm_step(
             content: response.text.clone(),
             metadata: conversation::assistant_metadata(run, &tool_calls),
         }),
-        kv_writes: toolbox::journal_writes(writes),
+        kv_writes: toolbox::journal_writes(writes.clone()),
     };
     // The hooks' decisions first (they came before the model call and its tool calls); then
     // text that streamed after the last flush, ahead of its message.
@@ -564,7 +564,9 @@ async fn llm_step(
                 tool_started(toolbox, run, step_no + 1 + i as u32, &plan.apply(call))
             }),
     );
-    Ok(Some(store.record_step(lease, step, events, usage).await?))
+    let recorded = store.record_step(lease, step, events, usage).await?;
+    toolbox.kv_cache.committed(&writes);
+    Ok(Some(recorded))
 }
 
 /// Writes streamed text as `message.delta` events, coalescing what arrives within
@@ -765,7 +767,7 @@ async fn run_tools(
                     "tool_call_id": call.id,
                     "name": call.name,
                 });
-                let (step, events) = if let Some(blocked) = &plan.blocked {
+                let (step, events, committed) = if let Some(blocked) = &plan.blocked {
                     let capability = toolbox
                         .capability_of(&call.name)
                         .unwrap_or(&blocked.by)
@@ -790,11 +792,15 @@ async fn run_tools(
                         (Some(capability), None),
                         KvWrites::default(),
                     );
-                    (step, vec![event(EventType::ToolBlocked, payload)])
+                    (
+                        step,
+                        vec![event(EventType::ToolBlocked, payload)],
+                        KvWrites::default(),
+                    )
                 } else {
                     let call = plan.apply(&call);
                     let key = format!("{}:{}:{}", run.id, step_no, call.id);
-                    let mut writes = KvWrites::default();
+                    let mut writes = toolbox.kv_writes();
                     let (result, capability, digest) = toolbox
                         .call(
                             &shared.runtime,
@@ -833,6 +839,7 @@ async fn run_tools(
                         target.extend(extra.clone());
                     }
                     events.push(event(event_type, payload));
+                    let committed = writes.clone();
                     let step = tool_step(
                         run,
                         &call,
@@ -843,7 +850,7 @@ async fn run_tools(
                         (capability, digest),
                         writes,
                     );
-                    (step, events)
+                    (step, events, committed)
                 };
                 let mut events = events;
                 events.push(event(
@@ -853,6 +860,9 @@ async fn run_tools(
                 let recorded = store
                     .record_step(lease, step, events, Usage::default())
                     .await;
+                if recorded.is_ok() {
+                    toolbox.kv_cache.committed(&committed);
+                }
                 drop(held);
                 recorded
             }),

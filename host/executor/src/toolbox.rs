@@ -11,15 +11,15 @@ use everruns_core::{
 };
 use everruns_llm::{ToolCall, ToolSpec};
 use everruns_runtime::{
-    CallContext, Hook, KvOwner, KvScope, KvWrites, Plugin, Runtime, ToolFailure, ToolOutput,
-    ToolResultView,
+    CallContext, Hook, KvCache, KvOwner, KvScope, KvWrites, Plugin, Runtime, ToolFailure,
+    ToolOutput, ToolResultView,
 };
 use serde_json::{Value, json};
 
 use crate::resolve::SEPARATOR;
 
 /// What the model may call in one run, and where each tool lives.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Toolbox {
     /// Capability prompt fragments, in the agent's order.
     pub fragments: Vec<String>,
@@ -29,6 +29,9 @@ pub struct Toolbox {
     pub hooks: Vec<HookCapability>,
     /// The run's tool approval patterns, compiled (set after `build`).
     pub approval: Option<ApprovalMatcher>,
+    /// The run's cache of its session's plugin state (see [`KvCache`]): updated with each
+    /// step's writes once the step committed.
+    pub kv_cache: Arc<KvCache>,
     routes: HashMap<String, Route>,
     /// Capabilities that may write key-value state.
     stateful: BTreeSet<String>,
@@ -66,6 +69,11 @@ fn context(agent: &AgentId, run: &Run, config: &Value, key: Option<String>) -> C
 }
 
 impl Toolbox {
+    /// An empty write buffer for a step's calls, reading through the run's cache.
+    pub fn kv_writes(&self) -> KvWrites {
+        KvWrites::reading_through(self.kv_cache.clone())
+    }
+
     /// Collects prompt fragments and tools of every capability (the run's, in order) of
     /// `agent`. A capability that is not loaded is an error naming it: running without tools
     /// the run was configured with would surprise everyone.
@@ -76,10 +84,16 @@ impl Toolbox {
         run: &Run,
     ) -> Result<Self, String> {
         let mut toolbox = Self {
+            fragments: Vec::new(),
+            tools: Vec::new(),
+            hooks: Vec::new(),
+            approval: None,
+            kv_cache: KvCache::for_session(run.session_id.as_str()),
+            routes: HashMap::new(),
+            stateful: BTreeSet::new(),
             agent_id: agent.to_string(),
             session_id: run.session_id.to_string(),
             run_id: run.id.to_string(),
-            ..Self::default()
         };
         for cap in capabilities {
             let Some(plugin) = runtime.get(&cap.id) else {

@@ -68,14 +68,113 @@ pub trait KvBackend: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// Key-value writes buffered during calls and not yet committed: per scope and key, the new
-/// value (`None`: deleted). Reads of a call see them over the backend's state. The caller
-/// commits them with the journal step the calls belong to ([`KvWrites::apply`] writes them
-/// straight to a backend, for callers without a journal).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// value (`None`: deleted). Reads of a call see them over the backend's state (through the
+/// run's [`KvCache`] when it has one). The caller commits them with the journal step the
+/// calls belong to ([`KvWrites::apply`] writes them straight to a backend, for callers
+/// without a journal).
+#[derive(Debug, Clone, Default)]
 pub struct KvWrites {
     map: BTreeMap<(KvScope, String), Option<Vec<u8>>>,
     /// Keys and values buffered, in bytes.
     bytes: usize,
+    /// The run's cache of committed state, read through before the backend.
+    cache: Option<Arc<KvCache>>,
+}
+
+/// Equal when the buffered writes are (whichever cache they read through).
+impl PartialEq for KvWrites {
+    fn eq(&self, other: &Self) -> bool {
+        self.map == other.map
+    }
+}
+
+impl Eq for KvWrites {}
+
+/// The committed key-value state of one run's own session, as that run has read and written
+/// it, kept between its steps so a plugin's reads of it cost no database round trip after
+/// the first. Sound because nothing else writes that state while the run holds its lease:
+/// a session executes one run at a time, and every write of the run goes through its
+/// fenced journal (the run updates the cache only after a step committed). Agent-scoped
+/// state, which other sessions' runs write, is never cached. Bounded: past
+/// [`KvCache::MAX_ENTRIES`] entries or [`KvCache::MAX_BYTES`] it starts over.
+#[derive(Debug)]
+pub struct KvCache {
+    session: String,
+    entries: Mutex<CacheEntries>,
+}
+
+#[derive(Debug, Default)]
+struct CacheEntries {
+    map: HashMap<(KvScope, String), Option<Vec<u8>>>,
+    bytes: usize,
+}
+
+impl CacheEntries {
+    fn insert(&mut self, entry: (KvScope, String), value: Option<Vec<u8>>) {
+        let key_len = entry.1.len();
+        let size = key_len + value.as_ref().map_or(0, Vec::len);
+        if self.map.len() >= KvCache::MAX_ENTRIES || self.bytes + size > KvCache::MAX_BYTES {
+            self.map.clear();
+            self.bytes = 0;
+        }
+        let old = self.map.insert(entry, value);
+        let old_size = old.map_or(0, |v| key_len + v.map_or(0, |v| v.len()));
+        self.bytes = self.bytes + size - old_size;
+    }
+}
+
+impl KvCache {
+    /// Most entries kept.
+    pub const MAX_ENTRIES: usize = 4096;
+    /// Most bytes (keys and values) kept.
+    pub const MAX_BYTES: usize = 4 * 1024 * 1024;
+
+    /// An empty cache for a run of `session`.
+    pub fn for_session(session: impl Into<String>) -> Arc<Self> {
+        Arc::new(Self {
+            session: session.into(),
+            entries: Mutex::new(CacheEntries::default()),
+        })
+    }
+
+    fn covers(&self, scope: &KvScope) -> bool {
+        matches!(&scope.owner, KvOwner::Session(s) if *s == self.session)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheEntries> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The committed value of `key`, when known.
+    fn get(&self, scope: &KvScope, key: &str) -> Option<Option<Vec<u8>>> {
+        if !self.covers(scope) {
+            return None;
+        }
+        self.lock()
+            .map
+            .get(&(scope.clone(), key.to_owned()))
+            .cloned()
+    }
+
+    /// Remembers what the backend answered for `key`.
+    fn remember(&self, scope: &KvScope, key: &str, value: Option<&[u8]>) {
+        if self.covers(scope) {
+            self.lock()
+                .insert((scope.clone(), key.to_owned()), value.map(<[u8]>::to_vec));
+        }
+    }
+
+    /// Takes in `writes` once the step that carried them has committed.
+    pub fn committed(&self, writes: &KvWrites) {
+        let mut entries = self.lock();
+        for ((scope, key), value) in &writes.map {
+            if self.covers(scope) {
+                entries.insert((scope.clone(), key.clone()), value.clone());
+            }
+        }
+    }
 }
 
 /// Most keys the calls of one step may write.
@@ -84,6 +183,19 @@ pub const MAX_KV_BUFFERED_KEYS: usize = 1_000;
 pub const MAX_KV_BUFFERED_BYTES: usize = 8 * 1024 * 1024;
 
 impl KvWrites {
+    /// An empty buffer whose reads go through `cache` (the run's) before the backend.
+    pub fn reading_through(cache: Arc<KvCache>) -> Self {
+        Self {
+            cache: Some(cache),
+            ..Self::default()
+        }
+    }
+
+    /// The committed value of `key` as the run's cache knows it.
+    fn cached(&self, scope: &KvScope, key: &str) -> Option<Option<Vec<u8>>> {
+        self.cache.as_ref()?.get(scope, key)
+    }
+
     /// Whether nothing was written.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
@@ -378,6 +490,24 @@ fn backend(e: BackendError) -> KvFail {
     KvFail::Backend(e.0)
 }
 
+/// The committed value of `key`: from the run's cache (through `writes`), else from the
+/// backend (and then remembered).
+async fn stored(
+    kv: &Arc<dyn KvBackend>,
+    writes: &KvWrites,
+    scope: &KvScope,
+    key: &str,
+) -> Result<Option<Vec<u8>>, KvFail> {
+    if let Some(known) = writes.cached(scope, key) {
+        return Ok(known);
+    }
+    let value = kv.get(scope, key).await.map_err(backend)?;
+    if let Some(cache) = &writes.cache {
+        cache.remember(scope, key, value.as_deref());
+    }
+    Ok(value)
+}
+
 /// The host side of `log`, `kv` and `secrets`, the same for every WIT version.
 impl HostState {
     fn kv_scope(&self) -> Result<&KvScope, KvFail> {
@@ -416,7 +546,7 @@ impl HostState {
         if let Some(buffered) = self.kv_writes.get(scope, &key) {
             return Ok(buffered.map(<[u8]>::to_vec));
         }
-        self.kv.get(scope, &key).await.map_err(backend)
+        stored(&self.kv, &self.kv_writes, scope, &key).await
     }
 
     pub(crate) async fn kv_set(&mut self, key: String, value: Vec<u8>) -> Result<(), KvFail> {
@@ -438,7 +568,9 @@ impl HostState {
         self.kv_writable()?;
         let existed = match self.kv_writes.get(&scope, &key) {
             Some(buffered) => buffered.is_some(),
-            None => self.kv.get(&scope, &key).await.map_err(backend)?.is_some(),
+            None => stored(&self.kv, &self.kv_writes, &scope, &key)
+                .await?
+                .is_some(),
         };
         self.kv_writes.put(&scope, key, None)?;
         Ok(existed)
@@ -598,5 +730,64 @@ mod tests {
         // Shrinking a value frees its bytes.
         assert!(writes.put(&scope(), "00000000".into(), None).is_ok());
         assert!(writes.put(&scope(), "overflow".into(), Some(value)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_runs_cache_answers_reads_of_its_own_session_after_the_first() {
+        let backend = MemoryKv::default();
+        let kv: Arc<dyn KvBackend> = Arc::new(backend.clone());
+        let own = scope();
+        let agent = KvScope {
+            owner: KvOwner::Agent("agt_1".into()),
+            ..scope()
+        };
+        for s in [&own, &agent] {
+            backend.set(s, "k", b"1".to_vec()).await.unwrap();
+        }
+        let cache = KvCache::for_session("ses_1");
+        let writes = KvWrites::reading_through(cache.clone());
+        for s in [&own, &agent] {
+            assert_eq!(
+                stored(&kv, &writes, s, "k").await.ok(),
+                Some(Some(b"1".to_vec()))
+            );
+            assert_eq!(stored(&kv, &writes, s, "absent").await.ok(), Some(None));
+        }
+        // Changed behind the run's back (which cannot happen to its own session's state):
+        // the session's reads come from the cache, the agent's from the backend.
+        for s in [&own, &agent] {
+            backend.set(s, "k", b"2".to_vec()).await.unwrap();
+            backend.set(s, "absent", b"x".to_vec()).await.unwrap();
+        }
+        assert_eq!(
+            stored(&kv, &writes, &own, "k").await.ok(),
+            Some(Some(b"1".to_vec()))
+        );
+        assert_eq!(stored(&kv, &writes, &own, "absent").await.ok(), Some(None));
+        assert_eq!(
+            stored(&kv, &writes, &agent, "k").await.ok(),
+            Some(Some(b"2".to_vec()))
+        );
+        // A committed step's writes are what later steps read.
+        let mut step = KvWrites::reading_through(cache.clone());
+        step.put(&own, "k".into(), Some(b"3".to_vec()))
+            .ok()
+            .unwrap();
+        step.put(&own, "absent".into(), None).ok().unwrap();
+        cache.committed(&step);
+        let later = KvWrites::reading_through(cache.clone());
+        assert_eq!(
+            stored(&kv, &later, &own, "k").await.ok(),
+            Some(Some(b"3".to_vec()))
+        );
+        assert_eq!(stored(&kv, &later, &own, "absent").await.ok(), Some(None));
+        // Bounded: past its limit it starts over (and reads the backend again).
+        for i in 0..KvCache::MAX_ENTRIES {
+            cache.remember(&own, &format!("filler{i}"), None);
+        }
+        assert_eq!(
+            stored(&kv, &later, &own, "k").await.ok(),
+            Some(Some(b"2".to_vec()))
+        );
     }
 }

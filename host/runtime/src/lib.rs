@@ -48,7 +48,7 @@ pub use cache::CacheStatus;
 pub use config::RuntimeConfig;
 pub use error::{Error, Result};
 pub use host::{
-    BackendError, KvBackend, KvOwner, KvScope, KvWrites, LogLevel, LogRecord,
+    BackendError, KvBackend, KvCache, KvOwner, KvScope, KvWrites, LogLevel, LogRecord,
     MAX_KV_BUFFERED_BYTES, MAX_KV_BUFFERED_KEYS, MAX_KV_KEY_BYTES, MAX_KV_LIST, MAX_KV_VALUE_BYTES,
     MemoryKv, MemorySecrets, SecretSource,
 };
