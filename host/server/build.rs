@@ -1,6 +1,10 @@
 //! Embeds the plugin templates of `everruns plugin new` (`sdk/<lang>/template/` for each
 //! language) into the binary: generates `templates.rs` in `OUT_DIR` listing every file
-//! with `include_bytes!`. A missing template directory is a build error that names it.
+//! with `include_bytes!`. The Rust template also gets the `everruns-sdk` crate itself
+//! (`sdk/rust`: its manifest, sources and WIT, the link to `wit/0.2.0` resolved) under
+//! `everruns-sdk/`, so a scaffolded plugin builds with nothing but this binary's output:
+//! one source of truth, vendored at build time. A missing template directory is a build
+//! error that names it.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -27,6 +31,37 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Where the Rust template carries the SDK crate.
+const VENDORED_SDK: &str = "everruns-sdk";
+
+/// The files of the `everruns-sdk` crate at `sdk` a plugin needs to build against it, as
+/// (path in the template, file): the manifest, `src/` and `wit/`.
+fn vendored_sdk(sdk: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = vec![(format!("{VENDORED_SDK}/Cargo.toml"), sdk.join("Cargo.toml"))];
+    for part in ["src", "wit"] {
+        let dir = sdk.join(part);
+        println!("cargo:rerun-if-changed={}", dir.display());
+        // `wit` is a link to `wit/0.2.0` in the repository: its files are what is vendored.
+        let real = dir
+            .canonicalize()
+            .unwrap_or_else(|e| panic!("cannot resolve {}: {e}", dir.display()));
+        let mut list = Vec::new();
+        files(&real, &mut list);
+        for file in list {
+            let rel = file.strip_prefix(&real).expect("inside the SDK");
+            out.push((
+                format!("{VENDORED_SDK}/{part}/{}", rel.to_string_lossy()),
+                file,
+            ));
+        }
+    }
+    println!(
+        "cargo:rerun-if-changed={}",
+        sdk.join("Cargo.toml").display()
+    );
+    out
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut code = String::from("/// A template's files: (relative path, contents).\n");
@@ -44,14 +79,22 @@ fn main() {
         );
         let mut list = Vec::new();
         files(&dir, &mut list);
+        let mut entries: Vec<(String, PathBuf)> = list
+            .into_iter()
+            .map(|file| {
+                let rel = file.strip_prefix(&dir).expect("inside the template");
+                (rel.to_string_lossy().into_owned(), file)
+            })
+            .collect();
+        if *lang == "rust" {
+            entries.extend(vendored_sdk(&root.join("sdk").join("rust")));
+        }
         writeln!(code, "    ({lang:?}, &[").unwrap();
-        for file in list {
-            let rel = file.strip_prefix(&dir).expect("inside the template");
+        for (rel, file) in entries {
             let abs = file.canonicalize().expect("template file path");
             writeln!(
                 code,
-                "        ({:?}, include_bytes!({:?})),",
-                rel.to_string_lossy(),
+                "        ({rel:?}, include_bytes!({:?})),",
                 abs.to_string_lossy()
             )
             .unwrap();

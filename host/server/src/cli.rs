@@ -139,10 +139,6 @@ pub enum PluginCommand {
         /// Directory to create [default: ./NAME]
         #[arg(long, value_name = "PATH")]
         dir: Option<PathBuf>,
-        /// The Everruns `sdk` directory to build against [default: the checkout this
-        /// binary was built from]
-        #[arg(long, value_name = "PATH")]
-        sdk_dir: Option<PathBuf>,
     },
     /// Remove an installed plugin by id.
     Remove {

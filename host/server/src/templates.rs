@@ -1,8 +1,9 @@
 //! The plugin templates of `everruns plugin new` (`sdk/<lang>/template/`, embedded by
-//! `build.rs`) and their placeholders, replaced in file contents and file names:
-//! `{{id}}` (the capability id), `{{id_snake}}` (the id with `-` as `_`, for crate and
-//! module names), `{{sdk_dir}}` and `{{wit_dir}}` (absolute paths of the Everruns `sdk`
-//! and `wit` directories the plugin builds against).
+//! `build.rs`; the Rust one with the `everruns-sdk` crate vendored under `everruns-sdk/`)
+//! and their placeholders, replaced in file contents and file names (not in the vendored
+//! SDK): `{{id}}` (the capability id) and `{{id_snake}}` (the id with `-` as `_`, for crate
+//! and module names). A scaffold refers to nothing outside itself, so it builds wherever
+//! the binary runs.
 
 use std::path::{Path, PathBuf};
 
@@ -14,24 +15,16 @@ include!(concat!(env!("OUT_DIR"), "/templates.rs"));
 #[derive(Debug)]
 pub struct Vars {
     pub id: String,
-    pub sdk_dir: PathBuf,
-    pub wit_dir: PathBuf,
 }
+
+/// Where the Rust template carries the SDK crate (files there are copied as they are).
+const VENDORED_SDK: &str = "everruns-sdk/";
 
 impl Vars {
     fn apply(&self, text: &str) -> String {
         text.replace("{{id}}", &self.id)
             .replace("{{id_snake}}", &self.id.replace('-', "_"))
-            .replace("{{sdk_dir}}", &self.sdk_dir.to_string_lossy())
-            .replace("{{wit_dir}}", &self.wit_dir.to_string_lossy())
     }
-}
-
-/// The `sdk` directory of the checkout this binary was built from, if it still exists.
-pub fn default_sdk_dir() -> Option<PathBuf> {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../sdk"))
-        .canonicalize()
-        .ok()
 }
 
 /// Writes the `lang` template into `target` (which must not exist or be empty); returns
@@ -50,15 +43,20 @@ pub fn scaffold(lang: &str, target: &Path, vars: &Vars) -> anyhow::Result<Vec<Pa
     }
     let mut written = Vec::new();
     for (rel, bytes) in files.iter() {
-        let rel = PathBuf::from(vars.apply(rel));
+        let vendored = rel.starts_with(VENDORED_SDK);
+        let rel = PathBuf::from(if vendored {
+            (*rel).to_owned()
+        } else {
+            vars.apply(rel)
+        });
         let path = target.join(&rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
         match std::str::from_utf8(bytes) {
-            Ok(text) => std::fs::write(&path, vars.apply(text)),
-            Err(_) => std::fs::write(&path, bytes),
+            Ok(text) if !vendored => std::fs::write(&path, vars.apply(text)),
+            _ => std::fs::write(&path, bytes),
         }
         .with_context(|| format!("writing {}", path.display()))?;
         if rel.extension().is_some_and(|e| e == "sh") {
@@ -94,8 +92,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let vars = Vars {
             id: "my-tool".into(),
-            sdk_dir: "/opt/everruns/sdk".into(),
-            wit_dir: "/opt/everruns/wit".into(),
         };
         let target = dir.path().join("my-tool");
         let files = scaffold("rust", &target, &vars).unwrap();
@@ -111,6 +107,26 @@ mod tests {
         let manifest = std::fs::read_to_string(target.join("capability.toml")).unwrap();
         assert!(manifest.contains("id = \"my-tool\""));
         assert!(manifest.contains("my_tool.wasm"));
+        // The SDK crate comes with it, byte for byte, and the plugin depends on that copy.
+        for part in ["Cargo.toml", "src/lib.rs", "wit/capability.wit"] {
+            let vendored = std::fs::read(target.join("everruns-sdk").join(part)).unwrap();
+            let source = std::fs::read(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../sdk/rust")
+                    .join(part),
+            )
+            .unwrap();
+            assert!(
+                vendored == source,
+                "everruns-sdk/{part} differs from sdk/rust"
+            );
+        }
+        let cargo = std::fs::read_to_string(target.join("Cargo.toml")).unwrap();
+        assert!(
+            cargo.contains("path = \"everruns-sdk\"")
+                && !cargo.contains(env!("CARGO_MANIFEST_DIR")),
+            "{cargo}"
+        );
         let err = scaffold("rust", &target, &vars).unwrap_err();
         assert!(err.to_string().contains("not empty"), "{err}");
     }

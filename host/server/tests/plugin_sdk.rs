@@ -1,6 +1,8 @@
-//! The plugin workflow through the `everruns` binary: a fresh data directory lists the five
-//! built-ins as loaded; `plugin new --lang rust` scaffolds a plugin that builds for
-//! wasm32-wasip2 against the SDK, passes `plugin check`, installs, loads and answers.
+//! The plugin workflow through the `everruns` binary: a fresh data directory lists the
+//! built-ins as loaded; `plugin new` scaffolds, in a directory outside the source tree, a
+//! Rust plugin that carries its SDK (nothing refers back to the checkout) and builds for
+//! wasm32-wasip2, and Python and JavaScript plugins that build with their own scripts; each
+//! passes `plugin check`, installs, loads and answers.
 
 use std::path::Path;
 use std::process::Command;
@@ -98,6 +100,19 @@ async fn a_scaffolded_rust_plugin_builds_installs_and_answers() {
         text.contains("capability.toml") && text.contains("src/lib.rs"),
         "{text}"
     );
+    // Self-contained: the SDK is in the project, and no path leads back to this checkout.
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap();
+    assert!(project.join("everruns-sdk/wit/capability.wit").is_file());
+    for file in ["Cargo.toml", "README.md", "build.sh"] {
+        let text = std::fs::read_to_string(project.join(file)).unwrap();
+        assert!(
+            !text.contains(checkout.to_str().unwrap()) && !text.contains("{{"),
+            "{file}: {text}"
+        );
+    }
     let out = everruns(&data)
         .args(["plugin", "new", "Bad Name", "--lang", "rust"])
         .output()
@@ -173,4 +188,89 @@ async fn a_scaffolded_rust_plugin_builds_installs_and_answers() {
     }
     let prompt = plugin.system_prompt(&ctx).await.unwrap().unwrap();
     assert!(prompt.contains("hello-tool__greet"), "{prompt}");
+}
+
+/// `plugin new --lang python|js` through the binary, built with the scaffold's own script
+/// (which installs its toolchain into the project), checked, installed and called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaffolded_python_and_js_plugins_build_install_and_answer() {
+    use everruns_testkit::polyglot::{self, Lang};
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for (lang, flag, id) in [
+        (Lang::Python, "python", "hello-py"),
+        (Lang::Js, "js", "hello-js"),
+    ] {
+        let project = work.path().join(id);
+        run_ok(
+            everruns(&data)
+                .args(["plugin", "new", id, "--lang", flag, "--dir"])
+                .arg(&project),
+        );
+        let dir = project.clone();
+        tokio::task::spawn_blocking(move || polyglot::build_scaffold(lang, &dir))
+            .await
+            .unwrap();
+        let text = run_ok(everruns(&data).args(["plugin", "check"]).arg(&project));
+        assert!(text.contains("greet"), "{text}");
+        assert!(
+            text.contains("interface:   everruns:capability@0.2.0"),
+            "{text}"
+        );
+        run_ok(everruns(&data).args(["plugin", "install"]).arg(&project));
+        let text = run_ok(everruns(&data).args(["plugin", "list"]));
+        assert!(text.contains(&format!("{id}\t0.1.0\tloaded")), "{text}");
+    }
+    let runtime = Runtime::new(
+        RuntimeConfig {
+            max_concurrent_calls: 4,
+            ..RuntimeConfig::default()
+        },
+        Arc::new(MemoryKv::default()),
+        Arc::new(MemorySecrets::default()),
+    )
+    .unwrap();
+    let ctx = CallContext {
+        agent_id: "agt_1".into(),
+        session_id: "ses_1".into(),
+        run_id: "run_1".into(),
+        ..CallContext::default()
+    };
+    for id in ["hello-py", "hello-js"] {
+        let plugin = runtime
+            .load_plugin(&data.join("plugins").join(id))
+            .await
+            .unwrap();
+        assert_eq!(plugin.wit_version(), "0.2.0");
+        assert!(plugin.hooks().is_empty(), "{:?}", plugin.hooks());
+        let prompt = plugin.system_prompt(&ctx).await.unwrap().unwrap();
+        assert!(prompt.contains("`greet`"), "{prompt}");
+        let greet = |arguments| ToolCall {
+            name: "greet".into(),
+            arguments,
+        };
+        for n in 1..=2 {
+            match plugin
+                .call_tool(&ctx, &greet(json!({"name": "Ada"})))
+                .await
+                .result
+            {
+                Ok(ToolOutput::Text(t)) => {
+                    assert_eq!(t, format!("Hello, Ada! (greeting number {n})"), "{id}")
+                }
+                other => panic!("{id}: unexpected {other:?}"),
+            }
+        }
+        match plugin
+            .call_tool(&ctx, &greet(json!({"name": 7})))
+            .await
+            .result
+        {
+            Err(ToolFailure::Plugin(ToolError::InvalidArguments(m))) => {
+                assert_eq!(m, "`name`: expected string, got integer", "{id}")
+            }
+            other => panic!("{id}: unexpected {other:?}"),
+        }
+    }
 }

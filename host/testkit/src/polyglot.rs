@@ -1,8 +1,8 @@
 //! Python and JavaScript plugins for tests and benchmarks: installs the pinned guest
 //! toolchains once under the target directory (componentize-py in a venv from
 //! `sdk/python/requirements.txt`, componentize-qjs by `npm ci` from `sdk/js`'s lockfile),
-//! builds the SDK examples in `plugins/examples/` (against `wit/0.2.0`), and scaffolds
-//! plugins from the templates in `sdk/<lang>/template/` the way `everruns plugin new` does.
+//! builds the SDK examples in `plugins/examples/` (against `wit/0.2.0`), and builds plugins
+//! scaffolded by `everruns plugin new` with their own scripts.
 //!
 //! Needs `python3` (with `venv`) and `node`/`npm` on PATH and the PyPI and npm registries
 //! reachable (or already cached); panics with the install command otherwise.
@@ -230,30 +230,6 @@ fn built_example(lang: Lang, example: &Path, component: &str) -> PathBuf {
             out
         })
         .clone()
-}
-
-/// Creates `dest` from `sdk/<lang>/template/` the way `everruns plugin new ID --lang
-/// <lang>` does: every file copied, `{{id}}` replaced with `id`.
-pub fn scaffold(lang: Lang, id: &str, dest: &Path) {
-    let template = repo_root()
-        .join("sdk")
-        .join(lang.dir_name())
-        .join("template");
-    copy_template(&template, dest, id);
-}
-
-fn copy_template(from: &Path, to: &Path, id: &str) {
-    std::fs::create_dir_all(to).expect("create the scaffold directory");
-    for entry in std::fs::read_dir(from).expect("read the template") {
-        let entry = entry.expect("template entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_template(&entry.path(), &target, id);
-        } else {
-            let text = std::fs::read_to_string(entry.path()).expect("template files are text");
-            std::fs::write(&target, text.replace("{{id}}", id)).expect("write a scaffold file");
-        }
-    }
 }
 
 /// Builds a scaffolded plugin exactly as its README says (`sh build.sh`), including the

@@ -59,12 +59,7 @@ pub async fn run(config: &Config, command: PluginCommand) -> anyhow::Result<()> 
             }
         }
         PluginCommand::List => list(config, &plugins_dir).await?,
-        PluginCommand::New {
-            name,
-            lang,
-            dir,
-            sdk_dir,
-        } => new(&name, lang, dir, sdk_dir)?,
+        PluginCommand::New { name, lang, dir } => new(&name, lang, dir)?,
         PluginCommand::Remove { id } => {
             let dir = everruns_runtime::remove(&plugins_dir, &id)
                 .with_context(|| format!("cannot remove plugin `{id}`"))?;
@@ -124,31 +119,13 @@ async fn list(config: &Config, plugins_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `plugin new`: copies the language's template with the placeholders filled in.
-fn new(
-    name: &str,
-    lang: Lang,
-    dir: Option<std::path::PathBuf>,
-    sdk_dir: Option<std::path::PathBuf>,
-) -> anyhow::Result<()> {
+/// `plugin new`: copies the language's template with the placeholders filled in (the Rust
+/// one carries the SDK crate: nothing refers back to where this binary was built).
+fn new(name: &str, lang: Lang, dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let id =
         CapabilityId::parse(name).with_context(|| format!("`{name}` is not a capability id"))?;
-    let sdk_dir = match sdk_dir.or_else(templates::default_sdk_dir) {
-        Some(dir) => dir
-            .canonicalize()
-            .with_context(|| format!("the SDK directory {} does not exist", dir.display()))?,
-        None => anyhow::bail!(
-            "cannot find the Everruns SDK this binary was built from; pass --sdk-dir \
-             <checkout>/sdk"
-        ),
-    };
-    let wit_dir = sdk_dir.parent().unwrap_or(&sdk_dir).join("wit");
     let target = dir.unwrap_or_else(|| std::path::PathBuf::from(id.as_str()));
-    let vars = templates::Vars {
-        id: id.to_string(),
-        sdk_dir,
-        wit_dir,
-    };
+    let vars = templates::Vars { id: id.to_string() };
     let files = templates::scaffold(lang.dir_name(), &target, &vars)?;
     println!("created {} ({:?} plugin `{id}`):", target.display(), lang);
     for file in &files {
