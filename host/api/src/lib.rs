@@ -1,8 +1,10 @@
 //! The Everruns HTTP API: routes, OpenAPI document, authentication and problem+json errors.
 //!
 //! This is the only crate that knows HTTP. Modules:
-//! - `routes`: one module per resource (`agents`, `sessions`, `messages`, `runs`, `events`,
-//!   `capabilities`, `providers`, `secrets`, `api_keys`, `health`).
+//! - `routes`: one module per resource (`agents`, `sessions`, `messages`, `runs`,
+//!   `approvals`, `events`, `capabilities`, `providers`, `secrets`, `api_keys`, `health`).
+//! - `rules`: the text rules (regular expressions) the handlers check and the OpenAPI
+//!   document states, from one definition.
 //! - `error`: [`ApiError`], the single mapping of errors to RFC 9457 problem+json responses.
 //! - `json`: body and query extractors that name the offending field on bad input.
 //! - `pagination`: `?limit=&cursor=` in, `{data, next_cursor, total}` out.
@@ -21,6 +23,7 @@ mod hub;
 mod json;
 mod pagination;
 mod routes;
+mod rules;
 mod ui;
 
 use std::sync::Arc;
@@ -125,12 +128,15 @@ fn documented_routes(auth: Option<&AppState>) -> OpenApiRouter<AppState> {
 
 /// The OpenAPI 3.1 document of the API, as served at `/api-doc/openapi.json`.
 pub fn openapi() -> OpenApiDoc {
-    documented_routes(None).split_for_parts().1
+    let mut doc = documented_routes(None).split_for_parts().1;
+    rules::document(&mut doc);
+    doc
 }
 
 /// The complete HTTP application.
 pub fn app(state: AppState) -> Router {
-    let (router, spec) = documented_routes(Some(&state)).split_for_parts();
+    let (router, mut spec) = documented_routes(Some(&state)).split_for_parts();
+    rules::document(&mut spec);
     router
         .merge(SwaggerUi::new("/swagger-ui").url("/api-doc/openapi.json", spec))
         // Unknown paths: the web UI's files, else a `no-such-route` problem.

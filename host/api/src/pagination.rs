@@ -14,8 +14,8 @@ pub struct PageParams {
     /// Items per page, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    #[param(max_length = 128)]
+    /// `next_cursor` of the previous page (1 to 128 characters, no control characters).
+    #[param(min_length = 1, max_length = 128)]
     pub cursor: Option<String>,
 }
 
@@ -30,7 +30,9 @@ impl PageParams {
         }
         let after = match &self.cursor {
             // Cursors are ids or names, never control characters (PostgreSQL refuses NUL).
-            Some(c) if c.len() > 128 || c.is_empty() || c.chars().any(char::is_control) => {
+            Some(c)
+                if c.chars().count() > 128 || !crate::rules::matches(crate::rules::CURSOR, c) =>
+            {
                 return Err(ApiError::bad_request(
                     "invalid query parameter `cursor`: use the `next_cursor` of a previous page",
                 ));

@@ -3,17 +3,20 @@
 //!   instance, and loading plugins from a warm compile cache.
 //! - `steps` (`steps`): executor throughput on PostgreSQL against the bare commit rate.
 //! - `latency` (`latency`): POST message -> `run.started` / `run.completed` seen on SSE.
+//! - `approval` (`approval`): approving a parked tool call -> its `tool.started` seen on SSE.
 //! - `fanout` (`fanout`): commit -> received latency for 1,000 SSE subscribers of a session.
 //! - `plugin-load` (`plugin_load`): size, cold and warm load and a call of the Python and
 //!   JavaScript SDK examples.
 //! - `builtin-load [DIR...]` (`builtin_load`): size, cold and warm load of the built-in
 //!   plugins and of any plugin directories given.
 //!
-//! The last three run the real server in-process (`setup`) on a fresh database on
-//! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`), with the fake LLM
-//! and the well-behaved test plugin, over real HTTP (`sse` is their SSE client). Progress goes
-//! to stderr; the LAST line on stdout is one JSON object with the figures.
+//! `steps`, `latency`, `approval` and `fanout` run the real server in-process (`setup`) on a
+//! fresh database on `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`),
+//! with the fake LLM and the well-behaved test plugin, over real HTTP (`sse` is their SSE
+//! client). Progress goes to stderr; the LAST line on stdout is one JSON object with the
+//! figures.
 
+mod approval;
 mod builtin_load;
 mod fanout;
 mod latency;
@@ -35,6 +38,7 @@ fn main() -> anyhow::Result<()> {
         "plugin-call" => runtime.block_on(plugin_call::run()),
         "steps" => runtime.block_on(steps::run()),
         "latency" => runtime.block_on(latency::run()),
+        "approval" => runtime.block_on(approval::run()),
         "fanout" => runtime.block_on(fanout::run()),
         "plugin-load" => {
             let work = plugin_call::tempfile_dir()?;
@@ -49,7 +53,7 @@ fn main() -> anyhow::Result<()> {
                 .collect(),
         )),
         _ => bail!(
-            "usage: everruns-bench plugin-call|steps|latency|fanout|plugin-load|builtin-load [DIR...]"
+            "usage: everruns-bench plugin-call|steps|latency|approval|fanout|plugin-load|builtin-load [DIR...]"
         ),
     }
 }

@@ -18,8 +18,7 @@ pub const APPROVAL_PATTERNS_MAX: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolApproval {
     /// Glob patterns over namespaced tool names (`capability__tool`; `*` any run of
-    /// characters, `?` one character, `[...]` a class): a call whose name matches one needs
-    /// approval.
+    /// characters, `?` one character): a call whose name matches one needs approval.
     #[serde(default)]
     pub require: Vec<String>,
     /// Seconds a call waits for a decision before it counts as rejected (`expired`), 1 to
@@ -46,7 +45,14 @@ impl ToolApproval {
     pub fn matcher(&self) -> Result<ApprovalMatcher, (usize, String)> {
         let mut set = globset::GlobSetBuilder::new();
         for (i, pattern) in self.require.iter().enumerate() {
-            let glob = globset::GlobBuilder::new(pattern)
+            // `*` already crosses everything (no separators here): a run of them is one.
+            let mut collapsed = String::with_capacity(pattern.len());
+            for c in pattern.chars() {
+                if !(c == '*' && collapsed.ends_with('*')) {
+                    collapsed.push(c);
+                }
+            }
+            let glob = globset::GlobBuilder::new(&collapsed)
                 .literal_separator(false)
                 .build()
                 .map_err(|e| (i, e.kind().to_string()))?;
@@ -258,6 +264,11 @@ mod tests {
         assert_eq!(m.first_match("mail__send"), Some("*__send"));
         assert_eq!(m.first_match("abc"), Some("a?c"));
         assert_eq!(m.first_match("files__read"), None);
+        let stars = ToolApproval {
+            require: vec!["a**b".into()],
+            ..ToolApproval::default()
+        };
+        assert_eq!(stars.matcher().unwrap().first_match("a__xb"), Some("a**b"));
         let bad = ToolApproval {
             require: vec!["ok".into(), "[".into()],
             ..ToolApproval::default()

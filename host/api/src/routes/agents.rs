@@ -38,9 +38,11 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 pub struct ModelSettingsBody {
     /// Provider name or id (see `/v1/providers`); absent means the server's default provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 200)]
     pub provider: Option<String>,
     /// Model name as the provider knows it; absent means the provider's default model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 200)]
     pub model: Option<String>,
     /// Sampling temperature, 0 to 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,7 +74,8 @@ impl From<ModelSettings> for ModelSettingsBody {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilityBody {
-    /// Capability id, e.g. `current_time`.
+    /// Capability id, e.g. `current_time`: 1 to 64 letters, digits, `_`, `-` or `.`.
+    #[schema(min_length = 1, max_length = 64)]
     pub id: String,
     /// Configuration object for this capability (validated against its schema).
     #[serde(default = "empty_object")]
@@ -207,11 +210,13 @@ pub(crate) fn validate_model(
         ("model.provider", &model.provider),
         ("model.model", &model.model),
     ] {
-        if value
-            .as_ref()
-            .is_some_and(|v| v.trim().is_empty() || v.len() > 200)
-        {
-            errors.push(FieldError::new(name, "must be 1 to 200 characters"));
+        if value.as_ref().is_some_and(|v| {
+            v.chars().count() > 200 || !crate::rules::matches(crate::rules::TEXT, v)
+        }) {
+            errors.push(FieldError::new(
+                name,
+                "must be 1 to 200 characters, not only whitespace, without control characters",
+            ));
         }
     }
     if let Some(t) = model.temperature

@@ -98,10 +98,11 @@ async fn create_api_key(
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
     let len = body.name.chars().count();
     let mut errors = Vec::new();
-    if body.name.trim().is_empty() || len > 100 || body.name.chars().any(char::is_control) {
+    if len > 100 || !crate::rules::matches(crate::rules::NAME, &body.name) {
         errors.push(FieldError::new(
             "name",
-            "must be 1 to 100 characters without control characters",
+            "must be 1 to 100 characters without control characters, not starting or ending \
+             with whitespace",
         ));
     }
     check_fields(errors)?;

@@ -38,9 +38,10 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"require": ["session_files__delete_*", "*__send_mail"], "timeout_seconds": 900}))]
 pub struct ToolApprovalBody {
-    /// Glob patterns over namespaced tool names (`capability__tool`): `*` matches any run of
-    /// characters, `?` one character, `[abc]` one of a class. A call whose tool matches one
-    /// waits for approval. At most 64 patterns of up to 256 bytes.
+    /// Glob patterns over namespaced tool names (`capability__tool`): letters, digits, `_`,
+    /// `.`, `-`, and the wildcards `*` (any run of characters) and `?` (one character). A
+    /// call whose tool matches one waits for approval. At most 64 patterns of 1 to 256
+    /// characters.
     #[serde(default)]
     #[schema(max_items = 64)]
     pub require: Vec<String>,
@@ -84,15 +85,15 @@ pub(crate) fn validate_policy(
         return policy;
     }
     for (i, pattern) in body.require.iter().enumerate() {
-        if pattern.trim().is_empty() || pattern.len() > PATTERN_MAX {
+        if pattern.len() > PATTERN_MAX
+            || !crate::rules::matches(crate::rules::TOOL_PATTERN, pattern)
+        {
             errors.push(FieldError::new(
                 format!("{field}.require[{i}]"),
-                format!("must be 1 to {PATTERN_MAX} bytes"),
-            ));
-        } else if pattern.chars().any(char::is_control) {
-            errors.push(FieldError::new(
-                format!("{field}.require[{i}]"),
-                "must not contain control characters",
+                format!(
+                    "must be 1 to {PATTERN_MAX} characters: letters, digits, `_`, `.`, `-`, \
+                     `*` and `?`"
+                ),
             ));
         } else {
             let alone = ToolApproval {
@@ -191,9 +192,32 @@ pub struct DecideBody {
     /// `approve` runs the call with the arguments shown; `reject` tells the model it was
     /// rejected, with the reason.
     pub decision: DecisionBody,
-    /// Why (up to 4 KiB); given to the model with a rejection.
+    /// Why (up to 4096 characters, no NUL); given to the model with a rejection.
     #[schema(max_length = 4096)]
     pub reason: Option<String>,
+}
+
+/// An approval's status, as a filter.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusParam {
+    Pending,
+    Approved,
+    Rejected,
+    Expired,
+    Cancelled,
+}
+
+impl From<StatusParam> for ApprovalStatus {
+    fn from(s: StatusParam) -> Self {
+        match s {
+            StatusParam::Pending => Self::Pending,
+            StatusParam::Approved => Self::Approved,
+            StatusParam::Rejected => Self::Rejected,
+            StatusParam::Expired => Self::Expired,
+            StatusParam::Cancelled => Self::Cancelled,
+        }
+    }
 }
 
 /// Query parameters of `GET /v1/approvals`.
@@ -201,14 +225,13 @@ pub struct DecideBody {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ApprovalListParams {
-    /// Only approvals with this status (`pending`, `approved`, `rejected`, `expired`,
-    /// `cancelled`).
-    pub status: Option<String>,
+    /// Only approvals with this status.
+    pub status: Option<StatusParam>,
     /// Items per page, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    #[param(max_length = 128)]
+    /// `next_cursor` of the previous page (1 to 128 characters, no control characters).
+    #[param(min_length = 1, max_length = 128)]
     pub cursor: Option<String>,
 }
 
@@ -264,10 +287,10 @@ async fn decide(
         .map_err(|e| ApiError::not_found(format!("approval not found: {e}")))?;
     let mut errors = Vec::new();
     if let Some(reason) = &body.reason {
-        if reason.len() > REASON_MAX {
+        if reason.chars().count() > REASON_MAX {
             errors.push(FieldError::new(
                 "reason",
-                format!("must be at most {REASON_MAX} bytes"),
+                format!("must be at most {REASON_MAX} characters"),
             ));
         } else if reason.contains('\0') {
             errors.push(FieldError::new("reason", "must not contain NUL characters"));
@@ -301,15 +324,7 @@ async fn list_approvals(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<ApprovalListParams>,
 ) -> ApiResult<Json<ListResponse<ApprovalResponse>>> {
-    let status = match params.status.as_deref() {
-        None => None,
-        Some(s) => Some(ApprovalStatus::parse(s).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid query parameter `status`: must be one of pending, approved, rejected, \
-                 expired, cancelled",
-            )
-        })?),
-    };
+    let status = params.status.map(ApprovalStatus::from);
     let page = PageParams {
         limit: params.limit,
         cursor: params.cursor,

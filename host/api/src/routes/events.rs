@@ -92,7 +92,7 @@ pub struct EventPage {
     get, path = "/v1/sessions/{id}/events", tag = "sessions",
     params(
         ("id" = String, Path, description = "Session id (`ses_...`)"),
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume an SSE stream after this sequence number"),
+        ("Last-Event-ID" = Option<i64>, Header, minimum = 0, description = "Resume an SSE stream after this sequence number"),
         EventParams,
     ),
     responses(
@@ -109,6 +109,12 @@ async fn session_events(
 ) -> ApiResult<Response> {
     let session = session_id(&id)?;
     state.store.get_session(&session).await?;
+    // The query is checked even when the header is what counts.
+    if params.since.is_some_and(|s| s < 0) {
+        return Err(ApiError::bad_request(
+            "invalid query parameter `since`: must be 0 or more",
+        ));
+    }
     let since = match headers.get("last-event-id") {
         Some(value) => value
             .to_str()
@@ -118,11 +124,6 @@ async fn session_events(
             .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be a sequence number"))?,
         None => params.since.unwrap_or(0),
     };
-    if since < 0 {
-        return Err(ApiError::bad_request(
-            "invalid query parameter `since`: must be 0 or more",
-        ));
-    }
     let wants_sse = headers
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -45,7 +45,8 @@ pub struct OverridesBody {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilityOverrideBody {
-    /// Capability id, e.g. `web_fetch`.
+    /// Capability id, e.g. `web_fetch`: 1 to 64 letters, digits, `_`, `-` or `.`.
+    #[schema(min_length = 1, max_length = 64)]
     pub id: String,
     /// Replaces the agent's config for it (absent: the agent's config is kept; `{}` for a
     /// capability the agent lacks).

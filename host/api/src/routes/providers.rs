@@ -204,7 +204,7 @@ fn validate_name(name: &str, errors: &mut Vec<FieldError>) {
 /// `http(s)://host[:port][/path]`, nothing else: the connection test and the executor only
 /// ever append `/models`, `/chat/completions` or `/messages` to it.
 fn validate_base_url(url: &str, errors: &mut Vec<FieldError>) {
-    let parsed = (url.len() <= URL_MAX && !url.chars().any(|c| c.is_whitespace()))
+    let parsed = (url.len() <= URL_MAX && crate::rules::matches(crate::rules::BASE_URL, url))
         .then(|| url.parse::<Uri>().ok())
         .flatten();
     let valid = parsed.is_some_and(|uri| {
@@ -227,17 +227,20 @@ fn validate_base_url(url: &str, errors: &mut Vec<FieldError>) {
 
 fn validate_api_key(key: &SecretString, errors: &mut Vec<FieldError>) {
     let key = key.expose_secret();
-    if key.len() > API_KEY_MAX || key.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if key.chars().count() > API_KEY_MAX || !crate::rules::matches(crate::rules::TOKEN, key) {
         // The message never repeats the key.
         errors.push(FieldError::new(
             "api_key",
-            format!("must be at most {API_KEY_MAX} bytes without whitespace or control characters"),
+            format!(
+                "must be at most {API_KEY_MAX} characters without whitespace or control \
+                 characters"
+            ),
         ));
     }
 }
 
 fn valid_model(model: &str) -> bool {
-    !model.trim().is_empty() && model.len() <= MODEL_MAX && !model.chars().any(char::is_control)
+    model.chars().count() <= MODEL_MAX && crate::rules::matches(crate::rules::TEXT, model)
 }
 
 fn validate_models(
@@ -248,7 +251,7 @@ fn validate_models(
     if default_model.is_some_and(|m| !valid_model(m)) {
         errors.push(FieldError::new(
             "default_model",
-            format!("must be 1 to {MODEL_MAX} bytes without control characters"),
+            format!("must be 1 to {MODEL_MAX} characters, not only whitespace, without control characters"),
         ));
     }
     let models = models.unwrap_or_default();
@@ -262,7 +265,7 @@ fn validate_models(
         if !valid_model(model) {
             errors.push(FieldError::new(
                 format!("models[{i}]"),
-                format!("must be 1 to {MODEL_MAX} bytes without control characters"),
+                format!("must be 1 to {MODEL_MAX} characters, not only whitespace, without control characters"),
             ));
         }
     }

@@ -17,7 +17,7 @@ use crate::pagination::{ListResponse, PageParams};
 use crate::routes::overrides::{self, OverridesBody, RunConfigResponse};
 use crate::routes::sessions::session_id;
 
-/// Longest user message, in bytes.
+/// Longest user message, in characters.
 const CONTENT_MAX: usize = 256 * 1024;
 /// Longest `Idempotency-Key`, in bytes.
 const IDEMPOTENCY_KEY_MAX: usize = 255;
@@ -34,8 +34,12 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostMessage {
-    /// What the user says (1 byte to 256 KiB).
-    #[schema(min_length = 1, example = "What time is it in Tokyo?")]
+    /// What the user says: 1 to 262,144 characters, not only whitespace, no NUL.
+    #[schema(
+        min_length = 1,
+        max_length = 262_144,
+        example = "What time is it in Tokyo?"
+    )]
     pub content: String,
     /// Changes to the configuration for the run this message starts only (on top of the
     /// session's).
@@ -154,7 +158,7 @@ pub(crate) fn run_id(raw: &str) -> ApiResult<RunId> {
     post, path = "/v1/sessions/{id}/messages", tag = "sessions",
     params(
         ("id" = String, Path, description = "Session id (`ses_...`)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried POST return the same run (up to 255 characters)"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Makes a retried POST return the same run: 1 to 255 visible ASCII characters (inner spaces allowed)"),
     ),
     request_body = PostMessage,
     responses(
@@ -170,12 +174,15 @@ async fn post_message(
 ) -> ApiResult<(StatusCode, Json<RunResponse>)> {
     let session = session_id(&id)?;
     let mut errors = Vec::new();
-    if body.content.trim().is_empty() {
-        errors.push(FieldError::new("content", "must not be empty"));
-    } else if body.content.len() > CONTENT_MAX {
+    if !crate::rules::matches(crate::rules::CONTENT, &body.content) {
         errors.push(FieldError::new(
             "content",
-            format!("must be at most {CONTENT_MAX} bytes"),
+            "must not be empty or only whitespace, nor contain NUL characters",
+        ));
+    } else if body.content.chars().count() > CONTENT_MAX {
+        errors.push(FieldError::new(
+            "content",
+            format!("must be at most {CONTENT_MAX} characters"),
         ));
     }
     check_fields(errors)?;
@@ -189,7 +196,10 @@ async fn post_message(
             let key = value
                 .to_str()
                 .ok()
-                .filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX)
+                .filter(|k| {
+                    k.len() <= IDEMPOTENCY_KEY_MAX
+                        && crate::rules::matches(crate::rules::HEADER_TOKEN, k)
+                })
                 .ok_or_else(|| {
                     ApiError::bad_request(
                         "the Idempotency-Key header must be 1 to 255 visible ASCII characters",

@@ -85,7 +85,7 @@ async fn list_secrets(
 /// Get a secret's metadata (never its value).
 #[utoipa::path(
     get, path = "/v1/secrets/{name}", tag = "secrets",
-    params(("name" = String, Path, description = "Secret name")),
+    params(("name" = String, Path, min_length = 1, max_length = 128, description = "Secret name: 1 to 128 of `A-Z a-z 0-9 _ . -`")),
     responses(
         (status = 200, description = "The secret", body = SecretResponse),
         QueryErrors,
@@ -102,7 +102,7 @@ async fn get_secret(
 /// Create or replace a secret: 201 when created, 200 when replaced.
 #[utoipa::path(
     put, path = "/v1/secrets/{name}", tag = "secrets",
-    params(("name" = String, Path,
+    params(("name" = String, Path, min_length = 1, max_length = 128,
             description = "Secret name: 1 to 128 of `A-Z a-z 0-9 _ . -`")),
     request_body = PutSecret,
     responses(
@@ -145,7 +145,7 @@ async fn put_secret(
 /// Delete a secret; plugins granted it find it missing from now on.
 #[utoipa::path(
     delete, path = "/v1/secrets/{name}", tag = "secrets",
-    params(("name" = String, Path, description = "Secret name")),
+    params(("name" = String, Path, min_length = 1, max_length = 128, description = "Secret name: 1 to 128 of `A-Z a-z 0-9 _ . -`")),
     responses(
         (status = 204, description = "The secret was deleted"),
         QueryErrors,

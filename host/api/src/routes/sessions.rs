@@ -63,7 +63,8 @@ pub struct SessionListParams {
     /// Items per page, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (1 to 128 characters, no control characters).
+    #[param(min_length = 1, max_length = 128)]
     pub cursor: Option<String>,
 }
 
