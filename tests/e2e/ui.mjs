@@ -390,18 +390,18 @@ try {
     await page.selectOption('#agent-provider', 'fake');
     await page.fill('#agent-model', 'fake-model');
     await page.check('#cap-well-behaved');
-    await page.fill('#agent-approval-patterns', '*__echo\nsession_files__delete_*, *__[a,b]z');
+    await page.fill('#agent-approval-patterns', '*__echo\nsession_files__delete_*, *__?z');
     await page.fill('#agent-approval-timeout', '600');
     await page.click('#save-agent');
     const agentCard = page.locator('.agent[data-agent-name=careful]');
     await agentCard.waitFor();
     assert.match(await agentCard.locator('dd[data-fact=tool_approval]').textContent(), /\*__echo/);
     const agent = (await apiGet('/v1/agents?limit=200')).data.find((a) => a.name === 'careful');
-    assert.deepEqual(agent.tool_approval, { require: ['*__echo', 'session_files__delete_*', '*__[a,b]z'], timeout_seconds: 600 });
+    assert.deepEqual(agent.tool_approval, { require: ['*__echo', 'session_files__delete_*', '*__?z'], timeout_seconds: 600 });
     // The edit form shows the policy as saved.
     await page.goto(`${BASE}/#/agents/${agent.id}`);
     await page.waitForSelector('#agent-form');
-    assert.equal(await page.inputValue('#agent-approval-patterns'), '*__echo\nsession_files__delete_*\n*__[a,b]z');
+    assert.equal(await page.inputValue('#agent-approval-patterns'), '*__echo\nsession_files__delete_*\n*__?z');
     assert.equal(await page.inputValue('#agent-approval-timeout'), '600');
 
     // The model asks for two echo calls in one step: both wait, each with its card.

@@ -67,27 +67,12 @@ function approvalText(policy) {
   return policy.timeout_seconds ? `${patterns} (waits ${policy.timeout_seconds} s)` : patterns;
 }
 
-/**
- * Approval patterns as typed: one per line or comma separated (a comma inside a `[...]`
- * class belongs to the pattern); blanks dropped.
- */
+/** Approval patterns as typed: one per line or comma separated; blanks dropped. */
 function splitPatterns(text) {
-  const out = [];
-  let current = '';
-  let inClass = false;
-  for (const ch of text) {
-    if (ch === '\n' || ch === '\r' || (ch === ',' && !inClass)) {
-      out.push(current);
-      current = '';
-      inClass = false;
-      continue;
-    }
-    if (ch === '[') inClass = true;
-    else if (ch === ']') inClass = false;
-    current += ch;
-  }
-  out.push(current);
-  return out.map((p) => p.trim()).filter(Boolean);
+  return text
+    .split(/[\n\r,]/)
+    .map((p) => p.trim())
+    .filter(Boolean);
 }
 
 async function editor(main, id, { signal, navigate }) {
