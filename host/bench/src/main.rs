@@ -16,6 +16,10 @@
 //! client). Progress goes to stderr; the LAST line on stdout is one JSON object with the
 //! figures.
 
+/// The allocator the `everruns` binary uses, so the in-process server is measured as shipped.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod approval;
 mod builtin_load;
 mod fanout;
