@@ -5,13 +5,16 @@
 //! - `latency` (`latency`): POST message -> `run.started` / `run.completed` seen on SSE.
 //! - `approval` (`approval`): approving a parked tool call -> its `tool.started` seen on SSE.
 //! - `fanout` (`fanout`): commit -> received latency for 1,000 SSE subscribers of a session.
+//! - `burst` (`burst`): 1,000 one-message sessions posted at once, on PostgreSQL and SQLite:
+//!   turns per second and POST -> completion p50/p99.
 //! - `plugin-load` (`plugin_load`): size, cold and warm load and a call of the Python and
 //!   JavaScript SDK examples.
 //! - `builtin-load [DIR...]` (`builtin_load`): size, cold and warm load of the built-in
 //!   plugins and of any plugin directories given.
 //!
-//! `steps`, `latency`, `approval` and `fanout` run the real server in-process (`setup`) on a
-//! fresh database on `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`),
+//! `steps`, `latency`, `approval`, `fanout` and `burst` run the real server in-process
+//! (`setup`) on a fresh database on `DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`; `burst` also on a SQLite file),
 //! with the fake LLM and the well-behaved test plugin, over real HTTP (`sse` is their SSE
 //! client). Progress goes to stderr; the LAST line on stdout is one JSON object with the
 //! figures.
@@ -22,6 +25,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod approval;
 mod builtin_load;
+mod burst;
 mod fanout;
 mod latency;
 mod plugin_call;
@@ -44,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         "latency" => runtime.block_on(latency::run()),
         "approval" => runtime.block_on(approval::run()),
         "fanout" => runtime.block_on(fanout::run()),
+        "burst" => runtime.block_on(burst::run()),
         "plugin-load" => {
             let work = plugin_call::tempfile_dir()?;
             let result = runtime.block_on(plugin_load::run(&work));
@@ -57,7 +62,7 @@ fn main() -> anyhow::Result<()> {
                 .collect(),
         )),
         _ => bail!(
-            "usage: everruns-bench plugin-call|steps|latency|approval|fanout|plugin-load|builtin-load [DIR...]"
+            "usage: everruns-bench plugin-call|steps|latency|approval|fanout|burst|plugin-load|builtin-load [DIR...]"
         ),
     }
 }

@@ -1,5 +1,6 @@
-//! The system under test: a fresh PostgreSQL database (on `DATABASE_URL`), the fake LLM, the
-//! well-behaved test plugin and the real server in-process on port 0, driven over HTTP.
+//! The system under test: a fresh PostgreSQL database (on `DATABASE_URL`) or SQLite file, the
+//! fake LLM, the well-behaved test plugin and the real server in-process on port 0, driven
+//! over HTTP.
 
 use std::borrow::Cow;
 
@@ -28,23 +29,39 @@ impl Setup {
 
     /// [`Setup::start`], with the built-in plugins loaded when `builtins`.
     pub(crate) async fn start_with(pool: u32, builtins: bool) -> anyhow::Result<Self> {
-        let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
-        let db = TestDb::postgres_on(&url).await;
+        Self::start_on(false, pool, builtins).await
+    }
+
+    /// [`Setup::start_with`] on a fresh SQLite file (the server's own, in its data
+    /// directory) when `sqlite`, else on a fresh PostgreSQL database.
+    pub(crate) async fn start_on(sqlite: bool, pool: u32, builtins: bool) -> anyhow::Result<Self> {
+        let db = if sqlite {
+            TestDb::sqlite()
+        } else {
+            let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
+            TestDb::postgres_on(&url).await
+        };
         eprintln!(
-            "fresh database on {}",
+            "fresh {} database {}",
+            db.backend(),
             db.url().rsplit('/').next().unwrap_or_default()
         );
         let llm = FakeLlm::start().await;
         let dir = tempfile::tempdir()?;
+        // A SQLite server keeps its database in its data directory.
+        let (data_dir, url) = match db.sqlite_dir() {
+            Some(sqlite) => (sqlite.to_path_buf(), None),
+            None => (dir.path().to_path_buf(), Some(db.url().to_owned())),
+        };
         eprintln!("building the test plugins ...");
         plugin_dir(
-            &dir.path().join("plugins"),
+            &data_dir.join("plugins"),
             "well-behaved",
             "well-behaved",
             WELL_BEHAVED,
         );
         let (base, key) = (llm.openai_base_url(), llm.api_key().to_owned());
-        let app = TestApp::start_configured(dir.path(), Some(db.url()), |config| {
+        let app = TestApp::start_configured(&data_dir, url.as_deref(), |config| {
             config.llm_kind = Some("openai".to_owned());
             config.llm_base_url = Some(base);
             config.llm_api_key = Some(key.into());
