@@ -1,6 +1,7 @@
 //! `plugin-call`: a trivial plugin tool call on a fresh store per call (what production
 //! does) against calls on one reused instance, a `before-tool` hook that continues (fresh
-//! store per call, WIT 0.2.0), and the time to load 10 plugins from a warm compile cache.
+//! store per call, WIT 0.2.0), the `guardrails` built-in's `before-tool` and `after-tool` as
+//! `steps` configures them, and the time to load 10 plugins from a warm compile cache.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -143,6 +144,62 @@ pub(crate) async fn run() -> anyhow::Result<()> {
     let hook_p99 = micros(percentile(&hook, 0.99));
     println!("before-tool hook:     p50 {hook_p50:.1} µs, p99 {hook_p99:.1} µs ({CALLS} calls)");
 
+    // The `guardrails` built-in as `steps` configures it: its `before-tool` (loop guard,
+    // patterns) and `after-tool` (redaction) on a fresh store per call.
+    let guardrails_dir = work.join("guardrails");
+    std::fs::create_dir_all(&guardrails_dir)?;
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins");
+    std::fs::copy(
+        plugins.join("dist/guardrails.wasm"),
+        guardrails_dir.join("guardrails.wasm"),
+    )?;
+    std::fs::copy(
+        plugins.join("guardrails/capability.toml"),
+        guardrails_dir.join("capability.toml"),
+    )?;
+    let guardrails = runtime.load_plugin(&guardrails_dir).await?;
+    let guarded = CallContext {
+        agent_id: "agt_1".into(),
+        session_id: "ses_1".into(),
+        run_id: "run_1".into(),
+        config: Some(serde_json::json!({"max_identical_calls": 1_000_000,
+            "redact": ["secret-[0-9]+"], "block_tools": ["*__delete_*"]})),
+        ..CallContext::default()
+    };
+    let (mut before, mut after) = (Vec::with_capacity(CALLS), Vec::with_capacity(CALLS));
+    let result: everruns_runtime::ToolResultView =
+        Ok(everruns_runtime::ToolOutput::Text("pong".into()));
+    for i in 0..WARMUP + CALLS {
+        let mut writes = KvWrites::default();
+        let t = Instant::now();
+        let decision = guardrails
+            .before_tool(&guarded, &request, &mut writes)
+            .await;
+        let took = t.elapsed();
+        match decision {
+            Ok(ToolDecision::Continue) => {}
+            other => bail!("guardrails answered {other:?}"),
+        }
+        let t = Instant::now();
+        let replaced = guardrails
+            .after_tool(&guarded, &request, &result, &mut writes)
+            .await;
+        let took_after = t.elapsed();
+        replaced.map_err(|e| anyhow::anyhow!("guardrails after-tool failed: {e}"))?;
+        if i >= WARMUP {
+            before.push(took);
+            after.push(took_after);
+        }
+    }
+    before.sort();
+    after.sort();
+    let guard_before_p50 = micros(percentile(&before, 0.50));
+    let guard_after_p50 = micros(percentile(&after, 0.50));
+    println!(
+        "guardrails hooks:     before-tool p50 {guard_before_p50:.1} µs, after-tool p50 \
+         {guard_after_p50:.1} µs ({CALLS} calls each)"
+    );
+
     let fresh_p50 = micros(percentile(&fresh, 0.50));
     let fresh_p99 = micros(percentile(&fresh, 0.99));
     let reused_p50 = micros(percentile(&reused, 0.50));
@@ -164,6 +221,8 @@ pub(crate) async fn run() -> anyhow::Result<()> {
             "ratio_fresh_to_reused": round1(ratio),
             "hook_p50_us": round1(hook_p50),
             "hook_p99_us": round1(hook_p99),
+            "guardrails_before_tool_p50_us": round1(guard_before_p50),
+            "guardrails_after_tool_p50_us": round1(guard_after_p50),
             "load_10_plugins_warm_ms": round1(load_10_ms),
         })
     );
