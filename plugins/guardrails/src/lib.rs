@@ -91,6 +91,11 @@ impl Capability for Guardrails {
         if config.redact.is_empty() {
             return None;
         }
+        let texts = redact::texts_of(result);
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        if !redact::may_match(&config.redact, &texts) {
+            return None;
+        }
         let redactor = match Redactor::new(&config.redact) {
             Ok(redactor) => redactor,
             Err(e) => {

@@ -1,9 +1,12 @@
 //! Redaction of tool results: every match of any pattern becomes `[redacted]`. Text and
 //! error text are redacted as they are; a JSON document is redacted inside its strings
-//! (values and keys) and numbers, so it stays valid JSON.
+//! (values and keys) and numbers, so it stays valid JSON. Compiling the patterns is most of
+//! a call's cost (every call is a fresh instance), so [`may_match`] first asks whether any
+//! text of the result contains a literal some match would have to start with.
 
 use everruns_sdk::Output;
 use regex::{NoExpand, Regex, RegexBuilder};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use serde_json::Value;
 
 /// What a match is replaced with.
@@ -11,6 +14,59 @@ pub const MARK: &str = "[redacted]";
 
 /// Largest compiled size of one pattern, so compiling stays well inside a hook's deadline.
 const MAX_COMPILED_BYTES: usize = 1 << 20;
+
+/// Whether any of `patterns` could match any of `texts`: `false` only when, for every
+/// pattern, every match would have to start with one of finitely many literals and none of
+/// them occurs in any text. A pattern that does not parse here answers `true` (compiling it
+/// then reports it).
+pub fn may_match(patterns: &[String], texts: &[&str]) -> bool {
+    patterns.iter().any(|pattern| {
+        let Ok(hir) = regex_syntax::Parser::new().parse(pattern) else {
+            return true;
+        };
+        let prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+        match prefixes.literals() {
+            None => true,
+            Some(literals) => literals.iter().any(|literal| {
+                let needle = literal.as_bytes();
+                needle.is_empty()
+                    || texts
+                        .iter()
+                        .any(|t| t.as_bytes().windows(needle.len()).any(|w| w == needle))
+            }),
+        }
+    })
+}
+
+/// Every text of a result a redaction would look at: the text itself, or a JSON document's
+/// strings, keys and numbers (as text); a JSON output that does not parse, as text.
+pub fn texts_of(result: &Result<Output, String>) -> Vec<String> {
+    fn walk(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::String(s) => out.push(s.clone()),
+            Value::Number(n) => out.push(n.to_string()),
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Object(map) => {
+                for (key, item) in map {
+                    out.push(key.clone());
+                    walk(item, out);
+                }
+            }
+            Value::Null | Value::Bool(_) => {}
+        }
+    }
+    match result {
+        Ok(Output::Text(text)) | Err(text) => vec![text.clone()],
+        Ok(Output::Json(json)) => match serde_json::from_str::<Value>(json) {
+            Ok(value) => {
+                let mut out = Vec::new();
+                walk(&value, &mut out);
+                out
+            }
+            Err(_) => vec![json.clone()],
+        },
+    }
+}
 
 /// Compiled redaction patterns.
 pub struct Redactor {
@@ -111,6 +167,31 @@ mod tests {
     fn redactor(patterns: &[&str]) -> Redactor {
         let patterns: Vec<String> = patterns.iter().map(|p| (*p).to_owned()).collect();
         Redactor::new(&patterns).unwrap()
+    }
+
+    fn may(patterns: &[&str], texts: &[&str]) -> bool {
+        let patterns: Vec<String> = patterns.iter().map(|p| (*p).to_owned()).collect();
+        may_match(&patterns, texts)
+    }
+
+    #[test]
+    fn results_that_cannot_match_skip_compiling() {
+        assert!(!may(&["secret-[0-9]+"], &["pong", "secret"]));
+        assert!(may(&["secret-[0-9]+"], &["a secret-1"]));
+        // Case-insensitive, alternations and classes expand into their literals.
+        assert!(may(&["(?i)sk-[a-z]+"], &["SK-abc"]));
+        assert!(!may(&["(?i)sk-[a-z]+"], &["nothing"]));
+        assert!(may(&["ab|cd"], &["xcd"]) && !may(&["ab|cd"], &["ac"]));
+        // No finite set of starting literals: always compiled.
+        assert!(may(&[r"\w+"], &["?"]) && may(&[".*x"], &[""]) && may(&["a?"], &["z"]));
+        // Not parseable here: left to the compiler to report.
+        assert!(may(&["("], &["x"]));
+        // Every text of a JSON result is looked at, decoded (escapes included).
+        let json = Ok(Output::Json(r#"{"k\u00e9y": ["t\u00f6ken-1", 42]}"#.into()));
+        let texts = texts_of(&json);
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        assert!(may(&["tök"], &texts) && may(&["kéy"], &texts) && may(&["42"], &texts));
+        assert!(!may(&["secret"], &texts));
     }
 
     #[test]
