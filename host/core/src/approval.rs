@@ -10,6 +10,8 @@ use crate::{ApiKeyId, ApprovalId, RunId, SessionId, Timestamp};
 pub const APPROVAL_TIMEOUT_MAX: u32 = 604_800;
 /// How long a call waits for a decision unless the policy says otherwise.
 pub const APPROVAL_TIMEOUT_DEFAULT: u32 = 900;
+/// Longest reason given with a decision, in characters.
+pub const DECISION_REASON_MAX: usize = 4096;
 /// At most this many patterns in [`ToolApproval::require`].
 pub const APPROVAL_PATTERNS_MAX: usize = 64;
 

@@ -41,7 +41,8 @@ pub use agent::{
 pub use api_key::{ApiKey, NewApiKey};
 pub use approval::{
     APPROVAL_PATTERNS_MAX, APPROVAL_TIMEOUT_DEFAULT, APPROVAL_TIMEOUT_MAX, Approval,
-    ApprovalMatcher, ApprovalStatus, Decision, NewApproval, ToolApproval, fingerprint,
+    ApprovalMatcher, ApprovalStatus, DECISION_REASON_MAX, Decision, NewApproval, ToolApproval,
+    fingerprint,
 };
 pub use event::{Event, EventType, NewEvent};
 pub use id::{AgentId, ApiKeyId, ApprovalId, IdError, MessageId, ProviderId, RunId, SessionId};

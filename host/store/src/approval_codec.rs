@@ -2,7 +2,8 @@
 //! the rules a decision must pass, and input checks. The two backends differ only in SQL.
 
 use everruns_core::{
-    Approval, ApprovalStatus, EventType, NewApproval, NewEvent, RunId, RunStatus, Timestamp,
+    ApiKeyId, Approval, ApprovalStatus, DECISION_REASON_MAX, Decision, EventType, NewApproval,
+    NewEvent, RunId, RunStatus, Timestamp,
 };
 use serde_json::json;
 
@@ -78,11 +79,7 @@ pub(crate) fn check_new(approvals: &[NewApproval]) -> Result<()> {
 
 /// Whether `approval` of a run in `run_status` may be decided at `now`: pending, not expired,
 /// and the run waits for it. The conflict says why not.
-pub(crate) fn check_decidable(
-    approval: &Approval,
-    run_status: RunStatus,
-    now: Timestamp,
-) -> Result<()> {
+fn check_decidable(approval: &Approval, run_status: RunStatus, now: Timestamp) -> Result<()> {
     match approval.status {
         ApprovalStatus::Pending => {}
         status => {
@@ -118,21 +115,67 @@ pub(crate) fn check_decidable(
     Ok(())
 }
 
-/// A decision's reason: no NUL, at most 4 KiB.
+/// A decision's reason: no NUL, at most [`DECISION_REASON_MAX`] characters.
 pub(crate) fn check_reason(reason: Option<&str>) -> Result<()> {
     if let Some(reason) = reason {
         reject_nul("a decision's reason", reason)?;
-        if reason.len() > REASON_MAX {
+        if reason.chars().count() > DECISION_REASON_MAX {
             return Err(StoreError::Invalid(format!(
-                "a decision's reason must be at most {REASON_MAX} bytes"
+                "a decision's reason must be at most {DECISION_REASON_MAX} characters"
             )));
         }
     }
     Ok(())
 }
 
-/// Longest reason given with a decision, in bytes.
-pub(crate) const REASON_MAX: usize = 4096;
+/// What resolving an approval does.
+pub(crate) enum Resolve<'a> {
+    /// A person's decision: the approval must be pending, not expired, its run waiting.
+    Decide {
+        decision: Decision,
+        reason: Option<&'a str>,
+        by: &'a ApiKeyId,
+    },
+    /// The sweeper: only a pending approval past its deadline; anything else is left alone.
+    Expire,
+}
+
+/// What a resolution writes: the approval's new status, the reason, and who decided.
+pub(crate) type Resolution<'a> = (ApprovalStatus, Option<String>, Option<&'a ApiKeyId>);
+
+/// What resolving `approval` (of a run in `run_status`) at `now` writes: its new status, the
+/// reason and who decided. A decision that may not be made is a conflict saying why; an
+/// expiry with nothing to do is `None`.
+pub(crate) fn resolution<'a>(
+    how: &Resolve<'a>,
+    approval: &Approval,
+    run_status: RunStatus,
+    now: Timestamp,
+) -> Result<Option<Resolution<'a>>> {
+    match how {
+        Resolve::Decide {
+            decision,
+            reason,
+            by,
+        } => {
+            check_decidable(approval, run_status, now)?;
+            Ok(Some((
+                decision.status(),
+                reason.map(str::to_owned),
+                Some(*by),
+            )))
+        }
+        Resolve::Expire => Ok((approval.status == ApprovalStatus::Pending
+            && approval.expires_at <= now)
+            .then(|| {
+                (
+                    ApprovalStatus::Expired,
+                    Some("nobody decided before the approval expired".to_owned()),
+                    None,
+                )
+            })),
+    }
+}
 
 /// The stored status of an approval.
 pub(crate) fn parse_status(value: &str) -> Result<ApprovalStatus> {

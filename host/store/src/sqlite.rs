@@ -881,7 +881,7 @@ impl Store for SqliteStore {
         reason: Option<&str>,
         decided_by: &ApiKeyId,
     ) -> Result<Approval> {
-        let how = approvals::Resolve::Decide {
+        let how = crate::approval_codec::Resolve::Decide {
             decision,
             reason,
             by: decided_by,
@@ -897,7 +897,14 @@ impl Store for SqliteStore {
     async fn expire_approvals(&self, limit: u32) -> Result<u32> {
         let mut expired = 0;
         for (run, id) in approvals::due(&self.pool, limit).await? {
-            match approvals::resolve(&self.pool, &run, &id, approvals::Resolve::Expire).await {
+            match approvals::resolve(
+                &self.pool,
+                &run,
+                &id,
+                crate::approval_codec::Resolve::Expire,
+            )
+            .await
+            {
                 Ok(Some((_, events))) => {
                     self.bus.committed(&events);
                     expired += 1;

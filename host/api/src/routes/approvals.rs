@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use everruns_core::{
     APPROVAL_PATTERNS_MAX, APPROVAL_TIMEOUT_DEFAULT, APPROVAL_TIMEOUT_MAX, Approval, ApprovalId,
-    ApprovalStatus, Decision, ToolApproval,
+    ApprovalStatus, DECISION_REASON_MAX, Decision, ToolApproval,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -21,8 +21,6 @@ use crate::json::{ApiJson, ApiQuery};
 use crate::pagination::{ListResponse, PageParams};
 use crate::routes::runs::run_id;
 
-/// Longest reason given with a decision, in bytes.
-const REASON_MAX: usize = 4096;
 /// Longest approval pattern, in bytes.
 const PATTERN_MAX: usize = 256;
 
@@ -287,10 +285,10 @@ async fn decide(
         .map_err(|e| ApiError::not_found(format!("approval not found: {e}")))?;
     let mut errors = Vec::new();
     if let Some(reason) = &body.reason {
-        if reason.chars().count() > REASON_MAX {
+        if reason.chars().count() > DECISION_REASON_MAX {
             errors.push(FieldError::new(
                 "reason",
-                format!("must be at most {REASON_MAX} characters"),
+                format!("must be at most {DECISION_REASON_MAX} characters"),
             ));
         } else if reason.contains('\0') {
             errors.push(FieldError::new("reason", "must not contain NUL characters"));

@@ -3,7 +3,7 @@
 //! write lock), so of two racing deciders the second sees the first one's decision.
 
 use everruns_core::{
-    ApiKeyId, Approval, ApprovalId, ApprovalStatus, Decision, Lease, NewApproval, NewEvent, Page,
+    ApiKeyId, Approval, ApprovalId, ApprovalStatus, Lease, NewApproval, NewEvent, Page,
     PageRequest, Run, RunId, RunStatus, SessionId, Timestamp,
 };
 use sqlx::sqlite::{SqlitePool, SqliteRow};
@@ -13,7 +13,7 @@ use super::runs::{
     fenced, insert_events, run_columns, run_from_row, settle_session_status, take_seqs,
 };
 use super::{optional_timestamp, timestamp};
-use crate::approval_codec::{self, approval_columns};
+use crate::approval_codec::{self, Resolve, approval_columns};
 use crate::codec::{self, parse_id, timestamp_to_text};
 use crate::run_codec::{self, WAITING};
 use crate::{Result, StoreError, paging};
@@ -149,18 +149,6 @@ pub(super) async fn park_run(
     Ok((run, written))
 }
 
-/// What resolving an approval does.
-pub(super) enum Resolve<'a> {
-    /// A person's decision: the approval must be pending, not expired, its run waiting.
-    Decide {
-        decision: Decision,
-        reason: Option<&'a str>,
-        by: &'a ApiKeyId,
-    },
-    /// The sweeper: only a pending approval past its deadline; anything else is left alone.
-    Expire,
-}
-
 /// Resolves approval `id` of `run` in one transaction: the decision, its
 /// `tool.approval_resolved` event, and when none of the run's approvals is pending any more,
 /// the run queued again for any worker. `None`: an expiry that had nothing to do.
@@ -200,25 +188,10 @@ pub(super) async fn resolve(
         return Err(StoreError::not_found("approval", id));
     };
     let approval = approval_from_row(&row)?;
-    let (status, reason, by) = match how {
-        Resolve::Decide {
-            decision,
-            reason,
-            by,
-        } => {
-            approval_codec::check_decidable(&approval, locked.status, now)?;
-            (decision.status(), reason.map(str::to_owned), Some(by))
-        }
-        Resolve::Expire => {
-            if approval.status != ApprovalStatus::Pending || approval.expires_at > now {
-                return Ok(None);
-            }
-            (
-                ApprovalStatus::Expired,
-                Some("nobody decided before the approval expired".to_owned()),
-                None,
-            )
-        }
+    let Some((status, reason, by)) =
+        approval_codec::resolution(&how, &approval, locked.status, now)?
+    else {
+        return Ok(None);
     };
     let row = sqlx::query(concat!(
         "UPDATE approvals SET status = $2, decision_reason = $3, decided_by = $4, \
