@@ -11,6 +11,8 @@
 //! - `auth`: API key generation, hashing and the bearer-token middleware.
 //! - `ui`: the web UI's embedded files, served at `/` by the router's fallback (they are pages,
 //!   not API operations, so they stay out of the OpenAPI document).
+//! - `telemetry`: the request span and figures, `x-request-id`, the SSE stream gauge, and
+//!   [`MetricsEndpoint`], the Prometheus exposition at `/metrics`.
 //! - `hub`: [`EventHub`], one follower per watched session fanning live events out to its
 //!   SSE streams.
 //!
@@ -24,17 +26,20 @@ mod json;
 mod pagination;
 mod routes;
 mod rules;
+mod telemetry;
 mod ui;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderName;
 use axum::http::header::ALLOW;
+use axum::middleware::from_fn;
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use everruns_store::Store;
-use tower_http::trace::TraceLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use utoipa::openapi::OpenApi as OpenApiDoc;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -44,6 +49,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use auth::{GeneratedKey, KEY_PREFIX, MIN_KEY_LEN, generate_key, hash_key, key_record};
 pub use error::{ApiError, PROBLEM_JSON, Problem};
 pub use hub::EventHub;
+pub use telemetry::MetricsEndpoint;
 
 /// Largest request body accepted, in bytes; larger bodies get 413.
 pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
@@ -62,6 +68,8 @@ pub struct AppState {
     pub keyring: Option<Arc<everruns_secrets::Keyring>>,
     /// Fans live events out to the SSE streams of each session.
     pub events: EventHub,
+    /// This process's Prometheus figures, served at `/metrics`.
+    pub metrics: MetricsEndpoint,
 }
 
 #[derive(OpenApi)]
@@ -88,6 +96,7 @@ pub struct AppState {
         (name = "secrets", description = "Named secrets for plugins; values are write-only"),
         (name = "api-keys", description = "API keys"),
         (name = "health", description = "Liveness"),
+        (name = "monitoring", description = "Prometheus metrics of this process"),
     )
 )]
 struct ApiDoc;
@@ -118,11 +127,17 @@ fn documented_routes(auth: Option<&AppState>) -> OpenApiRouter<AppState> {
         .merge(routes::capabilities::router())
         .merge(routes::providers::router())
         .merge(routes::secrets::router());
+    let mut monitoring = routes::monitoring::router();
     if let Some(state) = auth {
         v1 = v1.route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
+        if !state.metrics.public {
+            monitoring =
+                monitoring.route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
+        }
     }
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(v1)
+        .merge(monitoring)
         .merge(routes::health::router())
 }
 
@@ -137,13 +152,41 @@ pub fn openapi() -> OpenApiDoc {
 pub fn app(state: AppState) -> Router {
     let (router, mut spec) = documented_routes(Some(&state)).split_for_parts();
     rules::document(&mut spec);
-    router
+    let router = router
         .merge(SwaggerUi::new("/swagger-ui").url("/api-doc/openapi.json", spec))
         // Unknown paths: the web UI's files, else a `no-such-route` problem.
-        .fallback(ui::serve)
+        .fallback(ui::serve);
+    served(router, state)
+}
+
+/// The application of a process that only executes runs (`everruns worker`): `/metrics` and
+/// `/health`, so every process can be scraped and probed.
+pub fn monitoring_app(state: AppState) -> Router {
+    let mut monitoring = routes::monitoring::router();
+    if !state.metrics.public {
+        monitoring =
+            monitoring.route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
+    }
+    let (router, _) = monitoring.merge(routes::health::router()).split_for_parts();
+    let router = router.fallback(|request: Request| async move {
+        ApiError::no_route(request.uri().path()).into_response()
+    });
+    served(router, state)
+}
+
+/// The layers every request passes through, around `router`'s routes.
+fn served(router: Router<AppState>, state: AppState) -> Router {
+    let request_id = HeaderName::from_static(telemetry::REQUEST_ID);
+    router
+        // Every matched route's request gets its span; its template reaches `observe`.
+        .route_layer(from_fn(telemetry::request_span))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(TraceLayer::new_for_http())
+        // Outermost first: the request id is set (or kept), then the request is counted,
+        // then the id is copied onto the response.
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(from_fn(telemetry::observe))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
 }
 

@@ -1,7 +1,8 @@
 //! `everruns-bench`: Everruns benchmarks. `cargo run --release -p everruns-bench -- NAME`:
 //! - `plugin-call` (`plugin_call`): a plugin tool call on a fresh store per call vs a reused
 //!   instance, and loading plugins from a warm compile cache.
-//! - `steps` (`steps`): executor throughput on PostgreSQL against the bare commit rate.
+//! - `steps` (`steps`): executor throughput on PostgreSQL against the bare commit rate, plain,
+//!   with `guardrails`, and with metrics and OTLP span export on (`observe`).
 //! - `latency` (`latency`): POST message -> `run.started` / `run.completed` seen on SSE.
 //! - `approval` (`approval`): approving a parked tool call -> its `tool.started` seen on SSE.
 //! - `fanout` (`fanout`): commit -> received latency for 1,000 SSE subscribers of a session.
@@ -28,6 +29,7 @@ mod builtin_load;
 mod burst;
 mod fanout;
 mod latency;
+mod observe;
 mod plugin_call;
 mod plugin_load;
 mod setup;

@@ -3,9 +3,10 @@
 //! `ping` tool, 10 times, then with text: 21 journaled steps per run. Compared with the bare
 //! commit rate of the same database in the same process: 64 tasks doing
 //! `BEGIN; INSERT <step-sized row>; COMMIT` on a pool of the server's size. Each round is
-//! run twice, alternately: plain, and with the `guardrails` built-in on every run (its
-//! `before-tool` and `after-tool` hooks on every call), so both figures come from one run of
-//! the benchmark.
+//! run three times, alternately: plain, with the `guardrails` built-in on every run (its
+//! `before-tool` and `after-tool` hooks on every call), and plain with the server's telemetry
+//! on (Prometheus metrics recorded, every span exported over OTLP/HTTP to a local sink; off
+//! in the other two, see `observe`), so all figures come from one run of the benchmark.
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,8 @@ const POOL: u32 = 32;
 const BASELINE: Duration = Duration::from_secs(3);
 
 pub(crate) async fn run() -> anyhow::Result<()> {
+    // On while the server starts: handles registered once (per plugin) are real throughout.
+    let observed = crate::observe::install().await?;
     let setup = Setup::start_with(POOL, true).await?;
     setup.llm.set_fallback(|request| {
         if tool_results_this_turn(request) < TOOL_CALLS {
@@ -39,10 +42,12 @@ pub(crate) async fn run() -> anyhow::Result<()> {
     let guarded = json!([{"id": "well-behaved"},
         {"id": "guardrails", "config": {"max_identical_calls": 100, "redact": ["secret-[0-9]+"],
             "block_tools": ["*__delete_*"]}}]);
-    let (mut plain, mut guarded_sessions) = (Vec::new(), Vec::new());
+    let (mut plain, mut guarded_sessions, mut observed_sessions) =
+        (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..RUNS {
         plain.push(setup.session("steps").await?);
         guarded_sessions.push(setup.session_with("steps-guarded", guarded.clone()).await?);
+        observed_sessions.push(setup.session("steps-observed").await?);
     }
     // Observes progress (and runs the baseline) on a pool of the server's size.
     let pool = PgPoolOptions::new()
@@ -50,11 +55,15 @@ pub(crate) async fn run() -> anyhow::Result<()> {
         .connect(setup.db.url())
         .await?;
 
-    // Per variant (plain, guarded): steps and time of the measured rounds.
-    let mut measured = [(0i64, Duration::ZERO); 2];
+    // Per variant (plain, guarded, observed): steps and time of the measured rounds.
+    let mut measured = [(0i64, Duration::ZERO); 3];
     let mut finished = 0usize;
     for round in 0..=ROUNDS {
-        for (variant, sessions) in [&plain, &guarded_sessions].into_iter().enumerate() {
+        for (variant, sessions) in [&plain, &guarded_sessions, &observed_sessions]
+            .into_iter()
+            .enumerate()
+        {
+            crate::observe::set(variant == 2);
             let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM steps")
                 .fetch_one(&pool)
                 .await?;
@@ -82,7 +91,7 @@ pub(crate) async fn run() -> anyhow::Result<()> {
             eprintln!(
                 "round {round}{} {}: {round_steps} steps in {:.0} ms = {:.0} steps/s",
                 if round == 0 { " (warm-up)" } else { "" },
-                ["plain", "guardrails"][variant],
+                ["plain", "guardrails", "observed"][variant],
                 took.as_secs_f64() * 1e3,
                 round_steps as f64 / took.as_secs_f64()
             );
@@ -103,11 +112,22 @@ pub(crate) async fn run() -> anyhow::Result<()> {
         bail!("{failed} runs did not complete: {error:?}");
     }
     let per_s = |(steps, elapsed): (i64, Duration)| steps as f64 / elapsed.as_secs_f64();
-    let (steps_per_s, guarded_per_s) = (per_s(measured[0]), per_s(measured[1]));
+    let (steps_per_s, guarded_per_s, observed_per_s) =
+        (per_s(measured[0]), per_s(measured[1]), per_s(measured[2]));
     let steps = measured[0].0;
     eprintln!(
         "with guardrails: {guarded_per_s:.0} steps/s, {:.1}% of plain",
         100.0 * guarded_per_s / steps_per_s
+    );
+    crate::observe::set(true);
+    let (exports, exported) = (observed.exports.clone(), observed.bytes.clone());
+    observed.finish().await?;
+    eprintln!(
+        "with metrics and OTLP export: {observed_per_s:.0} steps/s, {:.1}% of plain ({} \
+         export requests, {} KiB of spans)",
+        100.0 * observed_per_s / steps_per_s,
+        exports.load(std::sync::atomic::Ordering::Relaxed),
+        exported.load(std::sync::atomic::Ordering::Relaxed) / 1024
     );
 
     eprintln!("baseline: bare INSERT+COMMIT from {RUNS} tasks for {BASELINE:?} ...");
@@ -124,6 +144,8 @@ pub(crate) async fn run() -> anyhow::Result<()> {
             "steps_per_s": steps_per_s.round(),
             "guardrails_steps_per_s": guarded_per_s.round(),
             "guardrails_ratio": (guarded_per_s / steps_per_s * 1000.0).round() / 1000.0,
+            "observed_steps_per_s": observed_per_s.round(),
+            "observed_ratio": (observed_per_s / steps_per_s * 1000.0).round() / 1000.0,
             "commit_baseline_per_s": commits_per_s.round(),
             "ratio_step_to_commit": (ratio * 100.0).round() / 100.0,
             "runs": RUNS,

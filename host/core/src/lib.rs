@@ -16,6 +16,7 @@
 //! - `page`: cursor pagination shared by every list.
 //! - `kv`: scopes of the plugins' durable key-value state.
 //! - `approval`: tool approval policies and the approval records of runs waiting for them.
+//! - `metrics`: the Prometheus metrics every process exposes (names, labels, help).
 //! - `overrides`: configuration overrides of sessions and messages, and the configuration
 //!   snapshot each run executes with.
 
@@ -26,6 +27,7 @@ mod event;
 mod id;
 mod kv;
 mod message;
+pub mod metrics;
 mod overrides;
 mod page;
 mod provider;

@@ -115,6 +115,9 @@ pub struct Run {
     /// The configuration the run executes with, resolved when it was created; `None` for
     /// runs created before configurations were recorded (they use the agent's at execution).
     pub config: Option<crate::RunConfig>,
+    /// The W3C `traceparent` the run's spans continue (the request that started it), so a
+    /// run taken over by another process stays in one trace; `None` when tracing was off.
+    pub trace_parent: Option<String>,
 }
 
 /// The lease a worker holds on a run. Every write the worker makes for the run carries it, and

@@ -15,6 +15,8 @@
 //! - `providers`: which LLM client serves a run's model settings.
 //! - `resolve`: the configuration a run is created with (agent, session and message
 //!   overrides, tool names), stored with the run.
+//! - `telemetry`: a run's trace context (stored with it, continued by every claim) and the
+//!   label values of the executor's metrics.
 //!
 //! Invariants: every write for a run carries its lease (the store fences stale workers);
 //! a step is recorded only after its work is done and before the next step starts; tool
@@ -27,6 +29,7 @@ mod hooks;
 mod providers;
 mod resolve;
 mod run;
+mod telemetry;
 mod toolbox;
 mod worker;
 

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use everruns_core::metrics::OTHER_MODEL;
 use everruns_core::{ModelSettings, Provider, ProviderId, ProviderKind, SealedOwner};
 use everruns_llm::{LlmClient, ProviderConfig};
 use everruns_secrets::Keyring;
@@ -16,12 +17,45 @@ use everruns_store::{Store, StoreError};
 const MAX_CACHED: usize = 64;
 
 /// A built client and the provider row it was built from.
-type Cached = (Provider, Arc<LlmClient>);
+type Cached = (Provider, Arc<Llm>);
+
+/// A provider's client and the label values of its metrics.
+#[derive(Debug)]
+pub(crate) struct Llm {
+    pub client: LlmClient,
+    /// The models the provider is configured with (its list and default): only these name
+    /// a series; other models are counted as [`OTHER_MODEL`], so labels stay bounded.
+    models: Vec<String>,
+}
+
+impl Llm {
+    fn new(client: LlmClient, models: Vec<String>) -> Self {
+        Self { client, models }
+    }
+
+    /// The `provider` label: the wire format's name.
+    pub fn provider_label(&self) -> &'static str {
+        self.client.kind().as_str()
+    }
+
+    /// The `model` label of a request for `model` (empty: the provider's default model).
+    pub fn model_label<'a>(&'a self, model: &'a str) -> &'a str {
+        let model = match model {
+            "" => self.client.default_model().unwrap_or_default(),
+            named => named,
+        };
+        if self.models.iter().any(|m| m == model) {
+            model
+        } else {
+            OTHER_MODEL
+        }
+    }
+}
 
 /// The LLM clients the executor may use.
 #[derive(Debug, Clone, Default)]
 pub struct Providers {
-    default: Option<Arc<LlmClient>>,
+    default: Option<Arc<Llm>>,
     keyring: Option<Arc<Keyring>>,
     cache: Arc<Mutex<HashMap<ProviderId, Cached>>>,
 }
@@ -31,7 +65,14 @@ impl Providers {
     /// provider) serves agents that name none.
     pub fn new(default: Option<LlmClient>, keyring: Option<Arc<Keyring>>) -> Self {
         Self {
-            default: default.map(Arc::new),
+            default: default.map(|client| {
+                let models = client
+                    .default_model()
+                    .map(str::to_owned)
+                    .into_iter()
+                    .collect();
+                Arc::new(Llm::new(client, models))
+            }),
             keyring,
             cache: Arc::default(),
         }
@@ -39,11 +80,11 @@ impl Providers {
 
     /// The client for a run's `model` settings. The outer error is a store failure (worth a
     /// retry); the inner one says why there is no usable provider (the run fails with it).
-    pub async fn client_for(
+    pub(crate) async fn client_for(
         &self,
         store: &dyn Store,
         model: &ModelSettings,
-    ) -> Result<Result<Arc<LlmClient>, String>, StoreError> {
+    ) -> Result<Result<Arc<Llm>, String>, StoreError> {
         let Some(name) = &model.provider else {
             return Ok(self.default.clone().ok_or_else(|| {
                 "no LLM provider is configured: name one of /v1/providers in the agent's \
@@ -65,7 +106,7 @@ impl Providers {
         Ok(self.client_of(provider))
     }
 
-    fn client_of(&self, provider: Provider) -> Result<Arc<LlmClient>, String> {
+    fn client_of(&self, provider: Provider) -> Result<Arc<Llm>, String> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((built_from, client)) = cache.get(&provider.id)
             && *built_from == provider
@@ -94,9 +135,11 @@ impl Providers {
             api_key,
             default_model: provider.default_model.clone(),
         };
-        let client = Arc::new(
-            LlmClient::new(config).map_err(|e| format!("cannot use provider `{name}`: {e}"))?,
-        );
+        let client =
+            LlmClient::new(config).map_err(|e| format!("cannot use provider `{name}`: {e}"))?;
+        let mut models = provider.models.clone();
+        models.extend(provider.default_model.clone());
+        let client = Arc::new(Llm::new(client, models));
         if cache.len() >= MAX_CACHED && !cache.contains_key(&provider.id) {
             // Any one other client makes room (a deleted provider's, most likely).
             if let Some(evicted) = cache.keys().next().cloned() {

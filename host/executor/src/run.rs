@@ -13,6 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
+use everruns_core::metrics::{
+    CLAIM_LATENCY, LEASE_TAKEOVERS_TOTAL, LLM_REQUESTS_TOTAL, LLM_TIME_TO_FIRST_TOKEN,
+    LLM_TOKENS_TOTAL, RUNS_TOTAL, STEP_DURATION,
+};
 use everruns_core::{
     APPROVAL_TIMEOUT_DEFAULT, Approval, ApprovalStatus, EventType, Lease, MessageId, MessageRole,
     NewApproval, NewEvent, NewStep, RecordedStep, Run, RunConfig, RunStatus, Step, StepKind,
@@ -29,6 +33,8 @@ use tracing::Instrument;
 
 use crate::conversation::{self, History};
 use crate::hooks::{self, Blocked, NeedsApproval, Planned};
+use crate::providers::Llm;
+use crate::telemetry;
 use crate::toolbox::{self, Toolbox};
 use crate::worker::{RENEW_TIMEOUT, Shared};
 
@@ -71,7 +77,27 @@ pub(crate) async fn execute(
     lease: Lease,
     shutdown: CancellationToken,
 ) {
-    let span = tracing::info_span!("run", run_id = %run.id, token = lease.token);
+    // One `invoke_agent` span per claim, in the trace of the request that started the run
+    // (stored with it), so a run taken over elsewhere stays in one trace; its fields reach
+    // every log line of the run.
+    let span = tracing::info_span!(
+        "invoke_agent",
+        otel.name = "invoke_agent",
+        gen_ai.operation.name = "invoke_agent",
+        gen_ai.conversation.id = %run.session_id,
+        run_id = %run.id,
+        session_id = %run.session_id,
+        trace_id = tracing::field::Empty,
+        lease_token = lease.token,
+    );
+    telemetry::continue_trace(&span, run.trace_parent.as_deref());
+    if run.recovery_attempts > 0 {
+        metrics::counter!(LEASE_TAKEOVERS_TOTAL).increment(1);
+    } else if run.steps_completed == 0 {
+        // Its first claim: queued → started.
+        let waited = run.started_at.unwrap_or_else(Utc::now) - run.created_at;
+        metrics::histogram!(CLAIM_LATENCY).record(seconds(waited));
+    }
     async move {
         let (signal, _registered) = shared.in_flight.register(&lease);
         let (stop, cancelled) = (signal.stop, signal.requested);
@@ -100,14 +126,21 @@ pub(crate) async fn execute(
         match outcome {
             Outcome::Finish { status, error, events } => {
                 match shared.store.finish_run(&lease, status, error.clone(), events).await {
-                    Ok(_) => tracing::info!(status = status.as_str(), error = ?error, "run finished"),
+                    Ok(_) => {
+                        metrics::counter!(RUNS_TOTAL, "status" => status.as_str()).increment(1);
+                        tracing::info!(status = status.as_str(), error = ?error, "run finished")
+                    }
                     Err(StoreError::LeaseLost { .. }) => {
                         tracing::warn!("lease lost before the run could be finished")
                     }
                     Err(e) => tracing::error!(error = %e, "finishing the run failed; it will be taken over"),
                 }
             }
-            Outcome::Completed => tracing::info!(status = "completed", "run finished"),
+            Outcome::Completed => {
+                metrics::counter!(RUNS_TOTAL, "status" => RunStatus::Completed.as_str())
+                    .increment(1);
+                tracing::info!(status = "completed", "run finished")
+            }
             Outcome::Parked => tracing::info!("run waits for tool approval; its lease is released"),
             Outcome::Abandon if shutdown.is_cancelled() && !lost.load(Ordering::SeqCst) => {
                 // Let the next start (or another process) take over at once.
@@ -147,6 +180,11 @@ async fn heartbeat(
             Err(_) => tracing::warn!("renewing the lease timed out; retrying"),
         }
     }
+}
+
+/// A duration in seconds, for a histogram (negative clock differences count as 0).
+fn seconds(delta: chrono::TimeDelta) -> f64 {
+    delta.to_std().map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn event(event_type: EventType, payload: Value) -> NewEvent {
@@ -224,7 +262,7 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
         }
     };
     let setup = &run_config;
-    let client = shared
+    let llm = shared
         .providers
         .client_for(store, &setup.model)
         .await?
@@ -338,7 +376,7 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
             shared,
             &toolbox,
             setup,
-            &client,
+            &llm,
             run,
             lease,
             attempt,
@@ -378,7 +416,7 @@ async fn llm_step(
     shared: &Shared,
     toolbox: &Toolbox,
     setup: &RunConfig,
-    client: &everruns_llm::LlmClient,
+    llm: &Llm,
     run: &Run,
     lease: &Lease,
     attempt: u32,
@@ -420,22 +458,73 @@ async fn llm_step(
     };
     let message_id = MessageId::new();
 
+    let (provider, model) = (llm.provider_label(), llm.model_label(&request.model));
+    let chat = tracing::info_span!(
+        "chat",
+        otel.name = %format_args!("chat {model}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = provider,
+        gen_ai.request.model = match request.model.as_str() {
+            "" => llm.client.default_model().unwrap_or_default(),
+            named => named,
+        },
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        gen_ai.response.finish_reasons = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        step_no,
+    );
     let (tx, rx) = mpsc::unbounded_channel::<String>();
+    let sent = std::time::Instant::now();
+    let mut first_output = true;
     let mut on_event = move |ev: StreamEvent| {
+        if first_output
+            && matches!(
+                ev,
+                StreamEvent::TextDelta(_) | StreamEvent::ToolCallStarted { .. }
+            )
+        {
+            first_output = false;
+            metrics::histogram!(LLM_TIME_TO_FIRST_TOKEN, "provider" => provider, "model" => model.to_owned())
+                .record(sent.elapsed().as_secs_f64());
+        }
         if let StreamEvent::TextDelta(text) = ev {
             // The receiver lives until the stream ends; a send can only fail after that.
             let _ = tx.send(text);
         }
     };
     let streaming = async {
-        let result = client.stream(&request, &mut on_event).await;
+        let result = llm.client.stream(&request, &mut on_event).await;
         drop(on_event);
         result
-    };
+    }
+    .instrument(chat.clone());
     let flushing = flush_deltas(shared, lease, run, &message_id, rx);
     let (response, flushed) = tokio::join!(streaming, flushing);
     let unflushed = flushed?;
-    let response = response.map_err(|e| Stop::Fatal(format!("the LLM call failed: {e}")))?;
+    let outcome = if response.is_ok() { "ok" } else { "error" };
+    metrics::counter!(LLM_REQUESTS_TOTAL, "provider" => provider, "model" => model.to_owned(), "outcome" => outcome)
+        .increment(1);
+    let response = response.map_err(|e| {
+        chat.record("otel.status_code", "ERROR");
+        chat.record("error.type", e.kind());
+        Stop::Fatal(format!("the LLM call failed: {e}"))
+    })?;
+    chat.record("gen_ai.usage.input_tokens", response.usage.input_tokens);
+    chat.record("gen_ai.usage.output_tokens", response.usage.output_tokens);
+    chat.record(
+        "gen_ai.response.finish_reasons",
+        tracing::field::debug(&response.stop_reason),
+    );
+    for (direction, tokens) in [
+        ("input", response.usage.input_tokens),
+        ("output", response.usage.output_tokens),
+    ] {
+        metrics::counter!(LLM_TOKENS_TOTAL, "provider" => provider, "model" => model.to_owned(), "direction" => direction)
+            .increment(tokens);
+    }
 
     let tool_calls = response.tool_calls.clone();
     let usage = Usage {
@@ -550,6 +639,8 @@ async fn llm_step(
         store
             .record_final_step(lease, step, events, usage, RunStatus::Completed)
             .await?;
+        metrics::histogram!(STEP_DURATION, "kind" => "llm")
+            .record(seconds(Utc::now() - started_at));
         return Ok(None);
     }
     // The calls start as soon as this commits: announce them in the same commit (a blocked
@@ -566,6 +657,7 @@ async fn llm_step(
     );
     let recorded = store.record_step(lease, step, events, usage).await?;
     toolbox.kv_cache.committed(&writes);
+    metrics::histogram!(STEP_DURATION, "kind" => "llm").record(seconds(Utc::now() - started_at));
     Ok(Some(recorded))
 }
 
@@ -801,6 +893,17 @@ async fn run_tools(
                     let call = plan.apply(&call);
                     let key = format!("{}:{}:{}", run.id, step_no, call.id);
                     let mut writes = toolbox.kv_writes();
+                    let span = tracing::info_span!(
+                        "execute_tool",
+                        otel.name = %format_args!("execute_tool {}", call.name),
+                        otel.status_code = tracing::field::Empty,
+                        gen_ai.operation.name = "execute_tool",
+                        gen_ai.tool.name = %call.name,
+                        gen_ai.tool.call.id = %call.id,
+                        gen_ai.tool.type = "function",
+                        everruns.capability = toolbox.capability_of(&call.name),
+                        step_no,
+                    );
                     let (result, capability, digest) = toolbox
                         .call(
                             &shared.runtime,
@@ -810,7 +913,11 @@ async fn run_tools(
                             key,
                             &mut writes,
                         )
+                        .instrument(span.clone())
                         .await;
+                    if result.is_err() {
+                        span.record("otel.status_code", "ERROR");
+                    }
                     let mut events = Vec::new();
                     let result = if toolbox.hooks.is_empty() {
                         result
@@ -862,6 +969,8 @@ async fn run_tools(
                     .await;
                 if recorded.is_ok() {
                     toolbox.kv_cache.committed(&committed);
+                    metrics::histogram!(STEP_DURATION, "kind" => "tool")
+                        .record(seconds(Utc::now() - started_at));
                 }
                 drop(held);
                 recorded

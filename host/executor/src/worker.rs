@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use everruns_core::metrics::WORKER_SLOTS_AVAILABLE;
 use everruns_core::{Lease, Overrides, Run, RunId, SessionId, StartedRun};
 use everruns_runtime::Runtime;
 use everruns_store::{Claim, Store, StoreError};
@@ -153,16 +154,32 @@ impl Starter {
             self.default_max_steps,
         )
         .await?;
+        // The request's span (when spans are exported): the run's spans continue its trace.
+        let trace = crate::telemetry::current_traceparent();
         let Some(shared) = &self.local else {
             return self
                 .store
-                .start_run_with(session, content, idempotency_key, Some(&config), None)
+                .start_run_with(
+                    session,
+                    content,
+                    idempotency_key,
+                    Some(&config),
+                    trace.as_deref(),
+                    None,
+                )
                 .await;
         };
         let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
             let started = self
                 .store
-                .start_run_with(session, content, idempotency_key, Some(&config), None)
+                .start_run_with(
+                    session,
+                    content,
+                    idempotency_key,
+                    Some(&config),
+                    trace.as_deref(),
+                    None,
+                )
                 .await?;
             if started.created {
                 self.wake();
@@ -184,6 +201,7 @@ impl Starter {
                     content,
                     idempotency_key,
                     Some(&config),
+                    trace.as_deref(),
                     Some(&claim),
                 )
                 .await?;
@@ -286,6 +304,7 @@ impl Executor {
             return;
         };
         let mut tasks = JoinSet::new();
+        let slots = metrics::gauge!(WORKER_SLOTS_AVAILABLE);
         let spawn = |tasks: &mut JoinSet<()>, run: Run, lease: Lease, permit| {
             let shared = self.shared.clone();
             let stop = shutdown.child_token();
@@ -315,6 +334,7 @@ impl Executor {
                     }
                 }
             }
+            slots.set(permits.available_permits() as f64);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some((run, lease, permit)) = handed.recv() => spawn(&mut tasks, run, lease, permit),

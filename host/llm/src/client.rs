@@ -88,6 +88,11 @@ impl LlmClient {
         self.config.kind
     }
 
+    /// The model used when a request names none.
+    pub fn default_model(&self) -> Option<&str> {
+        self.config.default_model.as_deref()
+    }
+
     /// The full URL requests go to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint

@@ -77,6 +77,22 @@ pub enum LlmError {
     InvalidRequest(String),
 }
 
+impl LlmError {
+    /// A short, stable name of the failure (`http`, `connect`, `timeout`, ...), for traces'
+    /// `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Http { .. } => "http",
+            Self::Connect { .. } => "connect",
+            Self::Disconnected { .. } => "disconnected",
+            Self::Timeout { .. } => "timeout",
+            Self::Protocol { .. } => "protocol",
+            Self::Interrupted { .. } => "interrupted",
+            Self::InvalidRequest(_) => "invalid_request",
+        }
+    }
+}
+
 fn attempts_note(attempts: u32) -> String {
     if attempts > 1 {
         format!(" (gave up after {attempts} attempts)")

@@ -604,6 +604,7 @@ impl HostState {
     pub(crate) async fn secret_get(&mut self, name: String) -> Result<String, SecretFail> {
         if !self.permissions.secrets.contains(&name) {
             tracing::info!(capability = %self.plugin, secret = %name, "secret not granted");
+            self.http.denied = true;
             return Err(SecretFail::NotGranted);
         }
         match self.secrets.get(&self.plugin, &name).await {

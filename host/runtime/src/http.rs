@@ -27,6 +27,10 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct HttpPolicy {
     pub(crate) plugin: CapabilityId,
     pub(crate) permissions: Arc<Permissions>,
+    /// Counts the requests the permissions refuse.
+    pub(crate) egress_denied: metrics::Counter,
+    /// Whether this call was refused something (a host, a secret): its failure is `denied`.
+    pub(crate) denied: bool,
 }
 
 type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
@@ -41,10 +45,29 @@ impl WasiHttpHooks for HttpPolicy {
         fut: IoFuture,
     ) -> SendFuture {
         drop(fut);
+        let dest = match check_destination(request.uri(), &self.permissions) {
+            Ok(dest) => dest,
+            Err(e) => {
+                tracing::info!(capability = %self.plugin, uri = %request.uri(),
+                    "outgoing HTTP denied: host not allowed");
+                self.denied = true;
+                self.egress_denied.increment(1);
+                return Box::new(async move { Err(e) });
+            }
+        };
         let plugin = self.plugin.clone();
         let permissions = self.permissions.clone();
+        let egress_denied = self.egress_denied.clone();
         Box::new(async move {
-            let (response, io) = send_checked(&plugin, &permissions, request, options).await?;
+            let (response, io) = send_checked(
+                &plugin,
+                &permissions,
+                &egress_denied,
+                dest,
+                request,
+                options,
+            )
+            .await?;
             Ok((response, io))
         })
     }
@@ -113,21 +136,19 @@ pub(crate) async fn resolve_checked(
 async fn send_checked(
     plugin: &CapabilityId,
     permissions: &Permissions,
+    egress_denied: &metrics::Counter,
+    dest: Destination,
     mut request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
 ) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
-    let dest = match check_destination(request.uri(), permissions) {
-        Ok(dest) => dest,
-        Err(e) => {
-            tracing::info!(capability = %plugin, uri = %request.uri(), "outgoing HTTP denied: host not allowed");
-            return Err(e);
-        }
-    };
     let addrs = match resolve_checked(&dest.host, dest.port, permissions.allow_private_networks)
         .await
     {
         Ok(addrs) => addrs,
         Err(e) => {
+            if matches!(e, HttpError::DestinationIpProhibited) {
+                egress_denied.increment(1);
+            }
             tracing::info!(capability = %plugin, host = %dest.host, error = %e, "outgoing HTTP refused");
             return Err(e);
         }

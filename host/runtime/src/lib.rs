@@ -22,6 +22,8 @@
 //! - `runtime`: [`Runtime`], the facade the server holds.
 //! - `install`: `check` / `install` / `list` / `remove` for the CLI.
 //! - `id`: [`CapabilityId`].
+//! - `telemetry`: each plugin's Prometheus handles (calls by outcome, duration, refused
+//!   egress).
 //! - `error`: [`Error`] and [`Result`].
 //!
 //! Invariants: a plugin never crashes the host (traps and limit hits become
@@ -43,6 +45,7 @@ mod permissions;
 mod plugin;
 mod registry;
 mod runtime;
+mod telemetry;
 
 pub use cache::CacheStatus;
 pub use config::RuntimeConfig;

@@ -27,6 +27,7 @@ use crate::id::CapabilityId;
 use crate::limits::{MemoryLimiter, classify, deadline_callback};
 use crate::manifest::{DEFAULT_HOOK_TIMEOUT_MS, Hook, KvScopeKind, MANIFEST_FILE, Manifest};
 use crate::permissions::Permissions;
+use crate::telemetry::{Outcome, PluginMetrics};
 
 /// Everything plugins share: the engine, the linker, the cache, backends and the
 /// concurrency limit. Owned by [`crate::Runtime`]; plugins keep it alive while in use.
@@ -212,6 +213,7 @@ pub struct Plugin {
     timeout_ms: u64,
     hook_timeout_ms: u64,
     fuel: Option<u64>,
+    metrics: PluginMetrics,
 }
 
 /// Where a component's exports are, by the WIT version it targets.
@@ -563,6 +565,7 @@ impl Plugin {
             .unwrap_or(DEFAULT_HOOK_TIMEOUT_MS);
 
         let permissions = Arc::new(Permissions::effective(&manifest, &config.grants));
+        let metrics = PluginMetrics::new(manifest.id.as_str());
         let mut plugin = Plugin {
             shared,
             dir: dir.to_path_buf(),
@@ -583,6 +586,7 @@ impl Plugin {
             timeout_ms,
             hook_timeout_ms,
             fuel: None,
+            metrics,
         };
         plugin.fuel = plugin.manifest.limits.fuel;
 
@@ -1107,6 +1111,7 @@ impl Plugin {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| on_tick());
 
+        let started = Instant::now();
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             let is_hook = matches!(
@@ -1147,6 +1152,14 @@ impl Plugin {
             other => other,
         };
         let data = store.data_mut();
+        let outcome = match &result {
+            Ok(Response::Call(Err(_))) | Err(_) if data.http.denied => Outcome::Denied,
+            Ok(Response::Call(Err(_))) => Outcome::ToolError,
+            Ok(_) => Outcome::Ok,
+            Err(Error::Timeout(_)) => Outcome::Timeout,
+            Err(_) => Outcome::Trap,
+        };
+        self.metrics.record(outcome, started.elapsed());
         if let Some(writes) = writes {
             *writes = if result.is_ok() {
                 std::mem::take(&mut data.kv_writes)
@@ -1168,6 +1181,8 @@ impl Plugin {
             http: HttpPolicy {
                 plugin: self.manifest.id.clone(),
                 permissions: self.permissions.clone(),
+                egress_denied: self.metrics.egress_denied.clone(),
+                denied: false,
             },
             limiter: MemoryLimiter {
                 max_bytes: (self.memory_limit_mib * 1024 * 1024) as usize,

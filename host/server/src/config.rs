@@ -111,6 +111,22 @@ pub struct Config {
     /// proxies from closing idle streams), in milliseconds.
     #[serde(default = "default_sse_heartbeat_ms")]
     pub sse_heartbeat_ms: u64,
+    /// Serve `/metrics` without an API key (for scrapers inside a private network).
+    #[serde(default)]
+    pub metrics_public: bool,
+    /// Where spans are exported over OTLP/HTTP (protobuf), e.g.
+    /// `http://otel-collector:4318` (`/v1/traces` is appended unless the URL ends with it);
+    /// unset: no spans are exported.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces exported, 0.0 to 1.0 (a request that arrives with a sampled
+    /// `traceparent` is always followed).
+    #[serde(default = "default_trace_sample_ratio")]
+    pub trace_sample_ratio: f64,
+}
+
+fn default_trace_sample_ratio() -> f64 {
+    1.0
 }
 
 fn default_sse_heartbeat_ms() -> u64 {
@@ -160,6 +176,9 @@ impl Default for Config {
             executor_max_runs: default_max_runs(),
             events_poll_ms: default_poll_ms(),
             sse_heartbeat_ms: default_sse_heartbeat_ms(),
+            metrics_public: false,
+            otlp_endpoint: None,
+            trace_sample_ratio: default_trace_sample_ratio(),
         }
     }
 }
@@ -189,6 +208,9 @@ const ENV_KEYS: &[&str] = &[
     "events_poll_ms",
     "sse_heartbeat_ms",
     "worker",
+    "metrics_public",
+    "otlp_endpoint",
+    "trace_sample_ratio",
 ];
 
 #[derive(Serialize)]
@@ -263,6 +285,21 @@ impl Config {
             {
                 *secret = None;
             }
+        }
+        if config
+            .otlp_endpoint
+            .as_ref()
+            .is_some_and(|e| e.trim().is_empty())
+        {
+            config.otlp_endpoint = None;
+        }
+        if let Some(endpoint) = &config.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            bail!("invalid configuration: otlp_endpoint must be an http:// or https:// URL");
+        }
+        if !(0.0..=1.0).contains(&config.trace_sample_ratio) {
+            bail!("invalid configuration: trace_sample_ratio must be between 0.0 and 1.0");
         }
         if config.database_max_connections == 0 {
             bail!("invalid configuration: database_max_connections must be at least 1");

@@ -4,7 +4,8 @@
 //! Modules:
 //! - `cli`: the command line (clap).
 //! - `config`: one typed configuration tree (defaults, `everruns.toml`, `EVERRUNS_*`, flags).
-//! - `telemetry`: the tracing subscriber (text or JSON, `RUST_LOG`).
+//! - [`telemetry`]: log lines (text or JSON, `RUST_LOG`), OTLP span export, and the
+//!   process's Prometheus recorder.
 //! - `server`: [`Server`]: opens the store, creates the first API key, serves HTTP until shutdown.
 //! - `shutdown`: SIGINT/SIGTERM become one cancellation token.
 //! - `plugins`: the capability runtime wired to the store (plugin state) and the plugin
@@ -24,7 +25,7 @@ mod master_key;
 mod plugins;
 mod server;
 mod shutdown;
-mod telemetry;
+pub mod telemetry;
 mod templates;
 
 pub use cli::Cli;

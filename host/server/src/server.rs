@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
-use everruns_api::{AppState, EventHub, MIN_KEY_LEN, generate_key, key_record};
+use everruns_api::{AppState, EventHub, MIN_KEY_LEN, MetricsEndpoint, generate_key, key_record};
 use everruns_executor::{Executor, ExecutorConfig, Providers, Starter};
 use everruns_runtime::Runtime;
 use everruns_secrets::Keyring;
@@ -38,6 +38,8 @@ impl Server {
     /// Opens the store (applying migrations), creates the first API key when the database has
     /// none, starts the plugin runtime and binds the listening socket.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        // Before anything registers a metric (plugins register theirs when they load).
+        crate::telemetry::prometheus();
         let store = open_store(config).await?;
         let keyring = open_keyring(config, store.as_ref()).await?;
         bootstrap_api_key(store.as_ref(), config).await?;
@@ -104,6 +106,10 @@ impl Server {
             runs,
             keyring: self.keyring,
             events,
+            metrics: MetricsEndpoint::new(
+                crate::telemetry::prometheus(),
+                self.config.metrics_public,
+            ),
         });
         // Without TCP_NODELAY, a small SSE frame written right after another one waits for
         // the client's delayed ACK (up to 40 ms on Linux).
@@ -142,13 +148,46 @@ impl Server {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs only the executor (the `worker` subcommand) until `shutdown`.
+/// It serves `/metrics` and `/health` on the configured listen address.
 pub async fn run_worker(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    crate::telemetry::prometheus();
     let store = open_store(config).await?;
     let keyring = open_keyring(config, store.as_ref()).await?;
     let runtime = build_runtime(config, &store, &keyring)?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (a worker serves /metrics and /health there; give each \
+             process its own EVERRUNS_LISTEN)",
+            config.listen
+        )
+    })?;
     plugins::load_and_watch(&runtime, config, &shutdown).await;
-    let executor = build_executor(config, store, runtime, keyring)?;
+    let executor = build_executor(config, store.clone(), runtime.clone(), keyring.clone())?;
+    let monitoring = everruns_api::monitoring_app(AppState {
+        runs: Starter::queue_only(
+            store.clone(),
+            runtime.clone(),
+            ExecutorConfig::default().default_max_steps,
+        ),
+        events: EventHub::new(
+            store.clone(),
+            Duration::from_millis(config.events_poll_ms.max(10)),
+            Duration::from_millis(config.sse_heartbeat_ms.max(10)),
+            shutdown.clone(),
+        ),
+        store,
+        runtime,
+        keyring,
+        metrics: MetricsEndpoint::new(crate::telemetry::prometheus(), config.metrics_public),
+    });
+    tracing::info!(addr = %listener.local_addr()?, "worker serving /metrics and /health");
+    let serving = tokio::spawn(
+        axum::serve(listener, monitoring)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
     executor.run(shutdown).await;
+    serving.abort();
     Ok(())
 }
 

@@ -3,139 +3,22 @@
 //! plugin's state changes exactly once per call); a worker paused past its lease
 //! (SIGSTOP/SIGCONT) writes nothing once another worker took over; a run waiting for tool
 //! approval holds no worker slot, survives a SIGKILL and resumes in another process after
-//! the decision; two processes deciding one approval at once: one wins, one resumption.
+//! the decision; two processes deciding one approval at once: one wins, one resumption; a
+//! run taken over after SIGKILL stays in the trace of the request that started it.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::otlp::{Receiver, TRACE_ID, attribute, hex, named, traceparent};
+use common::{Everruns, KEY, LEASE_MS, client, get_json, post_json};
 use everruns_core::KvScope;
 use everruns_testkit::guests::{HOOKS, WELL_BEHAVED, plugin_dir};
 use everruns_testkit::{FakeLlm, Reply, SseReader, TestDb};
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_everruns");
-const KEY: &str = "evr_crash_test_bootstrap_key_0001";
-const LEASE_MS: u64 = 1_500;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A real `everruns serve` process; SIGKILLed on drop.
-struct Everruns {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Drop for Everruns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Everruns {
-    /// Starts a process on `dir` (which holds the plugin) with output in `dir/everruns-N.log`;
-    /// on `db`'s PostgreSQL, or on SQLite when `db` is SQLite (then `dir` must be its
-    /// directory: the server's database file is `everruns.db` in its data directory).
-    fn spawn(dir: &Path, db: &TestDb, llm: &FakeLlm, n: usize) -> Self {
-        Self::spawn_with(dir, db, llm, n, &[])
-    }
-
-    /// [`Everruns::spawn`] with more environment variables.
-    fn spawn_with(dir: &Path, db: &TestDb, llm: &FakeLlm, n: usize, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let log = dir.join(format!("everruns-{n}.log"));
-        let out = File::create(&log).unwrap();
-        let err = out.try_clone().unwrap();
-        let mut cmd = Command::new(BIN);
-        for var in [
-            "DATABASE_URL",
-            "EVERRUNS_DATABASE_URL",
-            "EVERRUNS_LISTEN",
-            "EVERRUNS_DATA_DIR",
-            "EVERRUNS_CONFIG",
-            "EVERRUNS_PLUGIN_DIRS",
-            "EVERRUNS_WORKER",
-            "EVERRUNS_LOG_FORMAT",
-            "RUST_LOG",
-        ] {
-            cmd.env_remove(var);
-        }
-        if db.sqlite_dir().is_none() {
-            cmd.env("DATABASE_URL", db.url());
-        }
-        cmd.arg("--data-dir")
-            .arg(dir)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("EVERRUNS_BOOTSTRAP_API_KEY", KEY)
-            .env("EVERRUNS_LLM_KIND", "openai")
-            .env("EVERRUNS_LLM_BASE_URL", llm.openai_base_url())
-            .env("EVERRUNS_LLM_API_KEY", llm.api_key())
-            .env("EVERRUNS_LLM_MODEL", "m")
-            .env("EVERRUNS_EXECUTOR_LEASE_MS", LEASE_MS.to_string())
-            // These runs use no built-in; compiling them on every fresh data directory (a
-            // debug build takes seconds) would delay a joining process past the runs it is
-            // meant to take over.
-            .env("EVERRUNS_BUILTIN_PLUGINS", "false")
-            .envs(env.iter().copied())
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        Self {
-            child: cmd.spawn().expect("start everruns"),
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// Waits until `/health` answers 200.
-    async fn healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = reqwest::get(format!("{}/health", self.base)).await
-                && r.status() == 200
-            {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("everruns exited with {status}:\n{}", self.log_tail());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "everruns did not become healthy:\n{}",
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGKILL, and reap.
-    fn kill_9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
 
 fn signal(pid: &str, sig: &str) {
     let status = Command::new("kill").args([sig, pid]).status().unwrap();
@@ -152,35 +35,6 @@ fn data_dir() -> tempfile::TempDir {
         WELL_BEHAVED,
     );
     dir
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
-
-async fn get_json(client: &reqwest::Client, url: &str) -> Value {
-    let response = client.get(url).bearer_auth(KEY).send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    assert_eq!(status, 200, "GET {url}: {text}");
-    serde_json::from_str(&text).unwrap()
-}
-
-async fn post_json(client: &reqwest::Client, url: &str, body: Value) -> Value {
-    let response = client
-        .post(url)
-        .bearer_auth(KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    assert!(status.is_success(), "POST {url}: {status} {text}");
-    serde_json::from_str(&text).unwrap()
 }
 
 /// The whole event log of a session as JSON.
@@ -1133,4 +987,93 @@ async fn two_processes_deciding_one_approval_at_once_one_wins() {
             _ => assert_eq!((ran, refused), (0, 1), "round {round}"),
         }
     }
+}
+
+/// A run whose first process is SIGKILLed mid-step and which another process takes over stays
+/// in one trace: the trace of the request that started it (stored with the run), continued by
+/// every claim's `invoke_agent` span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_taken_over_after_kill_9_stays_in_one_trace() {
+    let db = TestDb::postgres().await;
+    let dir = data_dir();
+    let llm = FakeLlm::start().await;
+    // The first process dies in its model call; the second one's call is answered.
+    llm.push(Reply::text("never seen").stall_before_headers(Duration::from_secs(120)));
+    llm.set_fallback(|_| Reply::text("answered after the takeover"));
+    let receiver = Receiver::default();
+    let endpoint = receiver.start().await;
+    let otlp = [
+        ("EVERRUNS_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let mut first = Everruns::spawn_with(dir.path(), &db, &llm, 0, &otlp);
+    first.healthy().await;
+    let (http, base) = (client(), first.base.clone());
+    let agent = post_json(
+        &http,
+        &format!("{base}/v1/agents"),
+        json!({"name": "traced"}),
+    )
+    .await;
+    let sid = post_json(
+        &http,
+        &format!("{base}/v1/sessions"),
+        json!({"agent_id": agent["id"]}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = http
+        .post(format!("{base}/v1/sessions/{sid}/messages"))
+        .bearer_auth(KEY)
+        .header("traceparent", traceparent())
+        .json(&json!({"content": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let run: Value = response.json().await.unwrap();
+    let run = run["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while llm.request_count() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first process never called the model"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill_9();
+
+    let mut second = Everruns::spawn_with(dir.path(), &db, &llm, 1, &otlp);
+    second.healthy().await;
+    wait_status(&http, &second.base, &run, "completed").await;
+    let spans = receiver
+        .wait_for("takeover's invoke_agent span", |spans| {
+            named(spans, "invoke_agent")
+                .iter()
+                .any(|s| attribute(s, "run_id").as_deref() == Some(run.as_str()))
+        })
+        .await;
+    let runs: Vec<_> = named(&spans, "invoke_agent")
+        .into_iter()
+        .filter(|s| attribute(s, "run_id").as_deref() == Some(run.as_str()))
+        .collect();
+    assert!(
+        runs.iter()
+            .any(|s| attribute(s, "lease_token").is_some_and(|t| t != "1")),
+        "the takeover (a later lease) exported its span"
+    );
+    for span in &runs {
+        assert_eq!(
+            hex(&span.trace_id),
+            TRACE_ID,
+            "every claim continues the trace"
+        );
+    }
+    for chat in named(&spans, "chat") {
+        assert_eq!(hex(&chat.trace_id), TRACE_ID);
+    }
+    drop(second);
+    db.cleanup().await;
 }

@@ -54,7 +54,7 @@ use everruns_core::{
     Event, KvScope, Lease, Message, NewAgent, NewApiKey, NewApproval, NewEvent, NewMessage,
     NewProvider, NewSession, NewStep, Overrides, Page, PageRequest, Provider, ProviderId,
     ProviderPatch, RecordedStep, Run, RunConfig, RunId, RunStatus, Sealed, SealedOwner, SealedRef,
-    Secret, Session, SessionId, SessionPatch, StartedRun, Step, Usage,
+    Secret, Session, SessionId, SessionPatch, StartedRun, Step, Timestamp, Usage,
 };
 
 pub use bus::{Appended, EventBus, SessionFeed};
@@ -64,8 +64,20 @@ pub use postgres::PgStore;
 pub use signal::EventSignal;
 pub use sqlite::SqliteStore;
 
-/// Everything the server persists. Both implementations pass the same conformance suite
-/// (`tests/conformance.rs`).
+/// Most unfinished runs [`Store::queue_stats`] reads.
+pub const QUEUE_STATS_SCAN: u32 = 100_000;
+
+/// The run queue at one moment, for monitoring (see [`Store::queue_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Runs waiting for a worker: queued, or left with an expired lease (a takeover waits).
+    pub waiting: u64,
+    /// Runs held by a worker with a live lease.
+    pub active: u64,
+    /// Since when the longest-waiting run waits (queued, or its lease ran out).
+    pub oldest_waiting_since: Option<Timestamp>,
+}
+
 /// A worker's claim on the run being started (see [`Store::start_run`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -226,18 +238,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         idempotency_key: Option<String>,
         claim: Option<&Claim>,
     ) -> Result<StartedRun> {
-        self.start_run_with(session, content, idempotency_key, None, claim)
+        self.start_run_with(session, content, idempotency_key, None, None, claim)
             .await
     }
 
     /// [`Store::start_run`], storing `config` with the run: the configuration it executes
-    /// with, resolved by the caller when the run is created (`None` leaves it unrecorded).
+    /// with, resolved by the caller when the run is created (`None` leaves it unrecorded),
+    /// and `trace_parent`, the W3C `traceparent` its spans continue (checked:
+    /// [`StoreError::Invalid`] unless it is one).
     async fn start_run_with(
         &self,
         session: &SessionId,
         content: String,
         idempotency_key: Option<String>,
         config: Option<&RunConfig>,
+        trace_parent: Option<&str>,
         claim: Option<&Claim>,
     ) -> Result<StartedRun>;
 
@@ -312,6 +327,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The runs leased by `owner` that were asked to stop (`cancelling`): how a worker learns
     /// of cancel requests for all its runs with one query.
     async fn cancelling_runs(&self, owner: &str) -> Result<Vec<RunId>>;
+
+    /// The run queue now, in one query over at most [`QUEUE_STATS_SCAN`] unfinished runs
+    /// (the oldest first; a queue longer than that reads as that long): what `/metrics`
+    /// reports.
+    async fn queue_stats(&self) -> Result<QueueStats>;
 
     /// Runs of a session in id (creation) order; an unknown session is NotFound.
     async fn list_runs(&self, session: &SessionId, page: &PageRequest) -> Result<Page<Run>>;

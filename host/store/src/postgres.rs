@@ -827,10 +827,19 @@ impl Store for PgStore {
         content: String,
         idempotency_key: Option<String>,
         config: Option<&RunConfig>,
+        trace_parent: Option<&str>,
         claim: Option<&Claim>,
     ) -> Result<StartedRun> {
-        let (started, events) =
-            runs::start_run(&self.pool, session, content, idempotency_key, config, claim).await?;
+        let (started, events) = runs::start_run(
+            &self.pool,
+            session,
+            content,
+            idempotency_key,
+            config,
+            trace_parent,
+            claim,
+        )
+        .await?;
         self.bus.committed(&events);
         if started.run.lease_owner.is_none() {
             self.run_signal.bump();
@@ -996,6 +1005,10 @@ impl Store for PgStore {
 
     async fn cancelling_runs(&self, owner: &str) -> Result<Vec<RunId>> {
         runs::cancelling_runs(&self.pool, owner).await
+    }
+
+    async fn queue_stats(&self) -> Result<crate::QueueStats> {
+        runs::queue_stats(&self.pool).await
     }
 
     async fn list_runs(&self, session: &SessionId, page: &PageRequest) -> Result<Page<Run>> {

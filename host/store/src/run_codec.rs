@@ -71,6 +71,44 @@ pub(crate) fn cancelled_event(run: &Run) -> NewEvent {
     )
 }
 
+/// [`crate::Store::queue_stats`] on both backends: waiting, active, the oldest waiting since,
+/// over the oldest unfinished runs (bound: `$1` = now, `$2` = the scan limit).
+pub(crate) const QUEUE_STATS_SQL: &str = "SELECT \
+     COALESCE(SUM(CASE WHEN status = 'queued' OR lease_expires_at < $1 THEN 1 ELSE 0 END), 0), \
+     COALESCE(SUM(CASE WHEN status <> 'queued' AND lease_expires_at >= $1 THEN 1 ELSE 0 END), 0), \
+     MIN(CASE WHEN status = 'queued' THEN updated_at \
+              WHEN lease_expires_at < $1 THEN lease_expires_at END) \
+     FROM (SELECT status, updated_at, lease_expires_at FROM runs \
+           WHERE status IN ('queued', 'running', 'cancelling') \
+           ORDER BY created_at LIMIT $2) unfinished";
+
+/// A run's trace parent is a W3C `traceparent` (version 00): `00-` 32 hex digits `-` 16 hex
+/// digits `-` 2 hex digits, lower case.
+pub(crate) fn check_trace_parent(trace_parent: Option<&str>) -> Result<()> {
+    let Some(value) = trace_parent else {
+        return Ok(());
+    };
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+    {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(
+            "a run's trace parent must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)"
+                .to_owned(),
+        ))
+    }
+}
+
 /// `finish_run` only ends runs.
 pub(crate) fn check_final_status(status: RunStatus) -> Result<()> {
     if status.is_terminal() {

@@ -65,6 +65,7 @@ conformance!(
     plugin_state_is_committed_with_its_step_exactly_once,
     plugin_state_of_steps_recorded_at_once_is_applied_in_order,
     a_run_keeps_the_configuration_it_was_started_with,
+    queue_stats_count_waiting_and_active_runs,
     parked_runs_wait_without_a_lease_until_every_approval_is_decided,
     approvals_expire_once_and_are_cancelled_with_their_run,
 );
@@ -1720,23 +1721,37 @@ async fn a_run_keeps_the_configuration_it_was_started_with(db: &TestDb) {
             "go".to_owned(),
             Some("k".to_owned()),
             Some(&config),
+            Some(TRACE),
             None,
         )
         .await
         .unwrap();
     assert_eq!(started.run.config.as_ref(), Some(&config));
-    assert_eq!(
-        store.get_run(&started.run.id).await.unwrap().config,
-        Some(config.clone())
-    );
+    assert_eq!(started.run.trace_parent.as_deref(), Some(TRACE));
+    let read = store.get_run(&started.run.id).await.unwrap();
+    assert_eq!(read.config, Some(config.clone()));
+    assert_eq!(read.trace_parent.as_deref(), Some(TRACE));
     let again = store
-        .start_run_with(&session, "go".to_owned(), Some("k".to_owned()), None, None)
+        .start_run_with(
+            &session,
+            "go".to_owned(),
+            Some("k".to_owned()),
+            None,
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert!(!again.created);
     assert_eq!(again.run.config.as_ref(), Some(&config));
+    assert_eq!(again.run.trace_parent.as_deref(), Some(TRACE));
     let (claimed, _) = claim(&store, "w").await;
     assert_eq!(claimed.config, Some(config.clone()));
+    assert_eq!(
+        claimed.trace_parent.as_deref(),
+        Some(TRACE),
+        "a takeover continues the trace"
+    );
     let listed = store
         .list_runs(&session, &PageRequest::default())
         .await
@@ -1744,8 +1759,55 @@ async fn a_run_keeps_the_configuration_it_was_started_with(db: &TestDb) {
     assert_eq!(listed.items[0].config, Some(config));
     // Without one, nothing is recorded.
     let plain = start(&store, &session, "later").await;
-    assert_eq!(store.get_run(&plain.id).await.unwrap().config, None);
+    let plain = store.get_run(&plain.id).await.unwrap();
+    assert_eq!((plain.config, plain.trace_parent), (None, None));
+    // Only a W3C traceparent is accepted as one.
+    for bad in [
+        "",
+        "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333-01",
+    ] {
+        let refused = store
+            .start_run_with(&session, "x".to_owned(), None, None, Some(bad), None)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Invalid(_))),
+            "{bad:?}: {refused:?}"
+        );
+    }
 }
+
+/// What `/metrics` reports of the queue: runs waiting for a worker (queued, or with an
+/// expired lease), runs held, and since when the longest-waiting one waits.
+async fn queue_stats_count_waiting_and_active_runs(db: &TestDb) {
+    let store = open(db).await;
+    assert_eq!(
+        store.queue_stats().await.unwrap(),
+        everruns_store::QueueStats::default()
+    );
+    let first = start(&store, &session(&store, "q1").await, "one").await;
+    start(&store, &session(&store, "q2").await, "two").await;
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.waiting, stats.active), (2, 0));
+    let oldest = stats.oldest_waiting_since.unwrap();
+    assert!(
+        (oldest - first.created_at).num_milliseconds().abs() < 5,
+        "{oldest} vs {}",
+        first.created_at
+    );
+    let (_, lease) = claim(&store, "w").await;
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.waiting, stats.active), (1, 1));
+    // A lease that ran out waits for a takeover.
+    store.renew_lease(&lease, Duration::ZERO).await.unwrap();
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.waiting, stats.active), (2, 0));
+}
+
+/// A W3C traceparent, as the API stores for a run started inside a traced request.
+const TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
 // ---- tool approval ----
 

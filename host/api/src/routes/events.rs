@@ -163,6 +163,7 @@ fn live(
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let closing = state.events.closing();
     let stream = async_stream::stream! {
+        let _open = crate::telemetry::OpenStream::open();
         // Subscribed before the replay reads the log, so nothing falls between the two.
         let mut live = state.events.subscribe(&session).await;
         let mut last = since;

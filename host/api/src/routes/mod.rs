@@ -7,6 +7,7 @@ pub(crate) mod capabilities;
 pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod messages;
+pub(crate) mod monitoring;
 pub(crate) mod overrides;
 pub(crate) mod providers;
 pub(crate) mod runs;

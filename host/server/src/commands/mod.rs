@@ -15,28 +15,32 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = Config::load(&cli.global, Some(&args))?;
-            telemetry::init(config.log_format);
+            let telemetry = telemetry::init(&config)?;
             let shutdown = shutdown::on_signal();
-            Server::build(&config).await?.run(shutdown).await
+            let served = async { Server::build(&config).await?.run(shutdown).await }.await;
+            telemetry.shutdown().await;
+            served
         }
         Command::Worker => {
             let config = Config::load(&cli.global, None)?;
-            telemetry::init(config.log_format);
-            crate::server::run_worker(&config, shutdown::on_signal()).await
+            let telemetry = telemetry::init(&config)?;
+            let worked = crate::server::run_worker(&config, shutdown::on_signal()).await;
+            telemetry.shutdown().await;
+            worked
         }
         Command::Plugin(command) => {
             let config = Config::load(&cli.global, None)?;
-            telemetry::init(config.log_format);
+            telemetry::init(&config)?;
             plugin::run(&config, command).await
         }
         Command::ApiKey(command) => {
             let config = Config::load(&cli.global, None)?;
-            telemetry::init(config.log_format);
+            telemetry::init(&config)?;
             api_key::run(&config, command).await
         }
         Command::Secrets(command) => {
             let config = Config::load(&cli.global, None)?;
-            telemetry::init(config.log_format);
+            telemetry::init(&config)?;
             secrets::run(&config, command).await
         }
         Command::Dev(command) => dev::run(command, shutdown::on_signal()).await,

@@ -23,7 +23,8 @@ macro_rules! run_columns {
     () => {
         "id, session_id, status, trigger_message_id, idempotency_key, lease_owner, lease_token, \
          lease_expires_at, recovery_attempts, steps_completed, error, input_tokens, \
-         output_tokens, created_at, started_at, finished_at, updated_at, config::text AS config"
+         output_tokens, created_at, started_at, finished_at, updated_at, config::text AS config, \
+         trace_parent"
     };
 }
 pub(super) use run_columns;
@@ -47,6 +48,20 @@ macro_rules! fenced {
     };
 }
 pub(super) use fenced;
+
+pub(super) async fn queue_stats(pool: &PgPool) -> Result<crate::QueueStats> {
+    let (waiting, active, oldest): (i64, i64, Option<Timestamp>) =
+        sqlx::query_as(run_codec::QUEUE_STATS_SQL)
+            .bind(codec::now())
+            .bind(i64::from(crate::QUEUE_STATS_SCAN))
+            .fetch_one(pool)
+            .await?;
+    Ok(crate::QueueStats {
+        waiting: run_codec::to_u64("waiting runs", waiting)?,
+        active: run_codec::to_u64("active runs", active)?,
+        oldest_waiting_since: oldest,
+    })
+}
 
 pub(super) fn run_from_row(row: &PgRow) -> Result<Run> {
     Ok(Run {
@@ -77,6 +92,7 @@ pub(super) fn run_from_row(row: &PgRow) -> Result<Run> {
         finished_at: row.try_get("finished_at")?,
         updated_at: row.try_get("updated_at")?,
         config: codec::from_optional_json_text("run config", row.try_get("config")?)?,
+        trace_parent: row.try_get("trace_parent")?,
     })
 }
 
@@ -278,9 +294,11 @@ pub(super) async fn start_run(
     content: String,
     idempotency_key: Option<String>,
     config: Option<&RunConfig>,
+    trace_parent: Option<&str>,
     claim: Option<&Claim>,
 ) -> Result<(StartedRun, Vec<Event>)> {
     let config_text = codec::optional_json_text("run config", config)?;
+    run_codec::check_trace_parent(trace_parent)?;
     reject_nul("message content", &content)?;
     run_codec::check_idempotency_key(idempotency_key.as_deref())?;
     if let Some(claim) = claim {
@@ -341,11 +359,11 @@ pub(super) async fn start_run(
            VALUES ($1, $2, $3, $4, 'null'::json, $5)), \
          run AS (INSERT INTO runs (id, session_id, queue_seq, status, trigger_message_id, \
            idempotency_key, lease_owner, lease_token, lease_expires_at, started_at, created_at, \
-           updated_at, config) \
+           updated_at, config, trace_parent) \
            SELECT $6, $2, $7, CASE WHEN c.yes THEN 'running' ELSE 'queued' END, $1, $8, \
              CASE WHEN c.yes THEN $9 END, CASE WHEN c.yes THEN 1 ELSE 0 END, \
              CASE WHEN c.yes THEN now() + make_interval(secs => $10) END, \
-             CASE WHEN c.yes THEN $5 END, $5, $5, $16::json \
+             CASE WHEN c.yes THEN $5 END, $5, $5, $16::json, $17 \
            FROM claimed c RETURNING lease_expires_at), \
          ev_rows AS (SELECT 1 AS ord, $11::text AS event_type, $12::text AS payload \
            UNION ALL SELECT 2, $13, json_build_object('run_id', $6::text, \
@@ -375,6 +393,7 @@ pub(super) async fn start_run(
     .bind(EventType::RunStarted.as_str())
     .bind(last_seq)
     .bind(config_text)
+    .bind(trace_parent)
     .fetch_one(&mut *tx)
     .await?;
     let (behind, claimed, expires) = row;
@@ -400,6 +419,7 @@ pub(super) async fn start_run(
         finished_at: None,
         updated_at: now,
         config: config.cloned(),
+        trace_parent: trace_parent.map(str::to_owned),
     };
     let mut events: Vec<NewEvent> =
         run_codec::start_events(&run.id, &message, queued_behind.as_ref()).into();

@@ -23,7 +23,8 @@ macro_rules! run_columns {
     () => {
         "id, session_id, status, trigger_message_id, idempotency_key, lease_owner, lease_token, \
          lease_expires_at, recovery_attempts, steps_completed, error, input_tokens, \
-         output_tokens, created_at, started_at, finished_at, updated_at, config"
+         output_tokens, created_at, started_at, finished_at, updated_at, config, \
+         trace_parent"
     };
 }
 pub(super) use run_columns;
@@ -52,6 +53,23 @@ macro_rules! fenced {
     };
 }
 pub(super) use fenced;
+
+pub(super) async fn queue_stats(pool: &SqlitePool) -> Result<crate::QueueStats> {
+    let row = sqlx::query(run_codec::QUEUE_STATS_SQL)
+        .bind(timestamp_to_text(&codec::now()))
+        .bind(i64::from(crate::QUEUE_STATS_SCAN))
+        .fetch_one(pool)
+        .await?;
+    let oldest: Option<String> = row.try_get(2)?;
+    Ok(crate::QueueStats {
+        waiting: run_codec::to_u64("waiting runs", row.try_get(0)?)?,
+        active: run_codec::to_u64("active runs", row.try_get(1)?)?,
+        oldest_waiting_since: oldest
+            .as_deref()
+            .map(|text| codec::timestamp_from_text("oldest waiting run", text))
+            .transpose()?,
+    })
+}
 
 pub(super) fn run_from_row(row: &SqliteRow) -> Result<Run> {
     Ok(Run {
@@ -82,6 +100,7 @@ pub(super) fn run_from_row(row: &SqliteRow) -> Result<Run> {
         finished_at: optional_timestamp(row, "finished_at")?,
         updated_at: timestamp(row, "updated_at")?,
         config: codec::from_optional_json_text("run config", row.try_get("config")?)?,
+        trace_parent: row.try_get("trace_parent")?,
     })
 }
 
@@ -273,9 +292,11 @@ pub(super) async fn start_run(
     content: String,
     idempotency_key: Option<String>,
     config: Option<&RunConfig>,
+    trace_parent: Option<&str>,
     claim: Option<&Claim>,
 ) -> Result<(StartedRun, Vec<Event>)> {
     let config_text = codec::optional_json_text("run config", config)?;
+    run_codec::check_trace_parent(trace_parent)?;
     reject_nul("message content", &content)?;
     run_codec::check_idempotency_key(idempotency_key.as_deref())?;
     if let Some(claim) = claim {
@@ -340,6 +361,7 @@ pub(super) async fn start_run(
         finished_at: None,
         updated_at: now,
         config: config.cloned(),
+        trace_parent: trace_parent.map(str::to_owned),
     };
     sqlx::query(
         "INSERT INTO messages (id, session_id, role, content, metadata, created_at) \
@@ -370,7 +392,8 @@ pub(super) async fn start_run(
     sqlx::query(
         "INSERT INTO runs (id, session_id, queue_seq, status, trigger_message_id, \
          idempotency_key, lease_owner, lease_token, lease_expires_at, started_at, created_at, \
-         updated_at, config) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
+         updated_at, config, trace_parent) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13)",
     )
     .bind(run.id.as_str())
     .bind(session.as_str())
@@ -384,6 +407,7 @@ pub(super) async fn start_run(
     .bind(run.started_at.as_ref().map(timestamp_to_text))
     .bind(timestamp_to_text(&now))
     .bind(config_text)
+    .bind(trace_parent)
     .execute(&mut *tx)
     .await?;
     let written = insert_events(&mut tx, session, last_seq, Some(&run.id), events, now).await?;
