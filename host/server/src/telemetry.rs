@@ -56,7 +56,7 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(
             "warn,everruns=info,everruns_server=info,everruns_api=info,everruns_store=info,\
-             everruns_executor=info,everruns_runtime=info",
+             everruns_executor=info",
         )
     });
     let logs = match config.log_format {

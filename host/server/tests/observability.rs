@@ -425,3 +425,84 @@ async fn public_metrics_need_no_key() {
     drop(everruns);
     db.cleanup().await;
 }
+
+/// A worker-only process serves its own figures and health on its listen address (and
+/// nothing else), and executes runs another process queues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_process_serves_its_own_metrics() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let llm = FakeLlm::start().await;
+    llm.set_fallback(|_| Reply::text("from the worker"));
+    let mut api = Everruns::spawn_with(dir.path(), &db, &llm, 0, &[("EVERRUNS_WORKER", "false")]);
+    api.healthy().await;
+    let mut worker = Everruns::spawn_worker(
+        dir.path(),
+        &db,
+        &llm,
+        1,
+        &[("EVERRUNS_BUILTIN_PLUGINS", "false")],
+    );
+    worker.healthy().await;
+    let http = client();
+    let anonymous = http
+        .get(format!("{}/metrics", worker.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "the same API keys as every process"
+    );
+    let before = scrape(&http, &worker.base).await;
+    assert_eq!(
+        value(&before, "everruns_worker_slots_available", &[]),
+        64.0,
+        "the worker's own slots"
+    );
+    let missing = http
+        .get(format!("{}/v1/agents", worker.base))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404, "a worker serves no API");
+
+    let agent = post_json(
+        &http,
+        &format!("{}/v1/agents", api.base),
+        json!({"name": "w"}),
+    )
+    .await;
+    let session = post_json(
+        &http,
+        &format!("{}/v1/sessions", api.base),
+        json!({"agent_id": agent["id"]}),
+    )
+    .await;
+    let run = post_json(
+        &http,
+        &format!(
+            "{}/v1/sessions/{}/messages",
+            api.base,
+            session["id"].as_str().unwrap()
+        ),
+        json!({"content": "hi"}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let after = scrape(&http, &worker.base).await;
+        if value(&after, "everruns_runs_total", &[("status", "completed")]) == 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not count the run {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop((api, worker));
+    db.cleanup().await;
+}

@@ -26,7 +26,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A real `everruns serve` process; SIGKILLed on drop.
+/// A real `everruns serve` (or `everruns worker`) process; SIGKILLed on drop.
 pub struct Everruns {
     pub child: Child,
     pub base: String,
@@ -56,6 +56,29 @@ impl Everruns {
         n: usize,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start(dir, db, llm, n, env, false)
+    }
+
+    /// A worker-only process (`everruns worker`), which serves `/metrics` and `/health` on
+    /// its listen address.
+    pub fn spawn_worker(
+        dir: &Path,
+        db: &TestDb,
+        llm: &FakeLlm,
+        n: usize,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::start(dir, db, llm, n, env, true)
+    }
+
+    fn start(
+        dir: &Path,
+        db: &TestDb,
+        llm: &FakeLlm,
+        n: usize,
+        env: &[(&str, &str)],
+        worker: bool,
+    ) -> Self {
         let port = free_port();
         let log = dir.join(format!("everruns-{n}.log"));
         let out = File::create(&log).unwrap();
@@ -77,10 +100,14 @@ impl Everruns {
         if db.sqlite_dir().is_none() {
             cmd.env("DATABASE_URL", db.url());
         }
-        cmd.arg("--data-dir")
-            .arg(dir)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("EVERRUNS_BOOTSTRAP_API_KEY", KEY)
+        let listen = format!("127.0.0.1:{port}");
+        cmd.arg("--data-dir").arg(dir);
+        if worker {
+            cmd.arg("worker").env("EVERRUNS_LISTEN", &listen);
+        } else {
+            cmd.args(["serve", "--listen", &listen]);
+        }
+        cmd.env("EVERRUNS_BOOTSTRAP_API_KEY", KEY)
             .env("EVERRUNS_LLM_KIND", "openai")
             .env("EVERRUNS_LLM_BASE_URL", llm.openai_base_url())
             .env("EVERRUNS_LLM_API_KEY", llm.api_key())
