@@ -20,22 +20,47 @@ const MAX_COMPILED_BYTES: usize = 1 << 20;
 /// them occurs in any text. A pattern that does not parse here answers `true` (compiling it
 /// then reports it).
 pub fn may_match(patterns: &[String], texts: &[&str]) -> bool {
+    let occurs = |needle: &[u8]| {
+        needle.is_empty()
+            || texts
+                .iter()
+                .any(|t| t.as_bytes().windows(needle.len()).any(|w| w == needle))
+    };
     patterns.iter().any(|pattern| {
+        // Most patterns start with plain text: read it off without parsing (parsing costs
+        // more than the rest of the hook).
+        if let Some(prefix) = plain_prefix(pattern) {
+            return occurs(prefix.as_bytes());
+        }
         let Ok(hir) = regex_syntax::Parser::new().parse(pattern) else {
             return true;
         };
         let prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
         match prefixes.literals() {
             None => true,
-            Some(literals) => literals.iter().any(|literal| {
-                let needle = literal.as_bytes();
-                needle.is_empty()
-                    || texts
-                        .iter()
-                        .any(|t| t.as_bytes().windows(needle.len()).any(|w| w == needle))
-            }),
+            Some(literals) => literals.iter().any(|literal| occurs(literal.as_bytes())),
         }
     })
+}
+
+/// The text every match of `pattern` starts with, when the pattern starts with plain text
+/// and has no alternation: the characters before its first metacharacter, less the last one
+/// when a quantifier that allows none of it follows (`?`, `*`, `{`). `None` (ask the parser)
+/// for anything else: flags, classes, escapes, anchors or alternation first.
+fn plain_prefix(pattern: &str) -> Option<&str> {
+    const META: &[char] = &[
+        '\\', '.', '+', '*', '?', '(', ')', '[', ']', '{', '}', '^', '$', '|', '#', ' ',
+    ];
+    if pattern.contains('|') {
+        return None;
+    }
+    let end = pattern.find(META).unwrap_or(pattern.len());
+    let mut prefix = &pattern[..end];
+    if matches!(pattern[end..].chars().next(), Some('?' | '*' | '{')) {
+        let last = prefix.chars().next_back()?;
+        prefix = &prefix[..prefix.len() - last.len_utf8()];
+    }
+    (!prefix.is_empty()).then_some(prefix)
 }
 
 /// Every text of a result a redaction would look at: the text itself, or a JSON document's
@@ -192,6 +217,47 @@ mod tests {
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         assert!(may(&["tök"], &texts) && may(&["kéy"], &texts) && may(&["42"], &texts));
         assert!(!may(&["secret"], &texts));
+    }
+
+    #[test]
+    fn plain_prefixes_agree_with_the_parser() {
+        assert_eq!(plain_prefix("secret-[0-9]+"), Some("secret-"));
+        assert_eq!(plain_prefix("abc?d"), Some("ab"));
+        assert_eq!(plain_prefix("abc{0,2}d"), Some("ab"));
+        assert_eq!(plain_prefix("abc+"), Some("abc"));
+        assert_eq!(plain_prefix("tök"), Some("tök"));
+        assert_eq!(plain_prefix("a b"), Some("a"));
+        for pattern in ["a?", ".*x", r"\w+", "(?i)sk", "ab|cd", "^ab", "[a]b"] {
+            assert_eq!(plain_prefix(pattern), None, "{pattern}");
+        }
+        // Never "cannot match" where the parser's literals say it may (the prefix can only
+        // be less precise, never wrong).
+        let parsed = |pattern: &str, text: &str| {
+            let hir = regex_syntax::Parser::new().parse(pattern).unwrap();
+            let prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+            prefixes.literals().is_none_or(|literals| {
+                literals
+                    .iter()
+                    .any(|l| text.as_bytes().windows(l.len()).any(|w| w == l.as_bytes()))
+            })
+        };
+        for pattern in [
+            "secret-[0-9]+",
+            "abc?d",
+            "abc{0,2}d",
+            "abc+",
+            "tök",
+            "sk-[A-Za-z]+",
+        ] {
+            for text in [
+                "secret-1", "secret", "abd", "abcd", "ab", "xtöky", "sk-a", "sk",
+            ] {
+                assert!(
+                    may(&[pattern], &[text]) || !parsed(pattern, text),
+                    "{pattern} on {text}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,16 +1,26 @@
 //! The loop guard's count: how often the current run has asked for the same tool with the
-//! same arguments, kept in the session's key-value state under
-//! `repeat/<run id>/<hash of name and canonical arguments>`. Runs of a session never overlap,
-//! so when a new run starts the previous run's counts are deleted (`repeat-run` remembers
-//! which run they belong to).
+//! same arguments, kept in the session's key-value state as one value under `repeat`: the
+//! run it counts for and a count per call (by a hash of its name and canonical arguments).
+//! Runs of a session never overlap, so a new run simply starts the counts over. One read and
+//! one write per call.
+
+use std::collections::BTreeMap;
 
 use everruns_sdk::{ToolRequest, kv, log};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-const PREFIX: &str = "repeat/";
-const CURRENT_RUN: &str = "repeat-run";
-/// The host's key limit.
-const MAX_KEY_BYTES: usize = 256;
+const KEY: &str = "repeat";
+/// Distinct calls counted per run; calls past it are not held back by the loop guard (the
+/// value stays small: about 30 bytes a call).
+const MAX_CALLS: usize = 1024;
+
+/// What `repeat` holds.
+#[derive(Serialize, Deserialize, Default)]
+struct Counts {
+    run: String,
+    calls: BTreeMap<String, u64>,
+}
 
 /// Counts `call` for `run_id` and returns the new count (this call included). On a
 /// key-value failure the guard cannot count: it logs and returns 0 (the call is not held
@@ -26,27 +36,27 @@ pub fn count(run_id: &str, call: &ToolRequest) -> u64 {
 }
 
 fn try_count(run_id: &str, call: &ToolRequest) -> Result<u64, kv::KvError> {
-    if kv::get::<String>(CURRENT_RUN)?.as_deref() != Some(run_id) {
-        for key in kv::list(PREFIX)? {
-            kv::delete(&key)?;
-        }
-        kv::set(CURRENT_RUN, run_id)?;
+    let mut counts = kv::get::<Counts>(KEY)?
+        .filter(|counts| counts.run == run_id)
+        .unwrap_or_else(|| Counts {
+            run: run_id.to_owned(),
+            calls: BTreeMap::new(),
+        });
+    let id = call_id(&call.name, &call.arguments);
+    let n = counts.calls.get(&id).copied().unwrap_or(0) + 1;
+    if counts.calls.len() < MAX_CALLS || counts.calls.contains_key(&id) {
+        counts.calls.insert(id, n);
+        kv::set(KEY, &counts)?;
     }
-    let key = key(run_id, &call.name, &call.arguments);
-    let n = kv::get::<u64>(&key)?.unwrap_or(0) + 1;
-    kv::set(&key, &n)?;
     Ok(n)
 }
 
-/// The counter's key; a run id too long for the key limit is hashed as well.
-fn key(run_id: &str, name: &str, arguments: &Value) -> String {
-    let call = fnv1a(&[name.as_bytes(), b"\0", canonical(arguments).as_bytes()]);
-    let key = format!("{PREFIX}{run_id}/{call:016x}");
-    if key.len() <= MAX_KEY_BYTES {
-        key
-    } else {
-        format!("{PREFIX}{:016x}/{call:016x}", fnv1a(&[run_id.as_bytes()]))
-    }
+/// The counter of a call: a hash of its name and canonical arguments.
+fn call_id(name: &str, arguments: &Value) -> String {
+    format!(
+        "{:016x}",
+        fnv1a(&[name.as_bytes(), b"\0", canonical(arguments).as_bytes()])
+    )
 }
 
 /// JSON with object keys sorted at every level, so the same arguments written in another
@@ -95,18 +105,18 @@ mod tests {
     }
 
     #[test]
-    fn keys_fit_the_host_limit() {
+    fn calls_are_told_apart_by_name_and_arguments() {
         let args = json!({"path": "a"});
-        let k = key("run_1", "session_files__read_file", &args);
-        assert!(k.starts_with("repeat/run_1/"), "{k}");
-        assert_eq!(k, key("run_1", "session_files__read_file", &args));
-        assert_ne!(k, key("run_2", "session_files__read_file", &args));
-        assert_ne!(
-            k,
-            key("run_1", "session_files__read_file", &json!({"path": "b"}))
+        let id = call_id("session_files__read_file", &args);
+        assert_eq!(
+            id,
+            call_id("session_files__read_file", &json!({"path": "a"}))
         );
-        assert!(key(&"r".repeat(400), "x", &args).len() <= MAX_KEY_BYTES);
-        // The run marker is not a counter of any run.
-        assert_ne!(k, CURRENT_RUN);
+        assert_ne!(
+            id,
+            call_id("session_files__read_file", &json!({"path": "b"}))
+        );
+        assert_ne!(id, call_id("session_files__write_file", &args));
+        assert_eq!(id.len(), 16);
     }
 }
