@@ -156,20 +156,12 @@ impl Starter {
         .await?;
         // The request's span (when spans are exported): the run's spans continue its trace.
         let trace = crate::telemetry::current_traceparent();
-        let Some(shared) = &self.local else {
-            return self
-                .store
-                .start_run_with(
-                    session,
-                    content,
-                    idempotency_key,
-                    Some(&config),
-                    trace.as_deref(),
-                    None,
-                )
-                .await;
-        };
-        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+        let permit = self
+            .local
+            .as_ref()
+            .and_then(|shared| shared.permits.clone().try_acquire_owned().ok());
+        // No worker here, or no free slot: queue it (and wake this process's worker, if any).
+        let (Some(shared), Some(permit)) = (&self.local, permit) else {
             let started = self
                 .store
                 .start_run_with(

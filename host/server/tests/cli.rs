@@ -7,17 +7,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{BIN, free_port};
 use everruns_testkit::TestDb;
-
-const BIN: &str = env!("CARGO_BIN_EXE_everruns");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn everruns(data_dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);

@@ -18,7 +18,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_everruns");
 pub const KEY: &str = "evr_crash_test_bootstrap_key_0001";
 pub const LEASE_MS: u64 = 1_500;
 
-fn free_port() -> u16 {
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
