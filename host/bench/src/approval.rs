@@ -126,18 +126,7 @@ async fn session(setup: &Setup) -> anyhow::Result<String> {
         bail!("creating the agent: {}", created.text().await?);
     }
     let agent: Value = created.json().await?;
-    let session: Value = setup
-        .app
-        .post("/v1/sessions")
-        .json(&json!({"agent_id": agent["id"]}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    session["id"]
-        .as_str()
-        .map(str::to_owned)
-        .context("session id")
+    setup.session_of(&agent["id"]).await
 }
 
 /// Reads events until one of type `kind`; returns its arrival time. A run that ends

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use everruns_testkit::Reply;
 use futures::future::try_join_all;
 use serde_json::{Value, json};
@@ -63,15 +63,7 @@ async fn burst(sqlite: bool) -> anyhow::Result<Figures> {
     let agent_id = agent["agent_id"].clone();
     let mut sessions = vec![first];
     while sessions.len() < SESSIONS {
-        let created: Value = setup
-            .app
-            .post("/v1/sessions")
-            .json(&json!({"agent_id": agent_id}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        sessions.push(created["id"].as_str().context("session id")?.to_owned());
+        sessions.push(setup.session_of(&agent_id).await?);
     }
 
     let mut db = Db::open(&setup).await?;

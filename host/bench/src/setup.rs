@@ -118,6 +118,11 @@ impl Setup {
             }
             status => bail!("creating the agent: {status}: {}", created.text().await?),
         };
+        self.session_of(&agent_id).await
+    }
+
+    /// A new session of the agent `agent_id`; returns its id.
+    pub(crate) async fn session_of(&self, agent_id: &Value) -> anyhow::Result<String> {
         let session: Value = self
             .app
             .post("/v1/sessions")
