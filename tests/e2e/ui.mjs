@@ -545,6 +545,34 @@ try {
     assert.equal(await page.locator('#new-api-key').count(), 0, 'the key is not shown again');
   });
 
+  await step('a reader key sees conversations but not the controls it may not use, and is told why', async () => {
+    await page.fill('#api-key-name', 'e2e-reader');
+    await page.selectOption('#api-key-role', 'reader');
+    await page.click('#api-key-form button[type=submit]');
+    const readerKey = await page.locator('#new-api-key').textContent();
+    await page.locator('#api-key-list li:has-text("e2e-reader") .badge:has-text("reader")').waitFor();
+    const ctx = await browser.newContext();
+    const reader = await ctx.newPage();
+    reader.setDefaultTimeout(TIMEOUT);
+    watch(reader, { errors: log.errors, streams: [], bodies: [], pending: [] });
+    await reader.goto(BASE + '/');
+    await reader.fill('#api-key', readerKey);
+    await reader.click('#signin-form button[type=submit]');
+    await reader.waitForSelector('#nav:not([hidden])');
+    await reader.locator('#whoami', { hasText: 'e2e-reader · reader' }).waitFor();
+    await reader.goto(sessionUrl);
+    await reader.waitForSelector('#transcript .run');
+    assert.ok(await reader.locator('#reader-note').isVisible(), 'the reader is told why it cannot send');
+    assert.ok(!(await reader.locator('#composer').isVisible()), 'no composer for a reader');
+    assert.ok(!(await reader.locator('#new-chat').isVisible()));
+    await reader.goto(`${BASE}/#/agents`);
+    await reader.waitForSelector('.agent');
+    assert.ok(!(await reader.locator('#new-agent').isVisible()), 'no "New agent" for a reader');
+    await reader.goto(`${BASE}/#/settings`);
+    assert.match(await reader.locator('#settings-denied').textContent(), /admin key.*e2e-reader.*a reader/);
+    await ctx.close();
+  });
+
   await step('secrets: set and delete; the value is never shown', async () => {
     await page.fill('#secret-name', 'e2e_secret');
     await page.fill('#secret-value', SECRET_VALUE);

@@ -66,6 +66,8 @@ pub struct ApiError {
     detail: String,
     errors: Vec<FieldError>,
     allow: Option<HeaderValue>,
+    /// Seconds for `Retry-After` (429 and 503 that will pass).
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -76,6 +78,7 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -87,6 +90,39 @@ impl ApiError {
     /// 401: missing or invalid credentials.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    /// 403: the API key may not do this.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    /// 429: the caller is over a limit; it may retry after `retry_after` seconds.
+    pub fn too_many_requests(detail: impl Into<String>, retry_after: u32) -> Self {
+        let mut err = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", detail);
+        err.retry_after = Some(retry_after);
+        err
+    }
+
+    /// 503 that will pass: the server is at a limit; retry after `retry_after` seconds.
+    pub fn unavailable_for(detail: impl Into<String>, retry_after: u32) -> Self {
+        let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, "at-capacity", detail);
+        err.retry_after = Some(retry_after);
+        err
+    }
+
+    /// 503: the request did not finish within the server's request deadline.
+    pub fn timed_out(limit: std::time::Duration) -> Self {
+        let mut err = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request-timeout",
+            format!(
+                "the request did not finish within {} ms (request_timeout_ms)",
+                limit.as_millis()
+            ),
+        );
+        err.retry_after = Some(1);
+        err
     }
 
     /// 404: the named resource does not exist.
@@ -181,6 +217,11 @@ impl ApiError {
         self.status
     }
 
+    /// The `Retry-After` seconds, if the error passes with time.
+    pub fn retry_after(&self) -> Option<u32> {
+        self.retry_after
+    }
+
     fn title(&self) -> &'static str {
         self.status.canonical_reason().unwrap_or("Error")
     }
@@ -223,6 +264,9 @@ impl IntoResponse for ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, allow);
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(

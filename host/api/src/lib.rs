@@ -8,11 +8,15 @@
 //! - `error`: [`ApiError`], the single mapping of errors to RFC 9457 problem+json responses.
 //! - `json`: body and query extractors that name the offending field on bad input.
 //! - `pagination`: `?limit=&cursor=` in, `{data, next_cursor, total}` out.
-//! - `auth`: API key generation, hashing and the bearer-token middleware.
+//! - `auth`: API key generation and hashing, roles, and the bearer-token middleware (role,
+//!   rate limits) and the request deadline.
+//! - `limits`: [`Limits`], the per-key rate limits, the event-stream caps and the request
+//!   deadline of this process.
 //! - `ui`: the web UI's embedded files, served at `/` by the router's fallback (they are pages,
 //!   not API operations, so they stay out of the OpenAPI document).
 //! - `telemetry`: the request span and figures, `x-request-id`, the SSE stream gauge, and
 //!   [`MetricsEndpoint`], the Prometheus exposition at `/metrics`.
+//! - `serve`: [`serve`], the accept loop (idle connections closed, graceful shutdown).
 //! - `hub`: [`EventHub`], one follower per watched session fanning live events out to its
 //!   SSE streams.
 //!
@@ -23,9 +27,11 @@ mod auth;
 mod error;
 mod hub;
 mod json;
+mod limits;
 mod pagination;
 mod routes;
 mod rules;
+mod serve;
 mod telemetry;
 mod ui;
 
@@ -49,6 +55,8 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use auth::{GeneratedKey, KEY_PREFIX, MIN_KEY_LEN, generate_key, hash_key, key_record};
 pub use error::{ApiError, PROBLEM_JSON, Problem};
 pub use hub::EventHub;
+pub use limits::{LimitSettings, Limits};
+pub use serve::serve;
 pub use telemetry::MetricsEndpoint;
 
 /// Largest request body accepted, in bytes; larger bodies get 413.
@@ -70,6 +78,8 @@ pub struct AppState {
     pub events: EventHub,
     /// This process's Prometheus figures, served at `/metrics`.
     pub metrics: MetricsEndpoint,
+    /// Rate limits, stream caps and the request deadline.
+    pub limits: Arc<Limits>,
 }
 
 #[derive(OpenApi)]
@@ -77,8 +87,11 @@ pub struct AppState {
     info(
         title = "Everruns API",
         description = "Durable AI agents with sandboxed WASM capabilities. Every `/v1` route \
-                       needs `Authorization: Bearer <api key>`. Errors are RFC 9457 \
-                       `application/problem+json`.",
+                       needs `Authorization: Bearer <api key>`, and the key's role must allow \
+                       the operation (`admin` > `operator` > `reader`; each operation's \
+                       `x-required-role` says which). Each key has a request rate and a \
+                       run-start rate (429 with `Retry-After` past them) and a cap on open \
+                       event streams. Errors are RFC 9457 `application/problem+json`.",
         license(name = "Apache-2.0"),
     ),
     modifiers(&BearerAuth),
@@ -94,7 +107,8 @@ pub struct AppState {
                                                  permissions, load status"),
         (name = "providers", description = "LLM providers; API keys are write-only"),
         (name = "secrets", description = "Named secrets for plugins; values are write-only"),
-        (name = "api-keys", description = "API keys"),
+        (name = "api-keys", description = "API keys (`admin` role)"),
+        (name = "identity", description = "The API key making the request"),
         (name = "health", description = "Liveness"),
         (name = "monitoring", description = "Prometheus metrics of this process"),
     )
@@ -129,7 +143,9 @@ fn documented_routes(auth: Option<&AppState>) -> OpenApiRouter<AppState> {
         .merge(routes::secrets::router());
     let mut monitoring = routes::monitoring::router();
     if let Some(state) = auth {
-        v1 = v1.route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
+        v1 = v1
+            .route_layer(from_fn_with_state(state.clone(), auth::require_api_key))
+            .route_layer(from_fn_with_state(state.clone(), auth::deadline));
         if !state.metrics.public {
             monitoring =
                 monitoring.route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
@@ -145,6 +161,7 @@ fn documented_routes(auth: Option<&AppState>) -> OpenApiRouter<AppState> {
 pub fn openapi() -> OpenApiDoc {
     let mut doc = documented_routes(None).split_for_parts().1;
     rules::document(&mut doc);
+    auth::document(&mut doc);
     doc
 }
 
@@ -152,6 +169,7 @@ pub fn openapi() -> OpenApiDoc {
 pub fn app(state: AppState) -> Router {
     let (router, mut spec) = documented_routes(Some(&state)).split_for_parts();
     rules::document(&mut spec);
+    auth::document(&mut spec);
     let router = router
         .merge(SwaggerUi::new("/swagger-ui").url("/api-doc/openapi.json", spec))
         // Unknown paths: the web UI's files, else a `no-such-route` problem.

@@ -30,6 +30,17 @@ pub struct ModelSettings {
     /// Upper bound on steps per run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<u32>,
+    /// Budget: tokens (input and output, all model calls) one run may spend; `None`: no
+    /// budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens_per_run: Option<u64>,
+    /// Budget: seconds from a run's first start (waiting for approval included) after which
+    /// it takes no further step; `None`: no budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration_seconds: Option<u64>,
+    /// Budget: tool calls one run may make; `None`: no budget (the step limit still applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tool_calls_per_run: Option<u32>,
 }
 
 /// One capability enabled on an agent, with the agent's config for it.

@@ -82,6 +82,15 @@ pub struct KvWrite {
     pub value: Option<Vec<u8>>,
 }
 
+/// How much state one scope holds: its keys, and their bytes (keys and values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KvUsage {
+    /// Number of keys.
+    pub keys: u64,
+    /// Bytes of keys and values together.
+    pub bytes: u64,
+}
+
 /// The row a [`KvScope`]'s state belongs to ([`KvScope::owner_row`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvOwnerRow<'a> {

@@ -9,7 +9,7 @@
 //! - `run`: runs (one per user message), their status, usage and the worker's lease.
 //! - `step`: the journal of a run, one exactly-once record per LLM or tool call.
 //! - `event`: the per-session event log that clients replay over SSE.
-//! - `api_key`: API key records (only hashes, never the secret).
+//! - `api_key`: API key records (only hashes, never the secret) and their roles.
 //! - `provider`: LLM providers configured through the API (key sealed).
 //! - `secret`: named secrets for plugins (value sealed).
 //! - `sealed`: the stored form of an encrypted value and the row it belongs to.
@@ -40,7 +40,7 @@ mod step;
 pub use agent::{
     AGENT_NAME_MAX, Agent, AgentPatch, CapabilityRef, ModelSettings, NewAgent, SYSTEM_PROMPT_MAX,
 };
-pub use api_key::{ApiKey, NewApiKey};
+pub use api_key::{ApiKey, NewApiKey, Role};
 pub use approval::{
     APPROVAL_PATTERNS_MAX, APPROVAL_TIMEOUT_DEFAULT, APPROVAL_TIMEOUT_MAX, Approval,
     ApprovalMatcher, ApprovalStatus, DECISION_REASON_MAX, Decision, NewApproval, ToolApproval,
@@ -48,7 +48,7 @@ pub use approval::{
 };
 pub use event::{Event, EventType, NewEvent};
 pub use id::{AgentId, ApiKeyId, ApprovalId, IdError, MessageId, ProviderId, RunId, SessionId};
-pub use kv::{KV_KEY_MAX, KvOwnerRow, KvScope, KvWrite};
+pub use kv::{KV_KEY_MAX, KvOwnerRow, KvScope, KvUsage, KvWrite};
 pub use message::{Message, MessageRole, NewMessage};
 pub use overrides::{CapabilityOverride, Overrides, RunConfig};
 pub use page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};

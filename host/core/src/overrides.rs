@@ -84,6 +84,9 @@ impl ModelSettings {
             temperature: over.temperature.or(self.temperature),
             max_tokens: over.max_tokens.or(self.max_tokens),
             max_steps: over.max_steps.or(self.max_steps),
+            max_tokens_per_run: over.max_tokens_per_run.or(self.max_tokens_per_run),
+            max_duration_seconds: over.max_duration_seconds.or(self.max_duration_seconds),
+            max_tool_calls_per_run: over.max_tool_calls_per_run.or(self.max_tool_calls_per_run),
         }
     }
 }
@@ -171,6 +174,8 @@ mod tests {
                 temperature: Some(0.7),
                 max_tokens: None,
                 max_steps: None,
+                max_tool_calls_per_run: Some(20),
+                ..ModelSettings::default()
             },
             capabilities: vec![
                 CapabilityRef {
@@ -205,7 +210,8 @@ mod tests {
     #[test]
     fn message_beats_session_beats_agent_on_every_field() {
         let session = parse(json!({
-            "model": {"model": "big", "temperature": 0.2, "max_tokens": 100},
+            "model": {"model": "big", "temperature": 0.2, "max_tokens": 100,
+                      "max_tokens_per_run": 5000, "max_duration_seconds": 60},
             "system_prompt_append": "Answer in French.",
             "capabilities": [
                 {"id": "current_time", "enabled": false},
@@ -214,7 +220,7 @@ mod tests {
             ],
         }));
         let message = parse(json!({
-            "model": {"temperature": 0.0, "max_steps": 3},
+            "model": {"temperature": 0.0, "max_steps": 3, "max_duration_seconds": 30},
             "system_prompt_append": "Be brief.",
             "capabilities": [{"id": "current_time"}, {"id": "web_fetch", "enabled": false}],
         }));
@@ -227,6 +233,10 @@ mod tests {
                 temperature: Some(0.0),
                 max_tokens: Some(100),
                 max_steps: Some(3),
+                max_tokens_per_run: Some(5000),
+                max_duration_seconds: Some(30),
+                // The agent's, untouched by either override.
+                max_tool_calls_per_run: Some(20),
             }
         );
         assert_eq!(

@@ -293,6 +293,12 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
         store.list_steps(&run.id).await?
     };
     let mut history: Option<History> = None;
+    // What the run has spent: tokens as the run row counted them when it was claimed, plus
+    // this loop's model calls; tool calls and time from the journal and the run's start.
+    let mut spent = Spent {
+        tokens: run.usage.input_tokens + run.usage.output_tokens,
+        model_calls: journal.iter().filter(|s| s.kind == StepKind::Llm).count() as u64,
+    };
     // Whether the last LLM step was recorded by this loop, with `tool.started` for its calls
     // in the same commit; calls run again after a takeover announce themselves anew.
     let mut announced = false;
@@ -321,6 +327,8 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
                     .filter(|(no, ..)| !journal.iter().any(|s: &Step| s.step_no == *no))
                     .collect();
                 if !missing.is_empty() {
+                    let made = journal.iter().filter(|s| s.kind == StepKind::Tool).count();
+                    check_budgets(setup, run, &spent, Some((made, missing.len())))?;
                     let announce = !std::mem::take(&mut announced);
                     // Calls that need approval run once it is given, with what was approved;
                     // the others run now.
@@ -367,6 +375,7 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
                 "the step limit of {max_steps} was reached before the model finished"
             )));
         }
+        check_budgets(setup, run, &spent, None)?;
         let history = match &mut history {
             Some(history) => history,
             None => history.insert(History::load(store, run).await?),
@@ -387,12 +396,71 @@ async fn steps(shared: &Shared, run: &Run, lease: &Lease) -> Result<Outcome, Sto
         let Some(recorded) = recorded else {
             return Ok(Outcome::Completed);
         };
+        spent.model_calls += 1;
+        spent.tokens += recorded.step.output["usage"]["input_tokens"]
+            .as_u64()
+            .unwrap_or(0)
+            + recorded.step.output["usage"]["output_tokens"]
+                .as_u64()
+                .unwrap_or(0);
         journal.push(recorded.step);
         if let Some(message) = recorded.message {
             history.push(message);
         }
         announced = true;
     }
+}
+
+/// What a run has spent of its token budget.
+struct Spent {
+    /// Input and output tokens of every model call.
+    tokens: u64,
+    /// Model calls made.
+    model_calls: u64,
+}
+
+/// Ends the run when it has used up a budget of its configuration: before a model call
+/// (`tools` is `None`), its tokens or its time since its first start; before the tool calls a
+/// model answer asked for (`tools`: those made, and those asked for now), its time or its tool
+/// calls. The error names the budget and what was spent.
+fn check_budgets(
+    setup: &RunConfig,
+    run: &Run,
+    spent: &Spent,
+    tools: Option<(usize, usize)>,
+) -> Result<(), Stop> {
+    let budgets = &setup.model;
+    if let Some(max) = budgets.max_tokens_per_run
+        && tools.is_none()
+        && spent.tokens >= max
+    {
+        return Err(Stop::Fatal(format!(
+            "the token budget of {max} (max_tokens_per_run) was reached: {} tokens spent in {} \
+             model calls",
+            spent.tokens, spent.model_calls
+        )));
+    }
+    if let Some(max) = budgets.max_duration_seconds {
+        let elapsed = (Utc::now() - run.started_at.unwrap_or(run.created_at))
+            .num_milliseconds()
+            .max(0) as u64;
+        if elapsed >= max.saturating_mul(1000) {
+            return Err(Stop::Fatal(format!(
+                "the time budget of {max} s (max_duration_seconds) was reached: the run has \
+                 taken {:.1} s since it started",
+                elapsed as f64 / 1000.0
+            )));
+        }
+    }
+    if let (Some(max), Some((made, asked))) = (budgets.max_tool_calls_per_run, tools)
+        && made + asked > max as usize
+    {
+        return Err(Stop::Fatal(format!(
+            "the tool call budget of {max} (max_tool_calls_per_run) was reached: {made} tool \
+             calls made, and the model asked for {asked} more"
+        )));
+    }
+    Ok(())
 }
 
 /// The `run.completed` event of a run that answered `text`.
@@ -592,6 +660,10 @@ async fn llm_step(
             "text": response.text,
             "tool_calls": journaled_calls,
             "stop_reason": format!("{:?}", response.stop_reason),
+            "usage": {
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+            },
         }),
         status: StepStatus::Completed,
         attempt,

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use everruns_core::KvUsage;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -65,6 +66,9 @@ pub trait KvBackend: Send + Sync + std::fmt::Debug + 'static {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<String>, BackendError>;
+    /// What `scope` holds (keys, and bytes of keys and values), leaving out the keys in
+    /// `excluding`.
+    async fn usage(&self, scope: &KvScope, excluding: &[&str]) -> Result<KvUsage, BackendError>;
 }
 
 /// Key-value writes buffered during calls and not yet committed: per scope and key, the new
@@ -79,6 +83,9 @@ pub struct KvWrites {
     bytes: usize,
     /// The run's cache of committed state, read through before the backend.
     cache: Option<Arc<KvCache>>,
+    /// Per scope, how far below its quota the scope was at the last measurement, less what
+    /// writes since then may have added: growth within it needs no new measurement.
+    headroom: BTreeMap<KvScope, KvUsage>,
 }
 
 /// Equal when the buffered writes are (whichever cache they read through).
@@ -223,6 +230,8 @@ impl KvWrites {
     /// Adds `later`'s writes on top of these (a key written by both keeps `later`'s value).
     pub fn extend(&mut self, later: KvWrites) {
         self.map.extend(later.map);
+        // What was measured no longer covers both buffers.
+        self.headroom.clear();
         self.bytes = self
             .map
             .iter()
@@ -272,6 +281,30 @@ impl KvWrites {
         self.bytes = bytes;
         self.map.insert(entry, value);
         Ok(())
+    }
+
+    /// Takes `grow` out of `scope`'s headroom; `false` (and nothing taken) when the headroom
+    /// is unknown or too small.
+    fn take_headroom(&mut self, scope: &KvScope, grow: KvUsage) -> bool {
+        match self.headroom.get_mut(scope) {
+            Some(room) if room.keys >= grow.keys && room.bytes >= grow.bytes => {
+                room.keys -= grow.keys;
+                room.bytes -= grow.bytes;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The buffered writes of `scope`: (key, new size in bytes if set).
+    fn in_scope<'a>(
+        &'a self,
+        scope: &'a KvScope,
+    ) -> impl Iterator<Item = (&'a str, Option<usize>)> + 'a {
+        self.map
+            .iter()
+            .filter(move |((s, _), _)| s == scope)
+            .map(|((_, k), v)| (k.as_str(), v.as_ref().map(|v| k.len() + v.len())))
     }
 
     /// The buffered keys of `scope` starting with `prefix`: (key, still set).
@@ -339,6 +372,16 @@ impl KvBackend for MemoryKv {
             .map(|(_, k)| k.clone())
             .take(limit)
             .collect())
+    }
+    async fn usage(&self, scope: &KvScope, excluding: &[&str]) -> Result<KvUsage, BackendError> {
+        let mut usage = KvUsage::default();
+        for ((s, k), v) in self.lock().iter() {
+            if s == scope && !excluding.contains(&k.as_str()) {
+                usage.keys += 1;
+                usage.bytes += (k.len() + v.len()) as u64;
+            }
+        }
+        Ok(usage)
     }
 }
 
@@ -559,7 +602,63 @@ impl HostState {
         }
         let scope = self.kv_scope()?.clone();
         self.kv_writable()?;
+        self.check_quota(&scope, &key, value.len()).await?;
         self.kv_writes.put(&scope, key, Some(value))
+    }
+
+    /// Refuses a write that would take `scope` past the plugin's quota: setting `key` to a
+    /// value of `len` bytes. A write that adds no key and no bytes always passes (so state
+    /// over a lowered quota can still shrink); otherwise the scope's committed usage (less
+    /// the keys this step rewrote) plus this step's buffered writes is measured, once, and
+    /// later growth in the same step is taken from what was left.
+    async fn check_quota(&mut self, scope: &KvScope, key: &str, len: usize) -> Result<(), KvFail> {
+        let new = (key.len() + len) as u64;
+        let old = match self.kv_writes.get(scope, key) {
+            Some(buffered) => buffered.map(|v| key.len() + v.len()),
+            None => stored(&self.kv, &self.kv_writes, scope, key)
+                .await?
+                .map(|v| key.len() + v.len()),
+        };
+        let grow = KvUsage {
+            keys: u64::from(old.is_none()),
+            bytes: new.saturating_sub(old.unwrap_or(0) as u64),
+        };
+        if grow == KvUsage::default() || self.kv_writes.take_headroom(scope, grow) {
+            return Ok(());
+        }
+        let quota = self.permissions.kv_quota;
+        let mut excluding: Vec<&str> = vec![key];
+        let mut usage = KvUsage {
+            keys: 1,
+            bytes: new,
+        };
+        for (buffered, size) in self.kv_writes.in_scope(scope) {
+            if buffered != key {
+                excluding.push(buffered);
+                if let Some(size) = size {
+                    usage.keys += 1;
+                    usage.bytes += size as u64;
+                }
+            }
+        }
+        let committed = self.kv.usage(scope, &excluding).await.map_err(backend)?;
+        usage.keys += committed.keys;
+        usage.bytes += committed.bytes;
+        if usage.keys > quota.max_keys || usage.bytes > quota.max_bytes {
+            return Err(KvFail::TooLarge(format!(
+                "quota exceeded: plugin `{}` may keep at most {} keys and {} bytes per owner; \
+                 with this write its state would hold {} keys and {} bytes (delete keys first)",
+                scope.plugin, quota.max_keys, quota.max_bytes, usage.keys, usage.bytes
+            )));
+        }
+        self.kv_writes.headroom.insert(
+            scope.clone(),
+            KvUsage {
+                keys: quota.max_keys - usage.keys,
+                bytes: quota.max_bytes - usage.bytes,
+            },
+        );
+        Ok(())
     }
 
     pub(crate) async fn kv_delete(&mut self, key: String) -> Result<bool, KvFail> {

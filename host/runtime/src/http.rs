@@ -272,6 +272,7 @@ mod tests {
             secrets: BTreeSet::new(),
             kv: None,
             allow_private_networks: allow_private,
+            kv_quota: crate::permissions::KvQuota::default(),
         }
     }
 

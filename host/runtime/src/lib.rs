@@ -61,7 +61,7 @@ pub use manifest::{
     DEFAULT_HOOK_TIMEOUT_MS, Hook, KvScopeKind, Limits, MANIFEST_FILE, MAX_HOOK_TIMEOUT_MS,
     MAX_TIMEOUT_MS, Manifest, OnError, RequestedPermissions,
 };
-pub use permissions::{Grant, Grants, HostPattern, Permissions, Scheme, is_public_ip};
+pub use permissions::{Grant, Grants, HostPattern, KvQuota, Permissions, Scheme, is_public_ip};
 pub use plugin::{
     CallContext, CallOutcome, CapabilityInfo, ModelDecision, ModelRequest, Plugin, ToolCall,
     ToolDecision, ToolError, ToolFailure, ToolOutput, ToolRequest, ToolResultView, ToolSpec,

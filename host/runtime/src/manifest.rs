@@ -21,6 +21,8 @@
 //! timeout_ms = 5000
 //! fuel = 1_000_000_000              # optional instruction budget per call
 //! hook_timeout_ms = 250             # per hook call (default 250, at most 5000)
+//! kv_max_keys = 1000                # key-value quota per owner (at most the operator's)
+//! kv_max_bytes = 1_048_576
 //!
 //! [config]
 //! schema = { type = "object", properties = { units = { type = "string" } } }
@@ -133,6 +135,10 @@ pub struct Limits {
     pub fuel: Option<u64>,
     /// Wall-clock budget per hook call in ms.
     pub hook_timeout_ms: Option<u64>,
+    /// Most key-value keys per owner (at most the operator's `plugin_kv_max_keys`).
+    pub kv_max_keys: Option<u64>,
+    /// Most key-value bytes (keys and values) per owner (at most `plugin_kv_max_bytes`).
+    pub kv_max_bytes: Option<u64>,
 }
 
 /// Longest accepted call timeout: 10 minutes.
@@ -182,6 +188,8 @@ struct RawLimits {
     timeout_ms: Option<u64>,
     fuel: Option<u64>,
     hook_timeout_ms: Option<u64>,
+    kv_max_keys: Option<u64>,
+    kv_max_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -287,7 +295,20 @@ impl Manifest {
             timeout_ms: raw.limits.timeout_ms,
             fuel: raw.limits.fuel,
             hook_timeout_ms: raw.limits.hook_timeout_ms,
+            kv_max_keys: raw.limits.kv_max_keys,
+            kv_max_bytes: raw.limits.kv_max_bytes,
         };
+        for (field, value) in [
+            ("limits.kv_max_keys", limits.kv_max_keys),
+            ("limits.kv_max_bytes", limits.kv_max_bytes),
+        ] {
+            if value == Some(0) {
+                return Err(err(
+                    field,
+                    "must be at least 1 (a plugin without state sets `kv = false`)".into(),
+                ));
+            }
+        }
         if let Some(t) = limits.hook_timeout_ms
             && !(1..=MAX_HOOK_TIMEOUT_MS).contains(&t)
         {
@@ -511,6 +532,10 @@ defaults = { units = "metric", days = 3 }
         assert_eq!(
             field_of(&format!("{MINIMAL}[limits]\nhook_timeout_ms = 5001\n")),
             "limits.hook_timeout_ms"
+        );
+        assert_eq!(
+            field_of(&format!("{MINIMAL}[limits]\nkv_max_keys = 0\n")),
+            "limits.kv_max_keys"
         );
     }
 

@@ -256,6 +256,8 @@ pub struct Grants {
     pub plugins: HashMap<String, Grant>,
     /// Let plugins reach private, loopback and link-local addresses (development only).
     pub allow_private_networks: bool,
+    /// The most key-value state any plugin may keep per owner (a manifest may ask for less).
+    pub kv_quota: KvQuota,
 }
 
 impl Default for Grants {
@@ -264,6 +266,27 @@ impl Default for Grants {
             default: Grant::as_requested(),
             plugins: HashMap::new(),
             allow_private_networks: false,
+            kv_quota: KvQuota::default(),
+        }
+    }
+}
+
+/// How much key-value state a plugin may keep per owner (agent or session; global state is
+/// one owner): keys, and bytes of keys and values together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvQuota {
+    /// Most keys.
+    pub max_keys: u64,
+    /// Most bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for KvQuota {
+    /// 10,000 keys and 16 MiB.
+    fn default() -> Self {
+        Self {
+            max_keys: 10_000,
+            max_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -277,6 +300,9 @@ pub struct Permissions {
     pub secrets: BTreeSet<String>,
     /// Key-value scope, if granted.
     pub kv: Option<KvScopeKind>,
+    /// How much key-value state the plugin may keep per owner: the manifest's `[limits]`
+    /// within the operator's ceiling.
+    pub kv_quota: KvQuota,
     /// Whether private addresses may be reached.
     pub allow_private_networks: bool,
 }
@@ -326,6 +352,20 @@ impl Permissions {
             secrets,
             kv,
             allow_private_networks: grants.allow_private_networks,
+            kv_quota: KvQuota {
+                max_keys: manifest
+                    .limits
+                    .kv_max_keys
+                    .map_or(grants.kv_quota.max_keys, |m| {
+                        m.min(grants.kv_quota.max_keys)
+                    }),
+                max_bytes: manifest
+                    .limits
+                    .kv_max_bytes
+                    .map_or(grants.kv_quota.max_bytes, |m| {
+                        m.min(grants.kv_quota.max_bytes)
+                    }),
+            },
         }
     }
 

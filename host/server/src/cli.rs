@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use everruns_core::Role;
 
 /// Everruns: durable AI agents with sandboxed WASM capabilities.
 #[derive(Debug, Parser)]
@@ -104,8 +105,12 @@ pub enum ApiKeyCommand {
     Create {
         /// A name to recognise the key by.
         name: String,
+        /// What the key may do: `admin` (everything), `operator` (agents, sessions, runs,
+        /// approvals; no keys, providers or secrets) or `reader` (reads only).
+        #[arg(long, default_value = "operator", value_parser = parse_role)]
+        role: Role,
     },
-    /// List API keys (name, prefix, status).
+    /// List API keys (name, role, prefix, status).
     List,
     /// Revoke an API key by id (`key_...`) or name.
     Revoke {
@@ -145,6 +150,12 @@ pub enum PluginCommand {
         /// Capability id.
         id: String,
     },
+    /// Show the key-value state a plugin keeps, per owner (agent, session or global): keys
+    /// and bytes, against its quota.
+    Usage {
+        /// Capability id.
+        id: String,
+    },
 }
 
 /// Languages `plugin new` has templates for.
@@ -167,4 +178,9 @@ impl Lang {
             Lang::Js => "js",
         }
     }
+}
+
+/// A `--role` value.
+fn parse_role(value: &str) -> Result<Role, String> {
+    value.parse()
 }

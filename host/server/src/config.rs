@@ -123,6 +123,63 @@ pub struct Config {
     /// `traceparent` is always followed).
     #[serde(default = "default_trace_sample_ratio")]
     pub trace_sample_ratio: f64,
+    /// Requests per second one API key may make (bursts of twice that); 0: unlimited.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit_per_key: u32,
+    /// Runs per second one API key may start (bursts of twice that); 0: unlimited.
+    #[serde(default = "default_run_start_limit")]
+    pub run_start_limit_per_key: u32,
+    /// Event streams one API key may hold open at once; 0: unlimited.
+    #[serde(default = "default_max_streams_per_key")]
+    pub max_streams_per_key: u32,
+    /// Event streams this process holds open at once; 0: unlimited.
+    #[serde(default = "default_max_streams")]
+    pub max_streams: u32,
+    /// How long a request may take to produce its response, in milliseconds; 0: no limit.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// How long a kept-alive connection may sit without a new request before it is closed,
+    /// in milliseconds (also the deadline for a request's headers to arrive).
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Most keys a plugin may keep per owner (agent or session); a manifest may ask for fewer.
+    #[serde(default = "default_plugin_kv_max_keys")]
+    pub plugin_kv_max_keys: u64,
+    /// Most bytes (keys and values) a plugin may keep per owner; a manifest may ask for fewer.
+    #[serde(default = "default_plugin_kv_max_bytes")]
+    pub plugin_kv_max_bytes: u64,
+}
+
+fn default_rate_limit() -> u32 {
+    everruns_api::LimitSettings::default().rate_limit_per_key
+}
+
+fn default_run_start_limit() -> u32 {
+    everruns_api::LimitSettings::default().run_start_limit_per_key
+}
+
+fn default_max_streams_per_key() -> u32 {
+    everruns_api::LimitSettings::default().max_streams_per_key
+}
+
+fn default_max_streams() -> u32 {
+    everruns_api::LimitSettings::default().max_streams
+}
+
+fn default_request_timeout_ms() -> u64 {
+    everruns_api::LimitSettings::default().request_timeout_ms
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+
+fn default_plugin_kv_max_keys() -> u64 {
+    everruns_runtime::KvQuota::default().max_keys
+}
+
+fn default_plugin_kv_max_bytes() -> u64 {
+    everruns_runtime::KvQuota::default().max_bytes
 }
 
 fn default_trace_sample_ratio() -> f64 {
@@ -179,6 +236,14 @@ impl Default for Config {
             metrics_public: false,
             otlp_endpoint: None,
             trace_sample_ratio: default_trace_sample_ratio(),
+            rate_limit_per_key: default_rate_limit(),
+            run_start_limit_per_key: default_run_start_limit(),
+            max_streams_per_key: default_max_streams_per_key(),
+            max_streams: default_max_streams(),
+            request_timeout_ms: default_request_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            plugin_kv_max_keys: default_plugin_kv_max_keys(),
+            plugin_kv_max_bytes: default_plugin_kv_max_bytes(),
         }
     }
 }
@@ -211,6 +276,14 @@ const ENV_KEYS: &[&str] = &[
     "metrics_public",
     "otlp_endpoint",
     "trace_sample_ratio",
+    "rate_limit_per_key",
+    "run_start_limit_per_key",
+    "max_streams_per_key",
+    "max_streams",
+    "request_timeout_ms",
+    "idle_timeout_ms",
+    "plugin_kv_max_keys",
+    "plugin_kv_max_bytes",
 ];
 
 #[derive(Serialize)]
@@ -301,6 +374,15 @@ impl Config {
         if !(0.0..=1.0).contains(&config.trace_sample_ratio) {
             bail!("invalid configuration: trace_sample_ratio must be between 0.0 and 1.0");
         }
+        if config.idle_timeout_ms == 0 {
+            bail!("invalid configuration: idle_timeout_ms must be at least 1");
+        }
+        if config.plugin_kv_max_keys == 0 || config.plugin_kv_max_bytes == 0 {
+            bail!(
+                "invalid configuration: plugin_kv_max_keys and plugin_kv_max_bytes must be at \
+                 least 1 (a plugin that may not keep state is denied `kv` in plugin_grants)"
+            );
+        }
         if config.database_max_connections == 0 {
             bail!("invalid configuration: database_max_connections must be at least 1");
         }
@@ -340,6 +422,17 @@ impl Config {
                 .unwrap_or_else(|| SecretString::from(String::new())),
             default_model: self.llm_model.clone().filter(|m| !m.trim().is_empty()),
         }))
+    }
+
+    /// The API's rate limits, stream caps and request deadline.
+    pub fn limits(&self) -> everruns_api::LimitSettings {
+        everruns_api::LimitSettings {
+            rate_limit_per_key: self.rate_limit_per_key,
+            run_start_limit_per_key: self.run_start_limit_per_key,
+            max_streams_per_key: self.max_streams_per_key,
+            max_streams: self.max_streams,
+            request_timeout_ms: self.request_timeout_ms,
+        }
     }
 
     /// The database URL to open: PostgreSQL when configured, else SQLite in the data directory.

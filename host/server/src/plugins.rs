@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use everruns_core::{SealedOwner, is_valid_secret_name};
+use everruns_core::{KvUsage, SealedOwner, is_valid_secret_name};
 use everruns_executor::store_scope;
 use everruns_runtime::{
-    BackendError, CapabilityId, Grant, Grants, HostPattern, KvBackend, KvScope, MemorySecrets,
-    Runtime, RuntimeConfig, SecretSource,
+    BackendError, CapabilityId, Grant, Grants, HostPattern, KvBackend, KvQuota, KvScope,
+    MemorySecrets, Runtime, RuntimeConfig, SecretSource,
 };
 use everruns_secrets::Keyring;
 use everruns_store::{Store, StoreError};
@@ -72,6 +72,13 @@ impl KvBackend for StoreKv {
         let limit = u32::try_from(limit).unwrap_or(u32::MAX);
         self.0
             .kv_list(&store_scope(scope), prefix, limit)
+            .await
+            .map_err(backend_error)
+    }
+
+    async fn usage(&self, scope: &KvScope, excluding: &[&str]) -> Result<KvUsage, BackendError> {
+        self.0
+            .kv_usage(&store_scope(scope), excluding)
             .await
             .map_err(backend_error)
     }
@@ -182,6 +189,10 @@ pub fn build_runtime(
         grants: Grants {
             allow_private_networks: config.allow_private_networks,
             plugins: plugin_grants(config)?,
+            kv_quota: KvQuota {
+                max_keys: config.plugin_kv_max_keys,
+                max_bytes: config.plugin_kv_max_bytes,
+            },
             ..Grants::default()
         },
         ..RuntimeConfig::default()

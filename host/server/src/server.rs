@@ -3,14 +3,15 @@
 //! starts the executor (unless this process only serves the API) and serves HTTP until the
 //! shutdown token is cancelled (SSE streams end; other in-flight requests get a grace period).
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::serve::ListenerExt;
-use everruns_api::{AppState, EventHub, MIN_KEY_LEN, MetricsEndpoint, generate_key, key_record};
+use everruns_api::{
+    AppState, EventHub, Limits, MIN_KEY_LEN, MetricsEndpoint, generate_key, key_record,
+};
+use everruns_core::Role;
 use everruns_executor::{Executor, ExecutorConfig, Providers, Starter};
 use everruns_runtime::Runtime;
 use everruns_secrets::Keyring;
@@ -110,35 +111,30 @@ impl Server {
                 crate::telemetry::prometheus(),
                 self.config.metrics_public,
             ),
+            limits: Arc::new(Limits::new(self.config.limits())),
         });
-        // Without TCP_NODELAY, a small SSE frame written right after another one waits for
-        // the client's delayed ACK (up to 40 ms on Linux).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
-            }
-        });
-        let serving = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future();
+        let serving = everruns_api::serve(
+            self.listener,
+            app,
+            Duration::from_millis(self.config.idle_timeout_ms),
+            shutdown.clone(),
+        );
         // Streams end at shutdown; a request that still has not finished after the grace
         // period is cut off rather than holding the process.
         let grace = async {
             shutdown.cancelled().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
-        let served = tokio::select! {
-            served = serving => served.context("HTTP server failed"),
+        tokio::select! {
+            () = serving => {}
             () = grace => {
                 tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still in flight after the grace period; closing them");
-                Ok(())
             }
-        };
+        }
         shutdown.cancel();
         if let Some(worker) = worker {
             let _ = worker.await;
         }
-        served?;
         tracing::info!("everruns stopped");
         Ok(())
     }
@@ -179,13 +175,15 @@ pub async fn run_worker(config: &Config, shutdown: CancellationToken) -> anyhow:
         runtime,
         keyring,
         metrics: MetricsEndpoint::new(crate::telemetry::prometheus(), config.metrics_public),
+        limits: Arc::new(Limits::new(config.limits())),
     });
     tracing::info!(addr = %listener.local_addr()?, "worker serving /metrics and /health");
-    let serving = tokio::spawn(
-        axum::serve(listener, monitoring)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
-    );
+    let serving = tokio::spawn(everruns_api::serve(
+        listener,
+        monitoring,
+        Duration::from_millis(config.idle_timeout_ms),
+        shutdown.clone(),
+    ));
     executor.run(shutdown).await;
     serving.abort();
     Ok(())
@@ -272,10 +270,10 @@ async fn bootstrap_api_key(store: &dyn Store, config: &Config) -> anyhow::Result
                      whitespace"
                 );
             }
-            (key_record("admin", key), None)
+            (key_record("admin", key, Role::Admin), None)
         }
         None => {
-            let generated = generate_key("admin");
+            let generated = generate_key("admin", Role::Admin);
             (generated.record, Some(generated.secret))
         }
     };

@@ -4,7 +4,8 @@
 //! (SIGSTOP/SIGCONT) writes nothing once another worker took over; a run waiting for tool
 //! approval holds no worker slot, survives a SIGKILL and resumes in another process after
 //! the decision; two processes deciding one approval at once: one wins, one resumption; a
-//! run taken over after SIGKILL stays in the trace of the request that started it.
+//! run taken over after SIGKILL stays in the trace of the request that started it; a run's
+//! budgets keep counting across a SIGKILL (they are read from the journal, not memory).
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -626,13 +627,21 @@ async fn stale_worker_after_sigstop_writes_nothing() {
 /// call). The agent is edited before the kill: the run still asks the model with the
 /// configuration it was created with. On PostgreSQL and on SQLite (kill and restart on the
 /// same data directory).
+/// The data directory of processes on `db`: SQLite's own directory (the server's database
+/// file is `everruns.db` there), or a new one for PostgreSQL (kept alive by the first value).
+fn process_dir(db: &TestDb) -> (Option<tempfile::TempDir>, std::path::PathBuf) {
+    match db.sqlite_dir() {
+        Some(sqlite) => (None, sqlite.to_path_buf()),
+        None => {
+            let own = data_dir();
+            let path = own.path().to_path_buf();
+            (Some(own), path)
+        }
+    }
+}
+
 async fn kill_9_during_a_stateful_call(db: &TestDb) {
-    let own_dir = db.sqlite_dir().is_none().then(data_dir);
-    let dir = match (&own_dir, db.sqlite_dir()) {
-        (Some(own), _) => own.path().to_path_buf(),
-        (None, Some(sqlite)) => sqlite.to_path_buf(),
-        (None, None) => unreachable!("a PostgreSQL test gets its own data directory"),
-    };
+    let (_own_dir, dir) = process_dir(db);
     // The tool sleeps past the kill; its deadline must not cut it off first.
     let manifest = HOOKS.replace("timeout_ms = 2000", "timeout_ms = 20000");
     plugin_dir(&dir.join("plugins"), "hooks", "hooks", &manifest);
@@ -1075,5 +1084,103 @@ async fn a_run_taken_over_after_kill_9_stays_in_one_trace() {
         assert_eq!(hex(&chat.trace_id), TRACE_ID);
     }
     drop(second);
+    db.cleanup().await;
+}
+
+/// A run with a budget of 4 tool calls is killed after its second; the process that takes it
+/// over counts the two already journaled, so the run makes exactly 4 in all, not 2 + 4.
+async fn a_budget_keeps_counting_after_kill_9(db: &TestDb) {
+    let (_own_dir, dir) = process_dir(db);
+    let manifest = HOOKS.replace("timeout_ms = 2000", "timeout_ms = 20000");
+    plugin_dir(&dir.join("plugins"), "hooks", "hooks", &manifest);
+    let llm = FakeLlm::start().await;
+    llm.set_fallback(|_| {
+        Reply::tool_call("hooks__slow_bump", json!({"ms": 300})).with_usage(10, 5)
+    });
+    let mut process = Everruns::spawn(&dir, db, &llm, 0);
+    process.healthy().await;
+    let http = client();
+    let base = process.base.clone();
+    let agent = post_json(
+        &http,
+        &format!("{base}/v1/agents"),
+        json!({"name": "budgeted", "system_prompt": "x",
+               "model": {"max_tool_calls_per_run": 4},
+               "capabilities": [{"id": "hooks"}]}),
+    )
+    .await;
+    let session = post_json(
+        &http,
+        &format!("{base}/v1/sessions"),
+        json!({"agent_id": agent["id"]}),
+    )
+    .await;
+    let sid = session["id"].as_str().unwrap().to_owned();
+    let run = post_json(
+        &http,
+        &format!("{base}/v1/sessions/{sid}/messages"),
+        json!({"content": "loop"}),
+    )
+    .await;
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while event_log(&http, &base, &sid)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "tool.completed")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "two tool calls never completed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    process.kill_9();
+    drop(process);
+
+    let mut process = Everruns::spawn(&dir, db, &llm, 1);
+    process.healthy().await;
+    let base = process.base.clone();
+    let run = wait_status(&http, &base, &run_id, "failed").await;
+    let error = run["error"].as_str().unwrap();
+    assert!(
+        error.contains("tool call budget of 4") && error.contains("4 tool calls made"),
+        "{error}"
+    );
+    let tools = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "tool")
+        .count();
+    assert_eq!(
+        tools, 4,
+        "the budget counted the calls made before the kill"
+    );
+    assert_eq!(
+        run["usage"]["input_tokens"].as_u64(),
+        Some(
+            10 * run["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["kind"] == "llm")
+                .count() as u64
+        ),
+        "tokens are counted once per model step, across the takeover: {run}"
+    );
+    drop(process);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_keeps_counting_after_kill_9_postgres() {
+    let db = TestDb::postgres().await;
+    a_budget_keeps_counting_after_kill_9(&db).await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_keeps_counting_after_kill_9_sqlite() {
+    let db = TestDb::sqlite();
+    a_budget_keeps_counting_after_kill_9(&db).await;
     db.cleanup().await;
 }

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use everruns_core::{
-    KV_KEY_MAX, KvOwnerRow, KvScope, MessageRole, NewApiKey, ProviderKind, ProviderPatch, Sealed,
-    SessionStatus, Timestamp,
+    KV_KEY_MAX, KvOwnerRow, KvScope, KvUsage, MessageRole, NewApiKey, ProviderKind, ProviderPatch,
+    Role, Sealed, SessionStatus, Timestamp,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -133,6 +133,30 @@ pub(crate) fn check_kv_scope(scope: &KvScope) -> Result<()> {
     reject_nul("a key-value owner", &scope.owner)
 }
 
+/// The keys a usage query leaves out, as the JSON array both backends unpack in SQL.
+pub(crate) fn kv_excluded(scope: &KvScope, excluding: &[&str]) -> Result<String> {
+    check_kv_scope(scope)?;
+    for key in excluding {
+        reject_nul("a key", key)?;
+    }
+    to_json_text("excluded keys", &excluding)
+}
+
+/// A usage row: key count and byte total (`NULL` when there are no keys).
+pub(crate) fn kv_usage(keys: i64, bytes: Option<i64>) -> KvUsage {
+    KvUsage {
+        keys: u64::try_from(keys).unwrap_or(0),
+        bytes: bytes.and_then(|b| u64::try_from(b).ok()).unwrap_or(0),
+    }
+}
+
+/// Usage rows per owner: owner, key count, byte total.
+pub(crate) fn kv_usage_by_owner(rows: Vec<(String, i64, Option<i64>)>) -> Vec<(String, KvUsage)> {
+    rows.into_iter()
+        .map(|(owner, keys, bytes)| (owner, kv_usage(keys, bytes)))
+        .collect()
+}
+
 /// The error for a key-value write that found its owner (agent or session) gone: it was
 /// deleted, and its state with it.
 pub(crate) fn kv_owner_gone(scope: &KvScope) -> StoreError {
@@ -189,6 +213,14 @@ pub(crate) fn check_new_api_key(new: &NewApiKey) -> Result<()> {
     reject_nul("an API key name", &new.name)?;
     reject_nul("an API key prefix", &new.prefix)?;
     reject_nul("an API key hash", &new.hash)
+}
+
+/// A stored role.
+pub(crate) fn role(text: String) -> Result<Role> {
+    text.parse().map_err(|detail| StoreError::Corrupt {
+        what: "API key role",
+        detail,
+    })
 }
 
 /// Maps a unique violation on the provider name to a conflict naming it.

@@ -51,10 +51,10 @@ use std::time::Duration;
 
 use everruns_core::{
     Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Approval, ApprovalId, ApprovalStatus, Decision,
-    Event, KvScope, Lease, Message, NewAgent, NewApiKey, NewApproval, NewEvent, NewMessage,
-    NewProvider, NewSession, NewStep, Overrides, Page, PageRequest, Provider, ProviderId,
-    ProviderPatch, RecordedStep, Run, RunConfig, RunId, RunStatus, Sealed, SealedOwner, SealedRef,
-    Secret, Session, SessionId, SessionPatch, StartedRun, Step, Timestamp, Usage,
+    Event, KvScope, KvUsage, Lease, Message, NewAgent, NewApiKey, NewApproval, NewEvent,
+    NewMessage, NewProvider, NewSession, NewStep, Overrides, Page, PageRequest, Provider,
+    ProviderId, ProviderPatch, RecordedStep, Run, RunConfig, RunId, RunStatus, Sealed, SealedOwner,
+    SealedRef, Secret, Session, SessionId, SessionPatch, StartedRun, Step, Timestamp, Usage,
 };
 
 pub use bus::{Appended, EventBus, SessionFeed};
@@ -63,6 +63,9 @@ pub use error::{Result, StoreError};
 pub use postgres::PgStore;
 pub use signal::EventSignal;
 pub use sqlite::SqliteStore;
+
+/// Most owners [`Store::kv_usage_by_owner`] lists.
+pub const KV_USAGE_OWNERS: u32 = 10_000;
 
 /// Most unfinished runs [`Store::queue_stats`] reads.
 pub const QUEUE_STATS_SCAN: u32 = 100_000;
@@ -203,6 +206,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<bool>;
 
     // ---- plugin key-value state ----
+    // Usage (`kv_usage`) counts a key's and its value's bytes, as the quotas do.
     // Keys are 1..=KV_KEY_MAX bytes without NUL (`StoreError::Invalid` otherwise); values are
     // opaque bytes. An agent's or session's entries are deleted with it.
     /// The value stored under `key`, if any.
@@ -215,6 +219,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Up to `limit` keys starting with `prefix` (taken literally: `%` and `_` are not
     /// wildcards), in byte order.
     async fn kv_list(&self, scope: &KvScope, prefix: &str, limit: u32) -> Result<Vec<String>>;
+    /// What `scope` holds, not counting the keys in `excluding` (the keys a caller is about to
+    /// rewrite, whose new sizes it counts itself).
+    async fn kv_usage(&self, scope: &KvScope, excluding: &[&str]) -> Result<KvUsage>;
+    /// What each owner of `plugin`'s state holds, by owner, at most [`KV_USAGE_OWNERS`]
+    /// owners (the largest first).
+    async fn kv_usage_by_owner(&self, plugin: &str) -> Result<Vec<(String, KvUsage)>>;
 
     // ---- runs ----
     // A session executes one run at a time, in the order the runs were started; the others

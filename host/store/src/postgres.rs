@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use everruns_core::{
     Agent, AgentId, AgentPatch, ApiKey, ApiKeyId, Approval, ApprovalId, ApprovalStatus, Decision,
-    Event, KvScope, Lease, Message, MessageId, NewAgent, NewApiKey, NewApproval, NewEvent,
+    Event, KvScope, KvUsage, Lease, Message, MessageId, NewAgent, NewApiKey, NewApproval, NewEvent,
     NewMessage, NewProvider, NewSession, NewStep, Overrides, Page, PageRequest, Provider,
     ProviderId, ProviderPatch, RecordedStep, Run, RunConfig, RunId, RunStatus, Sealed, SealedOwner,
     SealedRef, Secret, Session, SessionId, SessionPatch, SessionStatus, StartedRun, Step, Usage,
@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use crate::bus::EventBus;
 use crate::codec::{self, from_json_text, parse_id, reject_nul, to_json_text};
 use crate::signal::EventSignal;
-use crate::{Claim, Result, Store, StoreError, paging};
+use crate::{Claim, KV_USAGE_OWNERS, Result, Store, StoreError, paging};
 
 /// The PostgreSQL schema, embedded at build time.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -58,7 +58,7 @@ macro_rules! session_columns {
 }
 macro_rules! api_key_columns {
     () => {
-        "id, name, prefix, created_at, last_used_at, revoked_at"
+        "id, name, prefix, role, created_at, last_used_at, revoked_at"
     };
 }
 
@@ -144,6 +144,7 @@ fn api_key_from_row(row: &PgRow) -> Result<ApiKey> {
         id: parse_id("API key id", row.try_get("id")?, ApiKeyId::parse)?,
         name: row.try_get("name")?,
         prefix: row.try_get("prefix")?,
+        role: codec::role(row.try_get("role")?)?,
         created_at: row.try_get("created_at")?,
         last_used_at: row.try_get("last_used_at")?,
         revoked_at: row.try_get("revoked_at")?,
@@ -159,17 +160,20 @@ async fn insert_api_key<'e>(
         id: ApiKeyId::new(),
         name: new.name.clone(),
         prefix: new.prefix.clone(),
+        role: new.role,
         created_at: codec::now(),
         last_used_at: None,
         revoked_at: None,
     };
     sqlx::query(
-        "INSERT INTO api_keys (id, name, prefix, hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO api_keys (id, name, prefix, hash, role, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(key.id.as_str())
     .bind(&key.name)
     .bind(&key.prefix)
     .bind(&new.hash)
+    .bind(key.role.as_str())
     .bind(key.created_at)
     .execute(executor)
     .await
@@ -758,6 +762,34 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(keys)
+    }
+
+    async fn kv_usage(&self, scope: &KvScope, excluding: &[&str]) -> Result<KvUsage> {
+        let excluded = codec::kv_excluded(scope, excluding)?;
+        let (keys, bytes): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), SUM(octet_length(key) + octet_length(value))::BIGINT \
+             FROM plugin_kv WHERE plugin = $1 AND owner = $2 \
+               AND key NOT IN (SELECT jsonb_array_elements_text($3::jsonb))",
+        )
+        .bind(&scope.plugin)
+        .bind(&scope.owner)
+        .bind(excluded)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(codec::kv_usage(keys, bytes))
+    }
+
+    async fn kv_usage_by_owner(&self, plugin: &str) -> Result<Vec<(String, KvUsage)>> {
+        reject_nul("a plugin id", plugin)?;
+        let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT owner, COUNT(*), SUM(octet_length(key) + octet_length(value))::BIGINT \
+             FROM plugin_kv WHERE plugin = $1 GROUP BY owner ORDER BY 3 DESC, owner LIMIT $2",
+        )
+        .bind(plugin)
+        .bind(i64::from(KV_USAGE_OWNERS))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(codec::kv_usage_by_owner(rows))
     }
 
     // ---- providers ----

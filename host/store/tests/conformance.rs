@@ -6,9 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use everruns_core::{
-    AgentId, AgentPatch, ApiKeyId, CapabilityRef, KV_KEY_MAX, KvScope, MessageRole, ModelSettings,
-    NewAgent, NewApiKey, NewMessage, NewSession, Page, PageRequest, SessionId, SessionPatch,
-    SessionStatus, Timestamp,
+    AgentId, AgentPatch, ApiKeyId, CapabilityRef, KV_KEY_MAX, KvScope, KvUsage, MessageRole,
+    ModelSettings, NewAgent, NewApiKey, NewMessage, NewSession, Page, PageRequest, Role, SessionId,
+    SessionPatch, SessionStatus, Timestamp,
 };
 use everruns_store::{Store, StoreConfig, StoreError, connect};
 use everruns_testkit::TestDb;
@@ -55,6 +55,7 @@ conformance!(
     racing_first_api_keys_create_exactly_one,
     kv_values_are_set_read_overwritten_and_deleted,
     kv_list_takes_the_prefix_literally,
+    kv_usage_counts_keys_and_bytes_per_owner,
     kv_scopes_are_isolated,
     kv_state_of_a_missing_owner_is_not_written,
     kv_writes_racing_a_delete_leave_nothing,
@@ -103,6 +104,7 @@ fn new_key(name: &str) -> NewApiKey {
         name: name.to_owned(),
         prefix: format!("evr_{name}"),
         hash: format!("{:0>64}", name.len().to_string() + name),
+        role: Role::Operator,
     }
 }
 
@@ -181,6 +183,9 @@ async fn agents_round_trip_every_field(db: &TestDb) {
             temperature: Some(0.7),
             max_tokens: Some(4096),
             max_steps: Some(25),
+            max_tokens_per_run: Some(1_000_000),
+            max_duration_seconds: Some(600),
+            max_tool_calls_per_run: Some(40),
         },
         capabilities: vec![
             CapabilityRef {
@@ -896,6 +901,7 @@ async fn api_keys_authenticate_until_revoked(db: &TestDb) {
         .unwrap()
         .expect("the key authenticates");
     assert_eq!(authed.id, key.id);
+    assert_eq!(authed.role, Role::Operator, "the role is kept");
     let used = authed.last_used_at.expect("last_used_at is recorded");
     assert!(used >= key.created_at);
     assert_micros(used);
@@ -1019,6 +1025,45 @@ async fn racing_first_api_keys_create_exactly_one(db: &TestDb) {
 }
 
 // ---- plugin key-value state ----
+
+async fn kv_usage_counts_keys_and_bytes_per_owner(db: &TestDb) {
+    let store = open(db).await;
+    let agent = store.create_agent(new_agent("quota")).await.unwrap();
+    let mine = KvScope::global("notes");
+    let theirs = KvScope::agent("notes", &agent.id);
+    let usage = |keys, bytes| KvUsage { keys, bytes };
+    assert_eq!(store.kv_usage(&mine, &[]).await.unwrap(), usage(0, 0));
+    // Bytes are UTF-8 bytes of the key plus the value's bytes.
+    store.kv_set(&mine, "é", b"1234").await.unwrap();
+    store.kv_set(&mine, "b", b"").await.unwrap();
+    store.kv_set(&mine, "it's", &[0u8; 10]).await.unwrap();
+    store.kv_set(&theirs, "x", b"yy").await.unwrap();
+    store
+        .kv_set(&KvScope::global("other"), "z", b"zz")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.kv_usage(&mine, &[]).await.unwrap(),
+        usage(3, 6 + 1 + 14)
+    );
+    assert_eq!(
+        store
+            .kv_usage(&mine, &["é", "absent", "it's"])
+            .await
+            .unwrap(),
+        usage(1, 1),
+        "excluded keys are not counted"
+    );
+    assert_eq!(
+        store.kv_usage_by_owner("notes").await.unwrap(),
+        vec![
+            ("global".to_owned(), usage(3, 21)),
+            (KvScope::agent_owner(&agent.id), usage(1, 3)),
+        ],
+        "largest owner first"
+    );
+    assert_eq!(store.kv_usage_by_owner("absent").await.unwrap(), Vec::new());
+}
 
 async fn kv_values_are_set_read_overwritten_and_deleted(db: &TestDb) {
     let store = open(db).await;

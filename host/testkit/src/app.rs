@@ -40,6 +40,8 @@ impl TestApp {
 
     /// Like [`TestApp::start`], with `configure` adjusting the configuration first (LLM
     /// provider, plugin directories, built-in plugins (off unless turned on), lease, ...).
+    /// The API's rate limits and stream caps are off unless turned on: tests send bursts no
+    /// client would.
     pub async fn start_configured(
         data_dir: &Path,
         database_url: Option<&str>,
@@ -56,6 +58,10 @@ impl TestApp {
             // them turn them on.
             builtin_plugins: false,
             secret_key: database_url.map(|_| SecretString::from(TEST_SECRET_KEY.to_owned())),
+            rate_limit_per_key: 0,
+            run_start_limit_per_key: 0,
+            max_streams_per_key: 0,
+            max_streams: 0,
             ..Config::default()
         };
         configure(&mut config);

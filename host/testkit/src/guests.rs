@@ -26,7 +26,8 @@ defaults = { greeting = "hello" }
 "#;
 
 /// Manifest of the `hostile` guest: one tool per attack (`spin` loops forever, `memory-bomb`,
-/// `recurse`, `huge-output`, `http-get`, `secret`, `sandbox-probe`); calls time out after 1 s.
+/// `recurse`, `huge-output`, `http-get`, `secret`, `sandbox-probe`, `kv-flood`: key-value
+/// writes until one fails, which needs `kv = true` added); calls time out after 1 s.
 pub const HOSTILE: &str = r#"
 id = "hostile"
 version = "0.1.0"

@@ -22,6 +22,12 @@ use crate::routes::capabilities::validate_agent_capabilities;
 
 /// Largest `max_tokens` accepted (no model answers more in one response).
 const MAX_TOKENS_LIMIT: u32 = 1_000_000;
+/// Largest `max_tokens_per_run` accepted.
+const MAX_TOKENS_PER_RUN_LIMIT: u64 = 1_000_000_000_000;
+/// Largest `max_duration_seconds` accepted: a year.
+const MAX_DURATION_LIMIT: u64 = 31_536_000;
+/// Largest `max_tool_calls_per_run` accepted.
+const MAX_TOOL_CALLS_LIMIT: u64 = 100_000;
 
 /// Most capabilities one agent may enable.
 const MAX_CAPABILITIES: usize = 64;
@@ -56,6 +62,20 @@ pub struct ModelSettingsBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 1000)]
     pub max_steps: Option<u32>,
+    /// Run budget: tokens (input and output, every model call) one run may spend; a run that
+    /// reaches it fails naming the budget. Absent: no budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000u64)]
+    pub max_tokens_per_run: Option<u64>,
+    /// Run budget: seconds from the run's first start (time waiting for approval included)
+    /// after which it takes no further step. Absent: no budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 31_536_000)]
+    pub max_duration_seconds: Option<u64>,
+    /// Run budget: tool calls one run may make. Absent: no budget (`max_steps` still applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100_000)]
+    pub max_tool_calls_per_run: Option<u32>,
 }
 
 impl From<ModelSettings> for ModelSettingsBody {
@@ -66,6 +86,9 @@ impl From<ModelSettings> for ModelSettingsBody {
             temperature: m.temperature,
             max_tokens: m.max_tokens,
             max_steps: m.max_steps,
+            max_tokens_per_run: m.max_tokens_per_run,
+            max_duration_seconds: m.max_duration_seconds,
+            max_tool_calls_per_run: m.max_tool_calls_per_run,
         }
     }
 }
@@ -243,12 +266,39 @@ pub(crate) fn validate_model(
             "must be between 1 and 1000",
         ));
     }
+    for (name, value, max) in [
+        (
+            "model.max_tokens_per_run",
+            model.max_tokens_per_run,
+            MAX_TOKENS_PER_RUN_LIMIT,
+        ),
+        (
+            "model.max_duration_seconds",
+            model.max_duration_seconds,
+            MAX_DURATION_LIMIT,
+        ),
+        (
+            "model.max_tool_calls_per_run",
+            model.max_tool_calls_per_run.map(u64::from),
+            MAX_TOOL_CALLS_LIMIT,
+        ),
+    ] {
+        if value.is_some_and(|v| !(1..=max).contains(&v)) {
+            errors.push(FieldError::new(
+                name,
+                format!("must be between 1 and {max}"),
+            ));
+        }
+    }
     ModelSettings {
         provider: model.provider.clone(),
         model: model.model.clone(),
         temperature: model.temperature,
         max_tokens: model.max_tokens,
         max_steps: model.max_steps,
+        max_tokens_per_run: model.max_tokens_per_run,
+        max_duration_seconds: model.max_duration_seconds,
+        max_tool_calls_per_run: model.max_tool_calls_per_run,
     }
 }
 

@@ -276,7 +276,7 @@ async fn list_run_approvals(
 )]
 async fn decide(
     State(state): State<AppState>,
-    Extension(Caller(caller)): Extension<Caller>,
+    Extension(Caller { id: caller, .. }): Extension<Caller>,
     Path((id, approval)): Path<(String, String)>,
     ApiJson(body): ApiJson<DecideBody>,
 ) -> ApiResult<Json<ApprovalResponse>> {

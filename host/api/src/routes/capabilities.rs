@@ -68,6 +68,20 @@ pub struct LimitsResponse {
     pub timeout_ms: u64,
     /// Fuel (roughly, WASM instructions) per call; null when not metered.
     pub fuel: Option<u64>,
+    /// Key-value quota per owner (agent or session); null without key-value state.
+    pub kv_quota: Option<KvQuotaResponse>,
+}
+
+/// How much key-value state the plugin may keep per owner: its manifest's `[limits]` within
+/// the operator's `plugin_kv_max_keys` and `plugin_kv_max_bytes`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KvQuotaResponse {
+    /// Most keys.
+    #[schema(example = 10000)]
+    pub max_keys: u64,
+    /// Most bytes, keys and values together.
+    #[schema(example = 16777216)]
+    pub max_bytes: u64,
 }
 
 /// An installed capability (plugin), or a plugin directory that failed to load.
@@ -160,6 +174,10 @@ fn loaded(plugin: &Plugin, failures: &[LoadFailure]) -> CapabilityResponse {
             memory_mib: plugin.memory_limit_mib(),
             timeout_ms: plugin.timeout_ms(),
             fuel: manifest.limits.fuel,
+            kv_quota: granted.kv.map(|_| KvQuotaResponse {
+                max_keys: granted.kv_quota.max_keys,
+                max_bytes: granted.kv_quota.max_bytes,
+            }),
         }),
         config_schema: manifest.config_schema.clone(),
         config_defaults: Some(manifest.config_defaults.clone()),

@@ -4,13 +4,13 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::http::HeaderName;
 use axum::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use everruns_core::{Event, SessionId};
 use futures::stream::{Stream, StreamExt};
@@ -22,9 +22,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, QueryErrors};
 use crate::hub::Frame;
 use crate::json::ApiQuery;
+use crate::limits::StreamPermit;
 use crate::routes::sessions::session_id;
 
 /// Events read from the store per query.
@@ -103,6 +105,7 @@ pub struct EventPage {
 )]
 async fn session_events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<EventParams>,
@@ -135,7 +138,9 @@ async fn session_events(
             // Tells nginx-style proxies not to buffer the stream.
             (HeaderName::from_static("x-accel-buffering"), "no"),
         ];
-        return Ok((headers, Body::from_stream(live(state, session, since))).into_response());
+        let permit = state.limits.open_stream(&caller.id)?;
+        let stream = live(state, session, since, permit);
+        return Ok((headers, Body::from_stream(stream)).into_response());
     }
     let limit = params.limit.unwrap_or(100);
     if !(1..=BATCH).contains(&limit) {
@@ -155,15 +160,18 @@ async fn session_events(
 }
 
 /// Replays from `since`, then follows the session's live frames (see [`crate::hub`]). Ends
-/// when the client goes away (which never affects runs) or the server shuts down.
+/// when the client goes away (which never affects runs) or the server shuts down; `permit`
+/// counts the stream against its key's and the process's caps until then.
 fn live(
     state: AppState,
     session: SessionId,
     since: i64,
+    permit: StreamPermit,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let closing = state.events.closing();
     let stream = async_stream::stream! {
         let _open = crate::telemetry::OpenStream::open();
+        let _permit = permit;
         // Subscribed before the replay reads the log, so nothing falls between the two.
         let mut live = state.events.subscribe(&session).await;
         let mut last = since;

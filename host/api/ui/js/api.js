@@ -15,6 +15,31 @@ export function setApiKey(key) {
   sessionStorage.setItem(KEY_STORAGE, key);
 }
 
+const ROLE_STORAGE = 'everruns.me';
+const RANKS = { reader: 0, operator: 1, admin: 2 };
+
+/** The signed-in key as `/v1/me` described it ({id, name, role}), once asked for. */
+export function me() {
+  try {
+    return JSON.parse(sessionStorage.getItem(ROLE_STORAGE));
+  } catch {
+    return null;
+  }
+}
+
+/** Asks the server who the signed-in key is (its role decides what the UI offers). */
+export async function loadMe(signal) {
+  const who = await api('GET', '/v1/me', undefined, { signal });
+  sessionStorage.setItem(ROLE_STORAGE, JSON.stringify(who));
+  return who;
+}
+
+/** Whether the signed-in key's role reaches `needed` (`reader` < `operator` < `admin`). */
+export function can(needed) {
+  const who = me();
+  return !!who && RANKS[who.role] >= RANKS[needed];
+}
+
 /** Forgets the key and everything remembered for this tab. */
 export function signOut() {
   sessionStorage.clear();

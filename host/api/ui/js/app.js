@@ -1,7 +1,7 @@
 // The web UI's entry point: hash routing (#/chat, #/chat/<session>, #/agents, #/agents/<id>,
 // #/capabilities, #/settings), the signed-in state and the global error banner.
 
-import { apiKey, problemBox, signOut } from './api.js';
+import { apiKey, loadMe, me, problemBox, signOut } from './api.js';
 import { replace } from './dom.js';
 import * as agents from './views/agents.js';
 import * as capabilities from './views/capabilities.js';
@@ -14,6 +14,19 @@ const VIEWS = { chat, agents, capabilities, settings };
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
 const banner = document.getElementById('banner');
+const whoami = document.getElementById('whoami');
+
+// What the signed-in key may do: the body's `data-role` hides controls marked
+// `data-needs="operator"` from readers (app.css), and the top bar says which key this is.
+function showRole(who) {
+  document.body.dataset.role = who.role;
+  whoami.textContent = `${who.name} · ${who.role}`;
+  whoami.title = {
+    admin: 'This key may do everything.',
+    operator: 'This key works with agents, sessions and runs; providers, secrets and API keys need an admin key.',
+    reader: 'This key may only look: changing anything needs an operator or admin key.',
+  }[who.role] || '';
+}
 let current = null; // AbortController of the view on screen
 
 function navigate(hash) {
@@ -34,12 +47,24 @@ function showSignIn(reason) {
   });
 }
 
-function route() {
+async function route() {
   banner.hidden = true;
   if (!apiKey()) {
     showSignIn(null);
     return;
   }
+  let who = me();
+  if (!who) {
+    try {
+      who = await loadMe();
+    } catch (err) {
+      if (!apiKey()) return; // a 401 already went back to sign-in
+      replace(banner, problemBox(err));
+      banner.hidden = false;
+      return;
+    }
+  }
+  showRole(who);
   nav.hidden = false;
   const decode = (part) => {
     try {

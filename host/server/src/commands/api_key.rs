@@ -13,13 +13,13 @@ use crate::server::open_store;
 pub async fn run(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
     let store = open_store(config).await?;
     match command {
-        ApiKeyCommand::Create { name } => {
+        ApiKeyCommand::Create { name, role } => {
             if name.trim().is_empty() || name.chars().count() > 100 {
                 bail!("the key name must be 1 to 100 characters");
             }
-            let generated = generate_key(&name);
+            let generated = generate_key(&name, role);
             let key = store.create_api_key(generated.record).await?;
-            println!("created API key `{}` ({})", key.name, key.id);
+            println!("created {} API key `{}` ({})", key.role, key.name, key.id);
             println!("{}", generated.secret);
             eprintln!("store it now: the key cannot be shown again");
         }
@@ -33,7 +33,10 @@ pub async fn run(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> 
                     Some(at) => format!("revoked {}", at.format("%Y-%m-%d %H:%M")),
                     None => "active".to_owned(),
                 };
-                println!("{}  {:<24}  {}…  {}", key.id, key.name, key.prefix, status);
+                println!(
+                    "{}  {:<24}  {:<8}  {}…  {}",
+                    key.id, key.name, key.role, key.prefix, status
+                );
             }
         }
         ApiKeyCommand::Revoke { key } => {

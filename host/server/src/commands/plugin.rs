@@ -1,4 +1,5 @@
-//! `everruns plugin check|install|list|remove`: managing the plugins of a data directory.
+//! `everruns plugin check|install|list|new|remove|usage`: managing the plugins of a data
+//! directory, and what state they keep.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -65,6 +66,7 @@ pub async fn run(config: &Config, command: PluginCommand) -> anyhow::Result<()> 
                 .with_context(|| format!("cannot remove plugin `{id}`"))?;
             println!("removed {id} ({})", dir.display());
         }
+        PluginCommand::Usage { id } => usage(config, &id).await?,
     }
     Ok(())
 }
@@ -115,6 +117,30 @@ async fn list(config: &Config, plugins_dir: &Path) -> anyhow::Result<()> {
     }
     if !any {
         println!("no plugins in {}", plugins_dir.display());
+    }
+    Ok(())
+}
+
+/// `plugin usage`: each owner's keys and bytes, largest first.
+async fn usage(config: &Config, id: &str) -> anyhow::Result<()> {
+    let id = CapabilityId::parse(id).with_context(|| format!("`{id}` is not a capability id"))?;
+    let store = crate::server::open_store(config).await?;
+    let owners = store.kv_usage_by_owner(id.as_str()).await?;
+    println!(
+        "quota per owner: {} keys, {} bytes (plugin_kv_max_keys, plugin_kv_max_bytes; the \
+         plugin's manifest may ask for less)",
+        config.plugin_kv_max_keys, config.plugin_kv_max_bytes
+    );
+    if owners.is_empty() {
+        println!("`{id}` keeps no state");
+        return Ok(());
+    }
+    println!("{:<40}  {:>10}  {:>14}", "OWNER", "KEYS", "BYTES");
+    for (owner, used) in &owners {
+        println!("{owner:<40}  {:>10}  {:>14}", used.keys, used.bytes);
+    }
+    if owners.len() as u32 == everruns_store::KV_USAGE_OWNERS {
+        println!("(the {} largest owners)", owners.len());
     }
     Ok(())
 }

@@ -118,6 +118,9 @@ impl Everruns {
             // debug build takes seconds) would delay a joining process past the runs it is
             // meant to take over.
             .env("EVERRUNS_BUILTIN_PLUGINS", "false")
+            // The tests post bursts no client would; the limits have tests of their own.
+            .env("EVERRUNS_RATE_LIMIT_PER_KEY", "0")
+            .env("EVERRUNS_RUN_START_LIMIT_PER_KEY", "0")
             .envs(env.iter().copied())
             .current_dir(dir)
             .stdin(Stdio::null())

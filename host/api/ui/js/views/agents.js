@@ -15,7 +15,8 @@ async function list(main, { signal }) {
   const body = h('div', { id: 'agent-list', class: 'cards' }, h('p', { class: 'muted', text: 'Loading…' }));
   const status = h('div', { class: 'form-status' });
   replace(main, h('section', { class: 'page' },
-    h('div', { class: 'page-head' }, h('h1', { text: 'Agents' }), h('a', { href: '#/agents/new', class: 'button', id: 'new-agent', text: 'New agent' })),
+    h('div', { class: 'page-head' }, h('h1', { text: 'Agents' }), h('a', { href: '#/agents/new', class: 'button', id: 'new-agent', text: 'New agent', dataset: { needs: 'operator' } })),
+    h('p', { class: 'notice reader-only', text: 'This key is a reader: it can look at agents, not create or change them.' }),
     status, body));
   const load = async () => {
     try {
@@ -36,9 +37,9 @@ async function list(main, { signal }) {
           h('dt', { text: 'Updated' }), h('dd', { text: when(a.updated_at) })),
         h('div', { class: 'actions' },
           a.archived ? null : h('a', { href: `#/chat`, class: 'button secondary', text: 'Chat', onclick: () => sessionStorage.setItem('everruns.chat.agent', a.id) }),
-          h('a', { href: `#/agents/${a.id}`, class: 'button secondary', text: 'Edit' }),
+          h('a', { href: `#/agents/${a.id}`, class: 'button secondary', text: 'Edit', dataset: { needs: 'operator' } }),
           h('button', {
-            type: 'button', class: a.archived ? 'secondary' : 'danger', text: a.archived ? 'Unarchive' : 'Archive',
+            type: 'button', class: a.archived ? 'secondary' : 'danger', text: a.archived ? 'Unarchive' : 'Archive', dataset: { needs: 'operator' },
             onclick: async () => {
               if (!a.archived && !window.confirm(`Archive agent “${a.name}”? It stays readable but takes no new conversations.`)) return;
               try {

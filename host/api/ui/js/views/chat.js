@@ -267,7 +267,7 @@ function approvalCard(data, runId) {
   const badge = h('span', { class: 'badge approval-state waiting_approval', text: 'needs approval' });
   const approve = h('button', { type: 'button', class: 'small approve', text: 'Approve' });
   const reject = h('button', { type: 'button', class: 'small danger reject', text: 'Reject' });
-  const actions = h('div', { class: 'actions approval-actions' }, approve, reject);
+  const actions = h('div', { class: 'actions approval-actions', dataset: { needs: 'operator' } }, approve, reject);
   const reasonInput = h('input', {
     id: reasonId, type: 'text', class: 'reject-reason', name: 'reason', maxlength: 4096, autocomplete: 'off',
     placeholder: 'Optional; the model is told',
@@ -431,7 +431,7 @@ function sessionSettings({ session, agent, signal }) {
   let current = session;
   const badge = h('span', { class: 'badge', id: 'session-overrides-badge' });
   const body = h('div', { class: 'session-settings-body' });
-  const details = h('details', { class: 'session-settings', id: 'session-settings' },
+  const details = h('details', { class: 'session-settings', id: 'session-settings', dataset: { needs: 'operator' } },
     h('summary', {}, h('span', { class: 'summary-text', text: 'Session settings' }), ' ', badge),
     body);
   const showBadge = () => {
@@ -635,15 +635,16 @@ export async function render(main, { params, signal, navigate }) {
   const sendButton = h('button', { id: 'send', type: 'submit', text: 'Send' });
   const cancelButton = h('button', { id: 'cancel-run', type: 'button', class: 'danger', text: 'Cancel run', disabled: true });
   const composerStatus = h('div', { id: 'composer-status', class: 'form-status' });
-  const composer = h('form', { id: 'composer', class: 'composer' }, input, h('div', { class: 'actions' }, sendButton, cancelButton), composerStatus);
+  const composer = h('form', { id: 'composer', class: 'composer', dataset: { needs: 'operator' } }, input, h('div', { class: 'actions' }, sendButton, cancelButton), composerStatus);
+  const readerNote = h('p', { id: 'reader-note', class: 'notice reader-only', text: 'This key is a reader: it can follow conversations, not send messages or decide approvals.' });
   const side = h('aside', { class: 'chat-side' },
     h('div', { class: 'field' }, h('label', { for: 'agent-select', text: 'Agent' }), agentSelect),
-    h('button', { id: 'new-chat', type: 'button', class: 'secondary', text: 'New conversation', onclick: () => navigate('#/chat') }),
+    h('button', { id: 'new-chat', type: 'button', class: 'secondary', text: 'New conversation', dataset: { needs: 'operator' }, onclick: () => navigate('#/chat') }),
     // On a phone the list folds away while a conversation is open.
     h('details', { class: 'sessions', open: !sid || window.matchMedia('(min-width: 900px)').matches },
       h('summary', {}, h('h2', { text: 'Conversations' })), sessionList));
   replace(main, h('div', { class: 'chat' }, side,
-    h('section', { class: 'chat-main' }, chatHead, transcriptEl, composer)));
+    h('section', { class: 'chat-main' }, chatHead, transcriptEl, readerNote, composer)));
 
   const onRunsChanged = (t) => {
     const active = t.activeRuns();

@@ -2,10 +2,15 @@
 // API keys (a new key is shown once; revoke) and secrets for plugins (set, delete; values are
 // never shown).
 
-import { ApiError, api, listAll, problemBox } from '../api.js';
+import { ApiError, api, can, listAll, me, problemBox } from '../api.js';
 import { h, replace, when } from '../dom.js';
 
 export async function render(main, { signal }) {
+  if (!can('admin')) {
+    replace(main, h('div', { class: 'page' }, h('div', { class: 'page-head' }, h('h1', { text: 'Settings' })),
+      h('p', { id: 'settings-denied', class: 'notice', text: `Providers, API keys and secrets are managed with an admin key. This key (${me().name}) is ${me().role === 'reader' ? 'a reader' : 'an operator'}.` })));
+    return;
+  }
   const providers = h('section', { id: 'providers', class: 'settings-section' });
   const keys = h('section', { id: 'api-keys', class: 'settings-section' });
   const secrets = h('section', { id: 'secrets', class: 'settings-section' });
@@ -159,14 +164,18 @@ async function keySection(section, signal) {
   const status = h('div', { class: 'form-status' });
   const reveal = h('div', { id: 'new-api-key-slot' });
   const name = h('input', { id: 'api-key-name', name: 'name', required: true, maxlength: 100, placeholder: 'e.g. ci' });
-  const form = h('form', { id: 'api-key-form', class: 'inline-form' }, field('api-key-name', 'New key name', name), h('button', { type: 'submit', text: 'Create key' }));
+  const role = h('select', { id: 'api-key-role', name: 'role' },
+    h('option', { value: 'operator', text: 'operator: agents, sessions, runs', selected: true }),
+    h('option', { value: 'reader', text: 'reader: look only' }),
+    h('option', { value: 'admin', text: 'admin: everything' }));
+  const form = h('form', { id: 'api-key-form', class: 'inline-form' }, field('api-key-name', 'New key name', name), field('api-key-role', 'Role', role), h('button', { type: 'submit', text: 'Create key' }));
   replace(section, h('div', { class: 'section-head' }, h('h2', { text: 'API keys' })), form, status, reveal, list);
 
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     replace(status);
     try {
-      const created = await api('POST', '/v1/api-keys', { name: name.value.trim() });
+      const created = await api('POST', '/v1/api-keys', { name: name.value.trim(), role: role.value });
       name.value = '';
       const keyText = h('code', { id: 'new-api-key', class: 'secret-once', text: created.key });
       replace(reveal, h('div', { class: 'card once' },
@@ -186,7 +195,7 @@ async function keySection(section, signal) {
       const keys = await listAll('/v1/api-keys', { signal });
       replace(list, keys.map((k) => h('li', { class: `row${k.revoked_at ? ' revoked' : ''}`, dataset: { keyId: k.id } },
         h('div', { class: 'row-main' },
-          h('strong', { text: k.name }), ' ', h('code', { text: `${k.prefix}…` }),
+          h('strong', { text: k.name }), ' ', h('span', { class: 'badge', text: k.role }), ' ', h('code', { text: `${k.prefix}…` }),
           h('small', { class: 'muted block', text: `created ${when(k.created_at)}${k.last_used_at ? ` · last used ${when(k.last_used_at)}` : ''}` })),
         k.revoked_at ? h('span', { class: 'badge failed', text: 'revoked' })
           : h('button', {

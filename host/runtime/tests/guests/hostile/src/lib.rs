@@ -1,16 +1,17 @@
 //! The hostile test plugin: one tool per attack (spin forever, allocate without bound,
 //! recurse without bound, return a huge output, reach forbidden or private hosts, read
-//! an ungranted secret, poke at files, environment and sockets).
+//! an ungranted secret, poke at files, environment and sockets, write key-value state without
+//! end).
 
 wit_bindgen::generate!({
     path: "../../../../../wit/0.1.0",
     world: "plugin",
 });
 
-use everruns::capability::secrets;
 use everruns::capability::types::{
     CallContext, CapabilityInfo, ToolCall, ToolError, ToolOutput, ToolSpec,
 };
+use everruns::capability::{kv, secrets};
 use exports::everruns::capability::capability::Guest;
 use serde_json::{Value, json};
 
@@ -24,6 +25,7 @@ const TOOLS: &[&str] = &[
     "http-get",
     "secret",
     "sandbox-probe",
+    "kv-flood",
 ];
 
 impl Guest for Hostile {
@@ -88,6 +90,27 @@ impl Guest for Hostile {
                     Ok(value) => Ok(ToolOutput::Text(format!("len={}", value.len()))),
                     Err(e) => Err(ToolError::Denied(format!("{e:?}"))),
                 }
+            }
+            // Writes `flood/<n>` keys of `bytes` bytes each (default 100) until a write fails
+            // or `max` keys (default 100,000) were written; reports how far it got.
+            "kv-flood" => {
+                let bytes = args["bytes"].as_u64().unwrap_or(100) as usize;
+                let max = args["max"].as_u64().unwrap_or(100_000);
+                let start = kv::list_keys("flood/").map(|k| k.len()).unwrap_or(0) as u64;
+                let mut written = 0u64;
+                let mut error = None;
+                while written < max {
+                    match kv::set(&format!("flood/{:08}", start + written), &vec![7u8; bytes]) {
+                        Ok(()) => written += 1,
+                        Err(e) => {
+                            error = Some(format!("{e:?}"));
+                            break;
+                        }
+                    }
+                }
+                Ok(ToolOutput::Text(
+                    json!({"written": written, "error": error}).to_string(),
+                ))
             }
             "sandbox-probe" => {
                 let files = ["/etc/passwd", "/proc/self/environ", "capability.toml", "."]
