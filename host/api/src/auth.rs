@@ -81,6 +81,10 @@ fn under(path: &str, prefix: &str) -> bool {
 /// providers and secrets (and for changing capabilities), `reader` for any other read,
 /// `operator` for any other change. The OpenAPI document states it on every operation.
 pub(crate) fn required_role(method: &Method, template: &str) -> Role {
+    // MCP's requests are all POSTs; each of its tools checks the role it needs.
+    if template == crate::mcp::MCP_PATH {
+        return Role::Reader;
+    }
     let reads = matches!(*method, Method::GET | Method::HEAD);
     if ADMIN_ONLY.iter().any(|p| under(template, p))
         || (!reads && ADMIN_WRITES.iter().any(|p| under(template, p)))

@@ -217,6 +217,11 @@ impl ApiError {
         self.status
     }
 
+    /// What went wrong, for people.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
     /// The `Retry-After` seconds, if the error passes with time.
     pub fn retry_after(&self) -> Option<u32> {
         self.retry_after

@@ -16,6 +16,8 @@
 //!   not API operations, so they stay out of the OpenAPI document).
 //! - `telemetry`: the request span and figures, `x-request-id`, the SSE stream gauge, and
 //!   [`MetricsEndpoint`], the Prometheus exposition at `/metrics`.
+//! - `mcp`: `/mcp`, our agents as MCP tools (`list_agents`, `run_agent`, `get_run`) over
+//!   Streamable HTTP, with the official SDK (`rmcp`); outside the OpenAPI document.
 //! - `serve`: [`serve`], the accept loop (idle connections closed, graceful shutdown).
 //! - `hub`: [`EventHub`], one follower per watched session fanning live events out to its
 //!   SSE streams.
@@ -28,6 +30,7 @@ mod error;
 mod hub;
 mod json;
 mod limits;
+mod mcp;
 mod pagination;
 mod routes;
 mod rules;
@@ -56,6 +59,7 @@ pub use auth::{GeneratedKey, KEY_PREFIX, MIN_KEY_LEN, generate_key, hash_key, ke
 pub use error::{ApiError, PROBLEM_JSON, Problem};
 pub use hub::EventHub;
 pub use limits::{LimitSettings, Limits};
+pub use mcp::{MCP_PATH, McpSettings};
 pub use serve::serve;
 pub use telemetry::MetricsEndpoint;
 
@@ -80,6 +84,8 @@ pub struct AppState {
     pub metrics: MetricsEndpoint,
     /// Rate limits, stream caps and the request deadline.
     pub limits: Arc<Limits>,
+    /// Which hosts and origins `/mcp` answers.
+    pub mcp: McpSettings,
 }
 
 #[derive(OpenApi)]
@@ -170,7 +176,10 @@ pub fn app(state: AppState) -> Router {
     let (router, mut spec) = documented_routes(Some(&state)).split_for_parts();
     rules::document(&mut spec);
     auth::document(&mut spec);
+    let mcp =
+        mcp::router(&state).route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
     let router = router
+        .merge(mcp)
         .merge(SwaggerUi::new("/swagger-ui").url("/api-doc/openapi.json", spec))
         // Unknown paths: the web UI's files, else a `no-such-route` problem.
         .fallback(ui::serve);

@@ -94,6 +94,10 @@ fn no_route_bypasses_the_spec() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut offenders = Vec::new();
     visit(&src, &mut |file, text| {
+        // `/mcp` speaks JSON-RPC (MCP), described by its own specification, not OpenAPI.
+        if file.ends_with("mcp.rs") {
+            return;
+        }
         for (n, line) in text.lines().enumerate() {
             let code = line.trim_start();
             if code.starts_with("//") {

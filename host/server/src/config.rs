@@ -148,6 +148,17 @@ pub struct Config {
     /// Most bytes (keys and values) a plugin may keep per owner; a manifest may ask for fewer.
     #[serde(default = "default_plugin_kv_max_bytes")]
     pub plugin_kv_max_bytes: u64,
+    /// Host names (any port) `/mcp` answers: DNS-rebinding protection. Default: loopback only;
+    /// a public deployment lists its own names.
+    #[serde(default = "default_mcp_hosts")]
+    pub mcp_server_allowed_hosts: Vec<String>,
+    /// Origins (`https://app.example.com`) browsers may call `/mcp` from; default none.
+    #[serde(default)]
+    pub mcp_server_allowed_origins: Vec<String>,
+}
+
+fn default_mcp_hosts() -> Vec<String> {
+    everruns_api::McpSettings::default().allowed_hosts
 }
 
 fn default_rate_limit() -> u32 {
@@ -244,6 +255,8 @@ impl Default for Config {
             idle_timeout_ms: default_idle_timeout_ms(),
             plugin_kv_max_keys: default_plugin_kv_max_keys(),
             plugin_kv_max_bytes: default_plugin_kv_max_bytes(),
+            mcp_server_allowed_hosts: default_mcp_hosts(),
+            mcp_server_allowed_origins: Vec::new(),
         }
     }
 }
@@ -284,6 +297,8 @@ const ENV_KEYS: &[&str] = &[
     "idle_timeout_ms",
     "plugin_kv_max_keys",
     "plugin_kv_max_bytes",
+    "mcp_server_allowed_hosts",
+    "mcp_server_allowed_origins",
 ];
 
 #[derive(Serialize)]
@@ -432,6 +447,14 @@ impl Config {
             max_streams_per_key: self.max_streams_per_key,
             max_streams: self.max_streams,
             request_timeout_ms: self.request_timeout_ms,
+        }
+    }
+
+    /// Which hosts and origins `/mcp` answers.
+    pub fn mcp(&self) -> everruns_api::McpSettings {
+        everruns_api::McpSettings {
+            allowed_hosts: self.mcp_server_allowed_hosts.clone(),
+            allowed_origins: self.mcp_server_allowed_origins.clone(),
         }
     }
 

@@ -112,6 +112,7 @@ impl Server {
                 self.config.metrics_public,
             ),
             limits: Arc::new(Limits::new(self.config.limits())),
+            mcp: self.config.mcp(),
         });
         let serving = everruns_api::serve(
             self.listener,
@@ -176,6 +177,7 @@ pub async fn run_worker(config: &Config, shutdown: CancellationToken) -> anyhow:
         keyring,
         metrics: MetricsEndpoint::new(crate::telemetry::prometheus(), config.metrics_public),
         limits: Arc::new(Limits::new(config.limits())),
+        mcp: config.mcp(),
     });
     tracing::info!(addr = %listener.local_addr()?, "worker serving /metrics and /health");
     let serving = tokio::spawn(everruns_api::serve(

@@ -84,34 +84,64 @@ const JS_HELP: &str = "The JavaScript plugin tests need node >= 18 and npm \
     (Debian: `apt-get install nodejs npm`) and the npm registry; the toolchain is \
     `npm ci` in sdk/js (componentize-qjs).";
 
+/// A Python venv at `target/polyglot/<name>` with the pins of `requirements` (a path in the
+/// repository) installed; made again when the pins change. Returns the venv.
+fn pinned_venv(name: &str, requirements: &str, what: &str, help: &str) -> PathBuf {
+    let _lock = Lock::take(name);
+    let requirements = repo_root().join(requirements);
+    let pins = std::fs::read_to_string(&requirements)
+        .unwrap_or_else(|e| panic!("read {}: {e}", requirements.display()));
+    let venv = work_dir().join(name);
+    let stamp = venv.join(".everruns-requirements");
+    if venv.join("bin/python").exists()
+        && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&pins)
+    {
+        return venv;
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    run(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        "creating the Python venv",
+        help,
+    );
+    run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&requirements),
+        what,
+        help,
+    );
+    std::fs::write(&stamp, pins).expect("write the venv stamp");
+    venv
+}
+
 /// The pinned `componentize-py`, installed into `target/polyglot/venv` on first use.
 pub fn componentize_py() -> &'static Path {
     static TOOL: OnceLock<PathBuf> = OnceLock::new();
     TOOL.get_or_init(|| {
-        let _lock = Lock::take("python");
-        let requirements = repo_root().join("sdk/python/requirements.txt");
-        let pins = std::fs::read_to_string(&requirements).expect("read requirements.txt");
-        let venv = work_dir().join("venv");
-        let tool = venv.join("bin/componentize-py");
-        let stamp = venv.join(".everruns-requirements");
-        if tool.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&pins) {
-            return tool;
-        }
-        let _ = std::fs::remove_dir_all(&venv);
-        run(
-            Command::new("python3").args(["-m", "venv"]).arg(&venv),
-            "creating the Python venv",
-            PYTHON_HELP,
-        );
-        run(
-            Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-                .arg(&requirements),
+        pinned_venv(
+            "venv",
+            "sdk/python/requirements.txt",
             "installing componentize-py",
             PYTHON_HELP,
-        );
-        std::fs::write(&stamp, pins).expect("write the venv stamp");
-        tool
+        )
+        .join("bin/componentize-py")
+    })
+}
+
+/// The Python of a venv with the official MCP SDK (`tests/mcp/requirements.txt`), installed
+/// into `target/polyglot/mcp-venv` on first use: the outside MCP implementation of the tests.
+pub fn mcp_python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        pinned_venv(
+            "mcp-venv",
+            "tests/mcp/requirements.txt",
+            "installing the MCP Python SDK",
+            "The MCP tests need python3 with the venv module (Debian: `apt-get install python3 \
+             python3-venv`) and PyPI; the SDK is `pip install -r tests/mcp/requirements.txt`.",
+        )
+        .join("bin/python")
     })
 }
 
