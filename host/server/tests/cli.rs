@@ -213,6 +213,47 @@ async fn api_key_commands_and_bootstrap_key() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no API key"));
+
+    // Roles: a reader key reads and may not change anything; a role that does not exist is
+    // refused, naming the ones that do.
+    let out = everruns(dir.path())
+        .args(["api-key", "create", "watcher", "--role", "reader"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("created reader API key `watcher`"),
+        "{stdout}"
+    );
+    let reader = stdout.lines().find(|l| l.starts_with("evr_")).unwrap();
+    assert_eq!(status_with_key(&served.base, reader).await, 200);
+    let created = reqwest::Client::new()
+        .post(format!("{}/v1/agents", served.base))
+        .bearer_auth(reader)
+        .json(&serde_json::json!({"name": "nope", "system_prompt": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 403);
+    let out = everruns(dir.path())
+        .args(["api-key", "create", "x", "--role", "root"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin, operator or reader"));
+    let list = String::from_utf8(
+        everruns(dir.path())
+            .args(["api-key", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        list.lines()
+            .any(|l| l.contains("watcher") && l.contains("reader")),
+        "{list}"
+    );
 }
 
 #[tokio::test]
