@@ -400,6 +400,11 @@ impl EverrunsMcp {
                 &format!("must be at most {MESSAGE_MAX} characters"),
             ));
         }
+        // Counted before anything is created: a refused start leaves nothing behind.
+        self.state
+            .limits
+            .run_start(&caller.id)
+            .map_err(|e| McpError::invalid_request(e.detail().to_owned(), None))?;
         let session = match &args.session_id {
             Some(raw) => {
                 let id = SessionId::parse(raw)
@@ -428,10 +433,6 @@ impl EverrunsMcp {
                 }
             }
         };
-        self.state
-            .limits
-            .run_start(&caller.id)
-            .map_err(|e| McpError::invalid_request(e.detail().to_owned(), None))?;
         // Watched before the run starts, so no event of it is missed.
         let mut feed = self.state.store.event_bus().watch(&session.id);
         let since = self.last_seq(&session.id).await;
